@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+from django.utils.translation import gettext_lazy as _
+
+
+class SqlSessionsConfig(AppConfig):
+    name = "django_sql_sessions"
+    verbose_name = _("SQL sessions")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks as sql_sessions_checks
+
+        checks.register(sql_sessions_checks.check_settings)
+        checks.register(sql_sessions_checks.check_routers)
+        checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)

@@ -1,0 +1,144 @@
+"""
+System checks, registered in SqlSessionsConfig.ready(). Every ID is listed in
+the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.db import connections, router
+
+from .conf import (
+    batch_size_problem,
+    conf,
+    db_alias_problem,
+    table_name_problem,
+)
+from .models import Session
+from .routers import SessionRouter
+from .sql import SUPPORTED_VENDORS
+
+ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
+
+
+def check_settings(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    alias = conf.DB_ALIAS
+    if problem := db_alias_problem(alias):
+        errors.append(
+            Error(
+                problem,
+                hint="Set SQL_SESSIONS_DB_ALIAS to the DATABASES alias that holds the sessions.",
+                id="django_sql_sessions.E001",
+            )
+        )
+    if problem := table_name_problem(conf.TABLE):
+        errors.append(
+            Error(
+                problem,
+                hint="Choose a name such as 'web_sessions'. No SQL is built from this name "
+                "until it is valid.",
+                id="django_sql_sessions.E002",
+            )
+        )
+    if problem := batch_size_problem(conf.CLEANUP_BATCH_SIZE, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"):
+        errors.append(
+            Error(
+                problem,
+                hint="Remove the setting to use the default of 1000.",
+                id="django_sql_sessions.E003",
+            )
+        )
+    if db_alias_problem(alias):
+        return errors
+    vendor = connections[str(alias)].vendor
+    if vendor not in SUPPORTED_VENDORS:
+        errors.append(
+            Error(
+                f"SQL_SESSIONS_DB_ALIAS {alias!r} is a {vendor} database, which "
+                "django_sql_sessions does not support.",
+                hint=f"Point it at a database of one of these vendors: "
+                f"{', '.join(SUPPORTED_VENDORS)}.",
+                id="django_sql_sessions.E004",
+            )
+        )
+    if settings.DATABASES[str(alias)].get("TEST", {}).get("MIRROR"):
+        errors.append(
+            Warning(
+                f"SQL_SESSIONS_DB_ALIAS {alias!r} is configured as a test mirror, which "
+                "usually means it is a read replica.",
+                hint="Sessions must be read from the database they are written to: a "
+                "replica that lags behind logs users out or brings back logged-out "
+                "sessions. Use a dedicated, non-replicated alias.",
+                id="django_sql_sessions.W001",
+            )
+        )
+    return errors
+
+
+def check_routers(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    alias = conf.DB_ALIAS
+    if db_alias_problem(alias):
+        return []  # reported as E001
+    errors: list[CheckMessage] = []
+    read_alias = router.db_for_read(Session)
+    write_alias = router.db_for_write(Session)
+    if read_alias != write_alias:
+        errors.append(
+            Error(
+                f"DATABASE_ROUTERS send session reads to {read_alias!r} but writes to "
+                f"{write_alias!r}.",
+                hint="A replica that lags behind its primary serves stale sessions: users "
+                f"are logged out, or a logout is undone. List {ROUTER_PATH!r} first in "
+                "DATABASE_ROUTERS so that both go to SQL_SESSIONS_DB_ALIAS.",
+                id="django_sql_sessions.E005",
+            )
+        )
+    installed = any(isinstance(r, SessionRouter) for r in router.routers)
+    if not installed and alias != "default":
+        errors.append(
+            Warning(
+                f"SQL_SESSIONS_DB_ALIAS is {alias!r} but {ROUTER_PATH!r} is not in "
+                "DATABASE_ROUTERS, so migrate would create the session table in every "
+                "database and model queries outside the engine would use 'default'.",
+                hint=f"Add {ROUTER_PATH!r} to the start of DATABASE_ROUTERS.",
+                id="django_sql_sessions.W002",
+            )
+        )
+    elif installed and write_alias != alias:
+        errors.append(
+            Warning(
+                f"DATABASE_ROUTERS send session writes to {write_alias!r}, not to "
+                f"SQL_SESSIONS_DB_ALIAS {alias!r}: a router listed before "
+                f"{ROUTER_PATH!r} claims the session model.",
+                hint=f"Move {ROUTER_PATH!r} to the start of DATABASE_ROUTERS.",
+                id="django_sql_sessions.W003",
+            )
+        )
+    return errors
+
+
+def check_table_exists(
+    app_configs: list[AppConfig] | None, databases: list[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    alias = conf.DB_ALIAS
+    if not databases or alias not in databases:
+        return []
+    if db_alias_problem(alias) or table_name_problem(conf.TABLE):
+        return []  # reported as E001 or E002
+    connection = connections[str(alias)]
+    with connection.cursor() as cursor:
+        tables = connection.introspection.table_names(cursor)
+    if conf.TABLE in tables:
+        return []
+    return [
+        Error(
+            f"The session table {conf.TABLE!r} does not exist in database {alias!r}.",
+            hint=f"Run 'manage.py migrate django_sql_sessions --database={alias}'.",
+            id="django_sql_sessions.E006",
+        )
+    ]

@@ -1,0 +1,107 @@
+"""
+The package's settings, read from django.conf.settings each time they are used.
+
+Nothing is cached, so override_settings() and per-test changes just work. The
+raw properties return what the project configured; the validated accessors
+raise ImproperlyConfigured with a message that names the setting, and the
+system checks report the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_DB_ALIAS = "default"
+DEFAULT_TABLE = "django_sql_sessions_session"
+DEFAULT_CLEANUP_BATCH_SIZE = 1000
+
+# Lower case only: MySQL and MariaDB on case-insensitive file systems fold table
+# names, and unquoted references in hand-written SQL fold on PostgreSQL.
+TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+# PostgreSQL truncates identifiers longer than 63 bytes; MySQL allows 64 and SQL
+# Server 128, so 63 is the longest name that means the same table everywhere.
+MAX_TABLE_NAME_LENGTH = 63
+# Larger batches hold row locks longer, and SQL Server escalates to a table lock
+# at about 5,000 row locks, which would block live sessions.
+MAX_CLEANUP_BATCH_SIZE = 4000
+
+
+class Settings:
+    @property
+    def DB_ALIAS(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_DB_ALIAS", DEFAULT_DB_ALIAS)
+
+    @property
+    def TABLE(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_TABLE", DEFAULT_TABLE)
+
+    @property
+    def CLEANUP_BATCH_SIZE(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_CLEANUP_BATCH_SIZE", DEFAULT_CLEANUP_BATCH_SIZE)
+
+
+conf = Settings()
+
+
+def db_alias() -> str:
+    """Return SQL_SESSIONS_DB_ALIAS, or raise if DATABASES has no such alias."""
+    alias = conf.DB_ALIAS
+    if problem := db_alias_problem(alias):
+        raise ImproperlyConfigured(problem)
+    return str(alias)
+
+
+def table_name() -> str:
+    """Return SQL_SESSIONS_TABLE, or raise if it is not a safe SQL identifier."""
+    name = conf.TABLE
+    if problem := table_name_problem(name):
+        raise ImproperlyConfigured(problem)
+    return str(name)
+
+
+def cleanup_batch_size() -> int:
+    """Return SQL_SESSIONS_CLEANUP_BATCH_SIZE, or raise if it is out of range."""
+    size = conf.CLEANUP_BATCH_SIZE
+    if problem := batch_size_problem(size, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"):
+        raise ImproperlyConfigured(problem)
+    return int(size)  # type: ignore[call-overload]
+
+
+# Each *_problem() function returns what is wrong with a value, naming the
+# setting or option, or None. The accessors above, the system checks and the
+# command all report these same sentences.
+
+
+def db_alias_problem(alias: object) -> str | None:
+    if isinstance(alias, str) and alias in settings.DATABASES:
+        return None
+    return (
+        f"SQL_SESSIONS_DB_ALIAS is {alias!r}, which is not an alias in DATABASES "
+        f"(the aliases are {', '.join(map(repr, settings.DATABASES))})."
+    )
+
+
+def table_name_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not TABLE_NAME_RE.fullmatch(name):
+        return (
+            f"SQL_SESSIONS_TABLE is {name!r}; it must be a plain SQL identifier: "
+            "lower-case letters, digits and underscores, not starting with a digit."
+        )
+    if len(name) > MAX_TABLE_NAME_LENGTH:
+        return (
+            f"SQL_SESSIONS_TABLE is {len(name)} characters long; the longest name that "
+            f"every supported database keeps intact is {MAX_TABLE_NAME_LENGTH}."
+        )
+    return None
+
+
+def batch_size_problem(value: object, name: str) -> str | None:
+    # bool is an int subclass; True as a batch size is a typo, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} is {value!r}; it must be a whole number."
+    if not 1 <= value <= MAX_CLEANUP_BATCH_SIZE:
+        return f"{name} is {value}; it must be between 1 and {MAX_CLEANUP_BATCH_SIZE}."
+    return None

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .keys import HASH_LENGTH
+
+
+class KeyHashField(models.CharField):
+    """
+    The hex SHA-256 digest of a session key, as a fixed-width column.
+
+    A plain CharField would be a utf8mb4 varchar on MySQL (4 bytes a character
+    in the index, compared case-insensitively) and would get a second, unused
+    ``_like`` index on PostgreSQL. The digest is lower-case ASCII hex, so each
+    vendor gets the narrowest type that compares it byte for byte.
+    """
+
+    description = "SHA-256 digest of a session key"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["max_length"] = HASH_LENGTH
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        del kwargs["max_length"]
+        return name, path, args, kwargs
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str:
+        if connection.vendor == "mysql":
+            return f"char({HASH_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"
+        if connection.vendor == "microsoft":
+            # pyodbc sends str parameters as nvarchar; an nchar column compares
+            # with them without an implicit conversion that would defeat the
+            # primary key index.
+            return f"nchar({HASH_LENGTH})"
+        return f"char({HASH_LENGTH})"

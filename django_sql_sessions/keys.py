@@ -1,0 +1,30 @@
+"""
+Session keys: which cookie values are worth a query, and how they are stored.
+
+The table holds a SHA-256 digest of each key, never the key, so that a database
+dump or a read-only SQL injection elsewhere cannot be replayed as a session
+cookie. The key has 165 bits of entropy, so an unsalted fast hash is enough: no
+dictionary or rainbow table covers that space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# Django generates 32 characters from VALID_KEY_CHARS (a-z0-9) and accepts any
+# key of 8 characters or more. Anything else (empty, long, non-ASCII, SQL
+# metacharacters) cannot be one of our keys, so it loads as a new session
+# without a query.
+SESSION_KEY_RE = re.compile(r"[a-z0-9]{8,64}")
+
+HASH_LENGTH = 64  # hex digits of a SHA-256 digest
+
+
+def is_valid_key(key: object) -> bool:
+    return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
+
+
+def hash_key(key: str) -> str:
+    """Return the digest stored in place of ``key``."""
+    return hashlib.sha256(key.encode("ascii")).hexdigest()

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import conf, db_alias
+from .fields import KeyHashField
+from .keys import hash_key
+
+if TYPE_CHECKING:
+    from .backends.db import SessionStore
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    def active(self) -> SessionQuerySet:
+        return self.filter(expire_date__gt=timezone.now())
+
+    def expired(self) -> SessionQuerySet:
+        # Expired means expire_date <= now, the same rule load() applies.
+        return self.filter(expire_date__lte=timezone.now())
+
+    def for_key(self, session_key: str) -> SessionQuerySet:
+        """Filter on a raw session key (as found in the cookie)."""
+        return self.filter(key_hash=hash_key(session_key))
+
+
+class SessionManager(models.Manager["Session"]):
+    def get_queryset(self) -> SessionQuerySet:
+        # Pinned to the sessions alias whatever the project's routers say, so
+        # no query through this manager reads a lagging replica.
+        return SessionQuerySet(self.model, using=db_alias())
+
+    def active(self) -> SessionQuerySet:
+        return self.get_queryset().active()
+
+    def expired(self) -> SessionQuerySet:
+        return self.get_queryset().expired()
+
+    def for_key(self, session_key: str) -> SessionQuerySet:
+        return self.get_queryset().for_key(session_key)
+
+    def encode(self, session_dict: dict[str, Any]) -> str:
+        """Return the session dictionary serialized and signed for storage."""
+        return self.model.get_session_store_class()().encode(session_dict)
+
+    def save(  # type: ignore[override]
+        self, session_key: str, session_dict: dict[str, Any], expire_date: datetime.datetime
+    ) -> Session:
+        """Store ``session_dict`` under a raw key, or delete the row if it is empty."""
+        if not session_dict:
+            self.for_key(session_key).delete()
+            return self.model(key_hash=hash_key(session_key), expire_date=expire_date)
+        now = timezone.now()
+        data = self.encode(session_dict)
+        session, _created = self.get_queryset().update_or_create(
+            key_hash=hash_key(session_key),
+            defaults={"data": data, "expire_date": expire_date, "updated_at": now},
+            create_defaults={
+                "data": data,
+                "expire_date": expire_date,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        return session
+
+
+class Session(models.Model):
+    key_hash = KeyHashField(_("session key hash"), primary_key=True, editable=False)
+    data = models.TextField(_("session data"))
+    expire_date = models.DateTimeField(_("expire date"), db_index=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+
+    objects = SessionManager()
+
+    class Meta:
+        # Read when this module is imported, like the migration that creates
+        # the table: both see the same name, so makemigrations stays clean
+        # whatever the project chose. The system check validates it.
+        db_table = str(conf.TABLE)
+        verbose_name = _("session")
+        verbose_name_plural = _("sessions")
+
+    def __str__(self) -> str:
+        # The hash, not the key: the key is not stored anywhere.
+        return self.key_hash[:12]
+
+    @classmethod
+    def get_session_store_class(cls) -> type[SessionStore]:
+        from .backends.db import SessionStore
+
+        return SessionStore
+
+    def get_decoded(self) -> dict[str, Any]:
+        return self.get_session_store_class()().decode(self.data)
+
+    def is_expired(self) -> bool:
+        return self.expire_date <= timezone.now()

@@ -1,0 +1,33 @@
+"""
+DATABASE_ROUTERS = ["django_sql_sessions.routers.SessionRouter", ...]
+
+Pins every read, write and migration of the session model to
+SQL_SESSIONS_DB_ALIAS, and has no opinion (None) on anything else, so it
+composes with the project's own routers. Put it first: a router listed before
+it that sends reads to a replica would win for the session model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+
+from .conf import db_alias
+
+APP_LABEL = "django_sql_sessions"
+
+
+class SessionRouter:
+    def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        return db_alias() if model._meta.app_label == APP_LABEL else None
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
+        return db_alias() if model._meta.app_label == APP_LABEL else None
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        if app_label == APP_LABEL:
+            return db == db_alias()
+        return None

@@ -1,0 +1,115 @@
+"""
+The SQL the session store sends, written once per database vendor.
+
+Every statement is complete on its own: in autocommit it is its own
+transaction, so no operation needs BEGIN/COMMIT round trips. Inside a caller's
+atomic() block none of them can leave the transaction aborted for an expected
+outcome: a key collision is either reported without an error (PostgreSQL,
+SQLite) or raised as a statement-level error that the database rolls back on
+its own (MySQL/MariaDB, SQL Server).
+
+Parameters are written as %s, the placeholder of every Django backend cursor.
+Column names are fixed; the table name is validated (conf.table_name()) and
+then quoted by the backend before it is put in any statement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .conf import table_name
+
+SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
+
+COLUMNS = "key_hash, data, expire_date, created_at, updated_at"
+
+
+@dataclasses.dataclass(frozen=True)
+class Statements:
+    # (key_hash, now) -> rows of (data, expire_date) for a live session
+    load: str
+    # (key_hash) -> a row if the key is taken, live or not
+    exists: str
+    # (key_hash, data, expire_date, now, now) -> rowcount 0 or an IntegrityError
+    # when the key is taken
+    insert: str
+    # (data, expire_date, now, key_hash) -> rowcount 0 when the row is gone
+    update: str
+    # (key_hash)
+    delete: str
+    # (new_key_hash, data, expire_date, now, old_key_hash, new_key_hash) ->
+    # rowcount 0 when the old row is gone (or, on PostgreSQL, when the new key
+    # is taken), an IntegrityError elsewhere when the new key is taken
+    rekey: str
+    # (now) -> one row: how many sessions are expired
+    count_expired: str
+    # (now, batch_size) -> deletes at most batch_size expired rows, oldest first
+    delete_expired_batch: str
+    # Whether rekey needs its last parameter (the NOT EXISTS guard).
+    rekey_guarded: bool
+
+
+def statements(connection: BaseDatabaseWrapper) -> Statements:
+    """Return the statements for this connection's vendor and the current table."""
+    return _compile(connection.vendor, connection.ops.quote_name(table_name()))
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(vendor: str, table: str) -> Statements:
+    if vendor not in SUPPORTED_VENDORS:
+        raise NotImplementedError(
+            f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
+        )
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
+    rekey = (
+        f"UPDATE {table} SET key_hash = %s, data = %s, expire_date = %s, updated_at = %s "
+        "WHERE key_hash = %s"
+    )
+    rekey_guarded = False
+    if vendor in ("postgresql", "sqlite"):
+        # A failed INSERT would abort a caller's PostgreSQL transaction;
+        # ON CONFLICT turns the collision into "0 rows" instead.
+        insert += " ON CONFLICT (key_hash) DO NOTHING"
+    if vendor == "postgresql":
+        # UPDATE has no ON CONFLICT clause, so the guard keeps a collision on the
+        # new key from raising (and aborting a caller's transaction).
+        rekey += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = %s)"
+        rekey_guarded = True
+
+    if vendor == "mysql":
+        # Walks the expire_date index from its oldest end, the shape that takes
+        # no gap locks beyond the rows it deletes.
+        delete_expired_batch = (
+            f"DELETE FROM {table} WHERE expire_date <= %s ORDER BY expire_date LIMIT %s"
+        )
+    elif vendor == "microsoft":
+        # OFFSET/FETCH rather than TOP keeps the parameters in the same order
+        # as the other vendors' LIMIT.
+        delete_expired_batch = (
+            f"WITH batch AS (SELECT key_hash FROM {table} WHERE expire_date <= %s "
+            "ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY) "
+            f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM batch)"
+        )
+    else:
+        lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
+        delete_expired_batch = (
+            f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM {table} "
+            f"WHERE expire_date <= %s ORDER BY expire_date LIMIT %s{lock})"
+        )
+
+    return Statements(
+        load=f"SELECT data, expire_date FROM {table} WHERE key_hash = %s AND expire_date > %s",
+        exists=f"SELECT 1 FROM {table} WHERE key_hash = %s",
+        insert=insert,
+        update=(
+            f"UPDATE {table} SET data = %s, expire_date = %s, updated_at = %s WHERE key_hash = %s"
+        ),
+        delete=f"DELETE FROM {table} WHERE key_hash = %s",
+        rekey=rekey,
+        count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %s",
+        delete_expired_batch=delete_expired_batch,
+        rekey_guarded=rekey_guarded,
+    )

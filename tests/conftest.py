@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from django_sql_sessions.conf import table_name
+
+# The test id of each database, its alias in tests/settings.py, and the
+# environment variable that turns it on.
+VENDORS = {
+    "sqlite": ("default", None),
+    "postgresql": ("postgresql", "POSTGRES_HOST"),
+    "mysql": ("mysql", "MYSQL_HOST"),
+    "mssql": ("mssql", "MSSQL_HOST"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required = [v for v in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", "").split(",") if v]
+    for vendor in required:
+        if vendor not in VENDORS:
+            raise pytest.UsageError(f"SQL_SESSIONS_TEST_REQUIRE names unknown {vendor!r}.")
+        alias, env = VENDORS[vendor]
+        if alias not in settings.DATABASES:
+            raise pytest.UsageError(
+                f"SQL_SESSIONS_TEST_REQUIRE requires {vendor}, but {env} is not set."
+            )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    for vendor, (alias, env) in VENDORS.items():
+        if alias in settings.DATABASES:
+            db = settings.DATABASES[alias]
+            lines.append(f"{vendor}: {db.get('HOST') or db['NAME']}")
+        else:
+            lines.append(f"{vendor}: SKIPPED, {env} is not set")
+    return ["databases: " + "; ".join(lines)]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> Iterator[None]:
+    """Create a test database on every configured alias, whatever the tests ask for."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases=set(settings.DATABASES))
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    skipped: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+        skipped[reason.removeprefix("Skipped: ")] = (
+            skipped.get(reason.removeprefix("Skipped: "), 0) + 1
+        )
+    for reason, count in sorted(skipped.items()):
+        terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
+
+
+def _alias_params() -> list[Any]:
+    params = []
+    for vendor, (alias, env) in VENDORS.items():
+        marks = []
+        if alias not in settings.DATABASES:
+            marks.append(pytest.mark.skip(reason=f"{vendor} not configured: {env} is not set"))
+        params.append(pytest.param(alias, id=vendor, marks=marks))
+    return params
+
+
+@pytest.fixture(params=_alias_params())
+def alias(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    django_db_blocker: Any,
+    settings: Any,
+) -> Iterator[str]:
+    """
+    A database alias with the session table, in autocommit, set as
+    SQL_SESSIONS_DB_ALIAS. Each test runs once per configured database.
+
+    Tests run outside any wrapping transaction, as a session store does in
+    production, and the session table is emptied afterwards.
+    """
+    alias: str = request.param
+    settings.SQL_SESSIONS_DB_ALIAS = alias
+    connection = connections[alias]
+    table = connection.ops.quote_name(table_name())
+    with django_db_blocker.unblock():
+        yield alias
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {table}")
+            cursor.execute("DELETE FROM django_session")

@@ -1,0 +1,73 @@
+"""
+Test settings. SQLite always runs; PostgreSQL, MariaDB/MySQL and SQL Server
+run when their connection settings are in the environment (see README.rst).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SECRET_KEY = "django-sql-sessions-tests"
+USE_TZ = os.environ.get("SQL_SESSIONS_TEST_USE_TZ", "1") == "1"
+TIME_ZONE = "America/Chicago"
+
+INSTALLED_APPS = [
+    "django.contrib.sessions",
+    "django_sql_sessions",
+]
+
+SESSION_ENGINE = "django_sql_sessions.backends.db"
+SQL_SESSIONS_TABLE = os.environ.get("SQL_SESSIONS_TEST_TABLE", "test_web_sessions")
+
+# Each run gets its own server-side test databases, so parallel runs (other
+# interpreters, other developers) on the same servers do not collide.
+RUN_ID = os.environ.get("SQL_SESSIONS_TEST_RUN_ID") or str(os.getpid())
+
+
+def _server(engine: str, prefix: str, port: str, **extra: Any) -> dict[str, Any] | None:
+    host = os.environ.get(f"{prefix}_HOST")
+    if not host:
+        return None
+    name = f"test_sql_sessions_{RUN_ID}"
+    return {
+        "ENGINE": engine,
+        "HOST": host,
+        "PORT": os.environ.get(f"{prefix}_PORT", port),
+        "USER": os.environ.get(f"{prefix}_USER", ""),
+        "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
+        "NAME": os.environ.get(f"{prefix}_DATABASE", name),
+        "TEST": {"NAME": name, **extra.pop("TEST", {})},
+        **extra,
+    }
+
+
+SERVERS = {
+    "postgresql": _server("django.db.backends.postgresql", "POSTGRES", "5432"),
+    "mysql": _server(
+        "django.db.backends.mysql",
+        "MYSQL",
+        "3306",
+        OPTIONS={"charset": "utf8mb4"},
+        TEST={"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+    ),
+    "mssql": _server(
+        "mssql",
+        "MSSQL",
+        "1433",
+        OPTIONS={"driver": os.environ.get("MSSQL_DRIVER", "ODBC Driver 18 for SQL Server")},
+    ),
+}
+
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # For the router and check tests: a second database, and a replica of the
+    # first (a test mirror, as Django's docs configure replicas).
+    "secondary": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    "replica": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "TEST": {"MIRROR": "default"},
+    },
+    **{alias: config for alias, config in SERVERS.items() if config},
+}

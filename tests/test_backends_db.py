@@ -1,0 +1,482 @@
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.db import DatabaseError, connections, transaction
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+from django.utils import timezone
+
+from django_sql_sessions.backends import db as backend
+from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
+from django_sql_sessions.conf import table_name
+from tests.counting import count_statements
+
+# A sync test body and its async twin run against the same expectations.
+sync_and_async = pytest.mark.parametrize("run", ["sync", "async"])
+
+
+def call(run: str, store: SessionStore, method: str, *args: Any) -> Any:
+    if run == "sync":
+        return getattr(store, method)(*args)
+    return async_to_sync(getattr(store, "a" + method))(*args)
+
+
+def rows(alias: str) -> list[tuple[str, str, datetime.datetime]]:
+    connection = connections[alias]
+    table = connection.ops.quote_name(table_name())
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT key_hash, data, expire_date FROM {table} ORDER BY key_hash")
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def saved_session(**data: Any) -> SessionStore:
+    store = SessionStore()
+    store.update(data)
+    store.save()
+    return store
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[datetime.datetime], None]]:
+    """Set the engine's clock (and the expiry SessionBase computes from it)."""
+
+    def freeze(value: datetime.datetime) -> None:
+        monkeypatch.setattr(backend.timezone, "now", lambda: value)
+
+    yield freeze
+
+
+class TestStorage:
+    @sync_and_async
+    def test_create_stores_the_key_hash_never_the_key(self, alias: str, run: str) -> None:
+        store = SessionStore()
+        store["cart"] = [1, 2]
+        call(run, store, "save")
+
+        [(key_hash, data, _expiry)] = rows(alias)
+        assert store.session_key is not None
+        assert key_hash.strip() == sha256(store.session_key)
+        assert store.session_key not in key_hash + data
+        assert SessionStore().decode(data) == {"cart": [1, 2]}
+
+    @sync_and_async
+    def test_load_returns_the_saved_data(self, alias: str, run: str) -> None:
+        key = saved_session(cart=[1, 2], user="ada").session_key
+
+        store = SessionStore(key)
+        assert call(run, store, "load") == {"cart": [1, 2], "user": "ada"}
+        assert store.session_key == key
+
+    @sync_and_async
+    def test_save_updates_the_row(self, alias: str, run: str) -> None:
+        key = saved_session(step=1).session_key
+        store = SessionStore(key)
+        store["step"] = 2
+        call(run, store, "save")
+
+        assert SessionStore(key).load() == {"step": 2}
+        assert len(rows(alias)) == 1
+
+    @sync_and_async
+    def test_unknown_key_is_not_adopted(self, alias: str, run: str) -> None:
+        planted = "a" * 32
+        store = SessionStore(planted)
+        assert call(run, store, "load") == {}
+        assert store.session_key is None
+
+        store["x"] = 1
+        call(run, store, "save")
+        assert store.session_key not in (None, planted)
+        assert [row[0].strip() for row in rows(alias)] == [sha256(store.session_key)]
+
+    @sync_and_async
+    def test_expired_session_loads_empty(self, alias: str, run: str) -> None:
+        store = SessionStore()
+        store["x"] = 1
+        store.set_expiry(timezone.now() - datetime.timedelta(seconds=1))
+        store.save()
+
+        loaded = SessionStore(store.session_key)
+        assert call(run, loaded, "load") == {}
+        assert loaded.session_key is None
+
+    @sync_and_async
+    def test_session_expiring_now_is_expired(
+        self, alias: str, run: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        now = timezone.now().replace(microsecond=0)
+        frozen_now(now - datetime.timedelta(seconds=60))
+        store = SessionStore()
+        store["x"] = 1
+        store.set_expiry(60)
+        store.save()
+
+        frozen_now(now - datetime.timedelta(microseconds=1))
+        assert SessionStore(store.session_key).load() == {"x": 1, "_session_expiry": 60}
+        frozen_now(now)
+        assert call(run, SessionStore(store.session_key), "load") == {}
+
+    @sync_and_async
+    def test_save_after_delete_raises_update_error_and_inserts_nothing(
+        self, alias: str, run: str
+    ) -> None:
+        key = saved_session(x=1).session_key
+        slow_request = SessionStore(key)
+        assert slow_request["x"] == 1
+        SessionStore(key).delete()  # a logout in a concurrent request
+
+        slow_request["x"] = 2
+        with pytest.raises(UpdateError):
+            call(run, slow_request, "save")
+        assert rows(alias) == []
+
+    @sync_and_async
+    def test_must_create_on_a_taken_key_raises_create_error(self, alias: str, run: str) -> None:
+        key = saved_session(owner="first").session_key
+        intruder = SessionStore()
+        intruder._session_key = key
+        intruder["owner"] = "second"
+
+        with pytest.raises(CreateError):
+            call(run, intruder, "save", True)
+        assert SessionStore(key).load() == {"owner": "first"}
+
+    @sync_and_async
+    def test_create_retries_with_a_new_key_on_collision(
+        self, alias: str, run: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        taken = saved_session(owner="first").session_key
+        fresh = "b" * 32
+        keys = iter([taken, fresh])
+        monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(keys))
+        store = SessionStore()
+        store["owner"] = "second"
+
+        call(run, store, "create")
+        assert store.session_key == fresh
+        assert store.modified
+        assert SessionStore(taken).load() == {"owner": "first"}
+        assert SessionStore(fresh).load() == {"owner": "second"}
+
+    @sync_and_async
+    def test_create_gives_up_after_bounded_attempts(
+        self, alias: str, run: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        taken = saved_session(owner="first").session_key
+        attempts = []
+
+        def always_taken(self: SessionStore) -> str:
+            attempts.append(taken)
+            return taken
+
+        monkeypatch.setattr(SessionStore, "_get_new_session_key", always_taken)
+        with pytest.raises(CreateError, match="attempts"):
+            call(run, SessionStore(), "create")
+        assert len(attempts) == KEY_ATTEMPTS
+
+    @sync_and_async
+    def test_exists(self, alias: str, run: str) -> None:
+        key = saved_session(x=1).session_key
+        store = SessionStore()
+        assert call(run, store, "exists", key) is True
+        assert call(run, store, "exists", "c" * 32) is False
+        assert call(run, store, "exists", "not a key") is False
+
+    @sync_and_async
+    def test_delete_own_and_other_key(self, alias: str, run: str) -> None:
+        first = saved_session(n=1)
+        second = saved_session(n=2)
+        assert second.session_key is not None
+
+        call(run, first, "delete")
+        assert len(rows(alias)) == 1
+        call(run, SessionStore(), "delete", second.session_key)
+        assert rows(alias) == []
+        call(run, SessionStore(), "delete")  # no key: nothing to do
+
+    @sync_and_async
+    def test_flush_removes_the_row_and_the_key(self, alias: str, run: str) -> None:
+        store = saved_session(x=1)
+        if run == "sync":
+            store.flush()
+        else:
+            async_to_sync(store.aflush)()
+        assert store.session_key is None
+        assert rows(alias) == []
+
+    @sync_and_async
+    def test_cycle_key_moves_the_data_to_a_new_key(self, alias: str, run: str) -> None:
+        store = saved_session(user="ada")
+        old_key = store.session_key
+
+        call(run, store, "cycle_key")
+        assert store.session_key not in (None, old_key)
+        assert store.modified
+        assert SessionStore(old_key).load() == {}
+        assert SessionStore(store.session_key).load() == {"user": "ada"}
+        assert len(rows(alias)) == 1
+
+    @sync_and_async
+    def test_cycle_key_without_a_key_creates_one(self, alias: str, run: str) -> None:
+        store = SessionStore()
+        store["user"] = "ada"
+        call(run, store, "cycle_key")
+        assert SessionStore(store.session_key).load() == {"user": "ada"}
+
+    @sync_and_async
+    def test_cycle_key_after_a_concurrent_delete_creates_a_new_row(
+        self, alias: str, run: str
+    ) -> None:
+        key = saved_session(user="ada").session_key
+        store = SessionStore(key)
+        assert store["user"] == "ada"
+        SessionStore(key).delete()
+
+        call(run, store, "cycle_key")
+        assert store.session_key != key
+        assert SessionStore(store.session_key).load() == {"user": "ada"}
+        assert len(rows(alias)) == 1
+
+    @sync_and_async
+    def test_cycle_key_collision_leaves_the_other_session_alone(
+        self, alias: str, run: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        other = saved_session(owner="other").session_key
+        store = saved_session(owner="me")
+        old_key = store.session_key
+        fresh = "d" * 32
+        keys = iter([other, fresh])
+        monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(keys))
+
+        call(run, store, "cycle_key")
+        assert store.session_key == fresh
+        assert SessionStore(other).load() == {"owner": "other"}
+        assert SessionStore(fresh).load() == {"owner": "me"}
+        assert SessionStore(old_key).load() == {}
+
+    @sync_and_async
+    def test_clear_expired_deletes_only_expired_rows(self, alias: str, run: str) -> None:
+        live = saved_session(x=1)
+        expired = SessionStore()
+        expired["x"] = 2
+        expired.set_expiry(timezone.now() - datetime.timedelta(days=1))
+        expired.save()
+
+        if run == "sync":
+            SessionStore.clear_expired()
+        else:
+            async_to_sync(SessionStore.aclear_expired)()
+        assert [row[0].strip() for row in rows(alias)] == [sha256(live.session_key)]
+
+    def test_fast_path_and_get_decoded_read_the_same_data(self, alias: str) -> None:
+        from django_sql_sessions.models import Session
+
+        store = saved_session(cart=[1], name="Zoë")
+        assert Session.objects.for_key(store.session_key).get().get_decoded() == {
+            "cart": [1],
+            "name": "Zoë",
+        }
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "cookie",
+        [
+            "",
+            "short",
+            "x" * 4097,
+            "ключключключключ",
+            "abcdefgh' OR '1'='1",
+            "abcdefgh; DROP TABLE x; --",
+            "abcdefgh\x00ijklmnop",
+            "ABCDEFGHIJKLMNOP",
+            "%" * 32,
+        ],
+        ids=["empty", "short", "long", "non-ascii", "quote", "semicolon", "nul", "upper", "pct"],
+    )
+    @sync_and_async
+    def test_malformed_cookie_loads_empty_without_a_query(
+        self, alias: str, run: str, cookie: str
+    ) -> None:
+        saved_session(x=1)
+        store = SessionStore(cookie)
+        with count_statements(alias) as statements:
+            assert call(run, store, "load") == {}
+            assert call(run, store, "exists", cookie) is False
+            call(run, store, "delete", cookie)
+        assert statements.count == 0
+        assert store.session_key is None
+        assert len(rows(alias)) == 1
+
+    @sync_and_async
+    def test_tampered_data_loads_empty_and_is_logged(
+        self, alias: str, run: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = saved_session(user="ada")
+        connection = connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(table_name())} SET data = %s",
+                ["eyJ1c2VyIjoiZXZlIn0:1xWjhd:forgedsignature"],
+            )
+
+        with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+            loaded = SessionStore(store.session_key)
+            assert call(run, loaded, "load") == {}
+        assert [r.getMessage() for r in caplog.records] == ["Session data corrupted"]
+
+    @sync_and_async
+    def test_database_errors_are_not_disguised(
+        self, alias: str, run: str, settings: Any
+    ) -> None:
+        store = saved_session(x=1)
+        settings.SQL_SESSIONS_TABLE = "no_such_session_table"
+        store["x"] = 2
+        with pytest.raises(DatabaseError) as raised:
+            call(run, store, "save")
+        assert not isinstance(raised.value, UpdateError)
+
+
+class TestStatementCounts:
+    """One statement per operation in autocommit, transaction control included."""
+
+    def test_each_operation_is_one_statement(self, alias: str) -> None:
+        store = SessionStore()
+        store["x"] = 1
+        with count_statements(alias) as create:
+            store.save()
+        loaded = SessionStore(store.session_key)
+        with count_statements(alias) as load:
+            loaded.load()
+        loaded["x"] = 2
+        with count_statements(alias) as save:
+            loaded.save()
+        with count_statements(alias) as cycle:
+            loaded.cycle_key()
+        with count_statements(alias) as exists:
+            loaded.exists(loaded.session_key)
+        with count_statements(alias) as delete:
+            loaded.delete()
+
+        counts = {
+            "create": create.count,
+            "load": load.count,
+            "save": save.count,
+            "cycle_key": cycle.count,
+            "exists": exists.count,
+            "delete": delete.count,
+        }
+        assert counts == dict.fromkeys(counts, 1)
+        for sql in create.sql + save.sql + cycle.sql + delete.sql:
+            assert not sql.strip('"').upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT"))
+
+    def test_djangos_engine_needs_more_for_the_same_work(
+        self, alias: str, settings: Any
+    ) -> None:
+        # Also shows that the counter sees transaction control: Django's save
+        # is BEGIN, UPDATE, COMMIT.
+        settings.DATABASE_ROUTERS = [FixedRouter(alias)]
+        store = DjangoSessionStore()
+        store["x"] = 1
+        with count_statements(alias) as create:
+            store.save()
+        store["x"] = 2
+        with count_statements(alias) as save:
+            store.save()
+        assert create.count >= 4
+        assert save.count >= 3
+
+    def test_a_whole_request_cycle_through_the_middleware(self, alias: str) -> None:
+        def login_view(request: HttpRequest) -> HttpResponse:
+            request.session.cycle_key()
+            request.session["user"] = "ada"
+            return HttpResponse()
+
+        factory = RequestFactory()
+        new = run_middleware(factory.get("/"), lambda r: set_and_respond(r, "visits", 1))
+        key = new.cookies["sessionid"].value
+        request = factory.get("/", HTTP_COOKIE=f"sessionid={key}")
+        with count_statements(alias) as login:
+            response = run_middleware(request, login_view)
+        assert login.count == 3  # load, the move to a new key, the save
+        assert response.cookies["sessionid"].value != key
+
+    @pytest.mark.parametrize("method", ["save", "cycle_key"])
+    def test_collisions_inside_atomic_leave_the_transaction_usable(
+        self, alias: str, method: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        taken = saved_session(owner="first").session_key
+        store = saved_session(owner="second") if method == "cycle_key" else SessionStore()
+        keys = iter([taken, "e" * 32])
+        monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(keys))
+
+        with transaction.atomic(using=alias):
+            getattr(store, method)()
+            # A poisoned PostgreSQL transaction would fail this query.
+            assert SessionStore(taken).load() == {"owner": "first"}
+        assert store.session_key == "e" * 32
+
+
+class TestMiddleware:
+    def test_new_then_returning_visitor(self, alias: str) -> None:
+        factory = RequestFactory()
+        first = run_middleware(factory.get("/"), lambda r: set_and_respond(r, "visits", 1))
+        key = first.cookies["sessionid"].value
+
+        second = run_middleware(
+            factory.get("/", HTTP_COOKIE=f"sessionid={key}"),
+            lambda r: set_and_respond(r, "visits", r.session["visits"] + 1),
+        )
+        assert SessionStore(second.cookies["sessionid"].value).load() == {"visits": 2}
+
+    def test_logout_elsewhere_is_a_400_not_a_resurrection(self, alias: str) -> None:
+        key = saved_session(visits=1).session_key
+
+        def view(request: HttpRequest) -> HttpResponse:
+            visits = request.session["visits"]
+            SessionStore(key).delete()  # the user logs out in another tab meanwhile
+            return set_and_respond(request, "visits", visits + 1)
+
+        with pytest.raises(SessionInterrupted):
+            run_middleware(RequestFactory().get("/", HTTP_COOKIE=f"sessionid={key}"), view)
+        assert rows(alias) == []
+
+
+class FixedRouter:
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+
+def set_and_respond(request: HttpRequest, key: str, value: Any) -> HttpResponse:
+    request.session[key] = value
+    return HttpResponse()
+
+
+def run_middleware(
+    request: HttpRequest, view: Callable[[HttpRequest], HttpResponse]
+) -> HttpResponse:
+    middleware = SessionMiddleware(view)
+    response = middleware(request)
+    assert isinstance(response, HttpResponse)
+    return response

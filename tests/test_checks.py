@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connections
+
+from django_sql_sessions.checks import check_routers, check_settings, check_table_exists
+
+ROUTER = "django_sql_sessions.routers.SessionRouter"
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [message.id for message in messages]
+
+
+class ReplicaReads:
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return "replica"
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+class EverythingToDefault:
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+def test_a_good_configuration_passes(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    settings.DATABASE_ROUTERS = [ROUTER]
+    assert check_settings(None) == []
+    assert check_routers(None) == []
+
+
+def test_default_alias_needs_no_router(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "default"
+    assert check_settings(None) + check_routers(None) == []
+
+
+def test_unknown_alias(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "sessions"
+    messages = check_settings(None) + check_routers(None)
+    assert ids(messages) == ["django_sql_sessions.E001"]
+    assert "SQL_SESSIONS_DB_ALIAS is 'sessions'" in messages[0].msg
+    assert messages[0].hint
+
+
+@pytest.mark.parametrize("table", ["web-sessions", "x" * 64, ""])
+def test_invalid_table_name(settings: Any, table: str) -> None:
+    settings.SQL_SESSIONS_TABLE = table
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E002"]
+    assert "SQL_SESSIONS_TABLE" in messages[0].msg
+
+
+@pytest.mark.parametrize("size", [0, "500", 10**6])
+def test_invalid_batch_size(settings: Any, size: object) -> None:
+    settings.SQL_SESSIONS_CLEANUP_BATCH_SIZE = size
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E003"]
+    assert "SQL_SESSIONS_CLEANUP_BATCH_SIZE" in messages[0].msg
+
+
+def test_unsupported_vendor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connections["default"], "vendor", "oracle")
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E004"]
+    assert "oracle" in messages[0].msg
+
+
+def test_alias_that_is_a_test_mirror(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "replica"
+    settings.DATABASE_ROUTERS = [ROUTER]
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.W001"]
+    assert "replica" in messages[0].hint
+
+
+def test_reads_routed_elsewhere_than_writes(settings: Any) -> None:
+    settings.DATABASE_ROUTERS = [ReplicaReads(), ROUTER]
+    messages = check_routers(None)
+    assert ids(messages) == ["django_sql_sessions.E005"]
+    assert "'replica'" in messages[0].msg
+
+
+def test_session_router_missing_for_a_non_default_alias(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    settings.DATABASE_ROUTERS = []
+    assert ids(check_routers(None)) == ["django_sql_sessions.W002"]
+
+
+def test_session_router_shadowed_by_an_earlier_router(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    settings.DATABASE_ROUTERS = [EverythingToDefault(), ROUTER]
+    assert ids(check_routers(None)) == ["django_sql_sessions.W003"]
+
+
+def test_checks_are_registered(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "nope"
+    assert "django_sql_sessions.E001" in ids(checks.run_checks())
+
+
+class TestTableExists:
+    def test_present(self, alias: str) -> None:
+        assert check_table_exists(None, databases=[alias]) == []
+
+    def test_missing(self, alias: str, settings: Any) -> None:
+        settings.SQL_SESSIONS_TABLE = "never_migrated"
+        messages = check_table_exists(None, databases=[alias])
+        assert ids(messages) == ["django_sql_sessions.E006"]
+        assert f"--database={alias}" in messages[0].hint
+        with pytest.raises(SystemCheckError, match="E006"):
+            call_command("check", "--database", alias)
+
+    def test_only_with_the_database_tag_and_alias(self, alias: str, settings: Any) -> None:
+        settings.SQL_SESSIONS_TABLE = "never_migrated"
+        assert check_table_exists(None, databases=None) == []
+        assert check_table_exists(None, databases=["some_other_alias"]) == []

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
+from django.utils.crypto import get_random_string
+
+from django_sql_sessions.keys import hash_key, is_valid_key
+
+
+def test_keys_django_generates_are_valid() -> None:
+    assert all(is_valid_key(get_random_string(32, VALID_KEY_CHARS)) for _ in range(100))
+
+
+@pytest.mark.parametrize("key", ["12345678", "a" * 64])
+def test_lengths_django_accepts_are_valid(key: str) -> None:
+    assert is_valid_key(key)
+
+
+@pytest.mark.parametrize(
+    "key", [None, 12345678, "", "1234567", "a" * 65, "ABCDEFGH", "abcdefg ", "abcdéfgh", "a'--b;cd"]
+)
+def test_anything_else_is_invalid(key: object) -> None:
+    assert not is_valid_key(key)
+
+
+def test_hash_is_the_hex_sha256_of_the_key() -> None:
+    key = "abcdefgh12345678abcdefgh12345678"
+    assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert len(hash_key(key)) == 64
+    assert hash_key(key) != hash_key(key[:-1] + "9")

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.sessions.models import Session as DjangoSession
+
+from django_sql_sessions.models import Session
+from django_sql_sessions.routers import SessionRouter
+
+
+def test_session_model_goes_to_the_configured_alias(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "default"
+    router = SessionRouter()
+    assert router.db_for_read(Session) == "default"
+    assert router.db_for_write(Session) == "default"
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    assert router.db_for_read(Session) == "secondary"
+    assert router.db_for_write(Session) == "secondary"
+
+
+def test_other_models_are_left_to_other_routers() -> None:
+    router = SessionRouter()
+    assert router.db_for_read(DjangoSession) is None
+    assert router.db_for_write(DjangoSession) is None
+    assert router.allow_migrate("default", "secondary") is None
+    assert router.allow_migrate("default", "auth", model_name="user") is None
+
+
+def test_migrations_only_on_the_configured_alias(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    router = SessionRouter()
+    assert router.allow_migrate("secondary", "django_sql_sessions") is True
+    assert router.allow_migrate("secondary", "django_sql_sessions", model_name="session") is True
+    assert router.allow_migrate("default", "django_sql_sessions") is False
