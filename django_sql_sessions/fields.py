@@ -29,6 +29,13 @@ class KeyHashField(models.CharField):
         del kwargs["max_length"]
         return name, path, args, kwargs
 
+    def get_internal_type(self) -> str:
+        # Not "CharField": Django's PostgreSQL bulk insert (UNNEST) casts
+        # CharField values to their type stripped of its length, and char[]
+        # is char(1)[], which would truncate every digest to one character.
+        # A type Django does not know makes it use plain VALUES instead.
+        return "KeyHashField"
+
     def db_type(self, connection: BaseDatabaseWrapper) -> str:
         if connection.vendor == "mysql":
             return f"char({HASH_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"

@@ -1,0 +1,26 @@
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Migrate both databases, create the demo admin user and serve on 127.0.0.1:8000."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--no-serve", action="store_true", help="Set up the databases, then exit."
+        )
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+
+    def handle(self, *args: Any, no_serve: bool, addrport: str, **options: Any) -> None:
+        call_command("migrate", database="default", interactive=False, verbosity=0)
+        call_command("migrate", database="sessions", interactive=False, verbosity=0)
+        user_model = get_user_model()
+        if not user_model.objects.filter(username="admin").exists():
+            user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+            self.stdout.write("Created the demo superuser admin (password: admin).")
+        if no_serve:
+            return
+        call_command("runserver", addrport, use_reloader=False)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from django_sql_sessions.conf import table_name
+from django_sql_sessions.fields import KeyHashField
+from django_sql_sessions.keys import hash_key
+from django_sql_sessions.models import Session
+from django_sql_sessions.sql import statements
+
+
+def test_deconstruct_omits_the_fixed_length() -> None:
+    field = KeyHashField(primary_key=True)
+    field.set_attributes_from_name("key_hash")
+    _name, path, _args, kwargs = field.deconstruct()
+    assert path == "django_sql_sessions.fields.KeyHashField"
+    assert "max_length" not in kwargs
+    assert KeyHashField(**kwargs).max_length == 64
+
+
+def test_column_type_per_vendor(alias: str) -> None:
+    connection = connections[alias]
+    column = Session._meta.get_field("key_hash").db_type(connection)
+    expected = {
+        "mysql": "char(64) CHARACTER SET ascii COLLATE ascii_bin",
+        "microsoft": "nchar(64)",
+    }.get(connection.vendor, "char(64)")
+    assert column == expected
+
+
+def test_only_the_indexes_the_store_uses(alias: str) -> None:
+    """The primary key and the expiry index: no PostgreSQL _like index."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table_name())
+    indexed = sorted(
+        tuple(c["columns"])
+        for c in constraints.values()
+        if c["index"] or c["primary_key"] or c["unique"]
+    )
+    assert indexed == [("expire_date",), ("key_hash",)]
+
+
+def test_mysql_key_column_is_ascii_binary(alias: str) -> None:
+    connection = connections[alias]
+    if connection.vendor != "mysql":
+        pytest.skip("MySQL/MariaDB only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT character_set_name, collation_name, character_maximum_length "
+            "FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = 'key_hash'",
+            [table_name()],
+        )
+        assert cursor.fetchone() == ("ascii", "ascii_bin", 64)
+
+
+def test_key_lookups_use_the_primary_key(alias: str) -> None:
+    """The parameter's type must not force a conversion that skips the index."""
+    from django_sql_sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["x"] = 1
+    store.save()
+    assert store.session_key is not None
+    connection = connections[alias]
+    params = [hash_key(store.session_key), connection.ops.adapt_datetimefield_value(timezone.now())]
+    explain = {
+        "postgresql": "EXPLAIN ",
+        "mysql": "EXPLAIN FORMAT=JSON ",
+        "sqlite": "EXPLAIN QUERY PLAN ",
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")
+        cursor.execute(explain + statements(connection).load, params)
+        plan = " ".join(str(column) for row in cursor.fetchall() for column in row)
+        if connection.vendor == "postgresql":
+            cursor.execute("RESET enable_seqscan")
+    expected = {
+        "postgresql": "_pkey",
+        "mysql": '"key": "PRIMARY"',
+        "sqlite": "INDEX sqlite_autoindex",
+    }[connection.vendor]
+    assert expected in plan

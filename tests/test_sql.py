@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.utils import timezone
+
+from django_sql_sessions.models import Session
+from django_sql_sessions.sql import SUPPORTED_VENDORS, Statements, _compile, statements
+from tests.mssql_offline import offline_connection
+
+# How many parameters each statement takes (documented in sql.Statements).
+PARAMETERS = {
+    "load": 2,
+    "exists": 1,
+    "insert": 5,
+    "update": 4,
+    "delete": 1,
+    "rekey": 5,
+    "count_expired": 1,
+    "delete_expired_batch": 2,
+}
+
+
+@pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
+def test_placeholders_match_the_documented_parameters(vendor: str) -> None:
+    compiled = _compile(vendor, '"t"')
+    for name, count in PARAMETERS.items():
+        extra = 1 if name == "rekey" and compiled.rekey_guarded else 0
+        assert getattr(compiled, name).count("%s") == count + extra, (vendor, name)
+        assert '"t"' in getattr(compiled, name)
+
+
+def test_only_postgresql_guards_the_rekey() -> None:
+    assert [v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey_guarded] == ["postgresql"]
+
+
+def test_collision_handling_per_vendor() -> None:
+    assert _compile("postgresql", "t").insert.endswith("ON CONFLICT (key_hash) DO NOTHING")
+    assert _compile("sqlite", "t").insert.endswith("ON CONFLICT (key_hash) DO NOTHING")
+    assert "ON CONFLICT" not in _compile("mysql", "t").insert
+    assert "ON CONFLICT" not in _compile("microsoft", "t").insert
+
+
+def test_unsupported_vendor() -> None:
+    with pytest.raises(NotImplementedError, match="'oracle'"):
+        _compile("oracle", "t")
+
+
+def test_invalid_table_name_builds_no_sql(settings: Any) -> None:
+    settings.SQL_SESSIONS_TABLE = 'x"; DROP TABLE auth_user; --'
+    with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_TABLE"):
+        statements(connections["default"])
+
+
+def test_table_name_is_quoted_by_the_backend(settings: Any) -> None:
+    settings.SQL_SESSIONS_TABLE = "select"  # a reserved word is fine once quoted
+    assert 'FROM "select" WHERE' in statements(connections["default"]).load
+
+
+class TestSqlServerOffline:
+    """mssql-django's own operations and compiler, with no server."""
+
+    def test_statements(self) -> None:
+        compiled = statements(offline_connection())
+        assert isinstance(compiled, Statements)
+        assert compiled.load == (
+            "SELECT data, expire_date FROM [test_web_sessions] "
+            "WHERE key_hash = %s AND expire_date > %s"
+        )
+        assert compiled.delete_expired_batch == (
+            "WITH batch AS (SELECT key_hash FROM [test_web_sessions] WHERE expire_date <= %s "
+            "ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY) "
+            "DELETE FROM [test_web_sessions] WHERE key_hash IN (SELECT key_hash FROM batch)"
+        )
+        for field in dataclasses.fields(compiled):
+            value = getattr(compiled, field.name)
+            assert not isinstance(value, str) or "LIMIT" not in value
+
+    def test_table_ddl(self) -> None:
+        connection = offline_connection()
+        editor = connection.schema_editor(collect_sql=True, atomic=False)
+        with editor:
+            editor.create_model(Session)
+        create_table, create_index = editor.collected_sql
+        assert create_table.startswith(
+            "CREATE TABLE [test_web_sessions] ([key_hash] nchar(64) NOT NULL PRIMARY KEY, "
+        )
+        assert create_index.startswith("CREATE INDEX [test_web_sessions_expire_date_")
+        assert create_index.endswith("ON [test_web_sessions] ([expire_date]);")
+
+    def test_manager_queries_compile(self) -> None:
+        connection = offline_connection()
+        now = timezone.now()
+        query = Session.objects.filter(expire_date__lte=now).order_by("expire_date")[:5].query
+        sql, params = query.get_compiler(connection=connection).as_sql()
+        assert sql.startswith("SELECT TOP 5 [test_web_sessions].[key_hash]")
+        assert "WHERE [test_web_sessions].[expire_date] <= %s" in sql
+        assert params == (now,)
