@@ -5,6 +5,7 @@ the README.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -25,7 +26,11 @@ from .sql import SUPPORTED_VENDORS
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
 
 
-def check_settings(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_settings(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     alias = conf.DB_ALIAS
     if problem := db_alias_problem(alias):
@@ -80,7 +85,11 @@ def check_settings(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
     return errors
 
 
-def check_routers(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_routers(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
     alias = conf.DB_ALIAS
     if db_alias_problem(alias):
         return []  # reported as E001
@@ -123,7 +132,9 @@ def check_routers(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[Ch
 
 
 def check_table_exists(
-    app_configs: list[AppConfig] | None, databases: list[str] | None = None, **kwargs: Any
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
 ) -> list[CheckMessage]:
     alias = conf.DB_ALIAS
     if not databases or alias not in databases:

@@ -67,7 +67,8 @@ def cleanup_batch_size() -> int:
     size = conf.CLEANUP_BATCH_SIZE
     if problem := batch_size_problem(size, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"):
         raise ImproperlyConfigured(problem)
-    return int(size)  # type: ignore[call-overload]
+    assert isinstance(size, int)
+    return size
 
 
 # Each *_problem() function returns what is wrong with a value, naming the

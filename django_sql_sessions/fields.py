@@ -1,14 +1,19 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .keys import HASH_LENGTH
 
+if TYPE_CHECKING:
+    _CharField = models.CharField[str, str]
+else:
+    _CharField = models.CharField
 
-class KeyHashField(models.CharField):
+
+class KeyHashField(_CharField):
     """
     The hex SHA-256 digest of a session key, as a fixed-width column.
 

@@ -47,7 +47,7 @@ class SessionManager(models.Manager["Session"]):
         """Return the session dictionary serialized and signed for storage."""
         return self.model.get_session_store_class()().encode(session_dict)
 
-    def save(  # type: ignore[override]
+    def save(
         self, session_key: str, session_dict: dict[str, Any], expire_date: datetime.datetime
     ) -> Session:
         """Store ``session_dict`` under a raw key, or delete the row if it is empty."""
@@ -88,7 +88,7 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         # The hash, not the key: the key is not stored anywhere.
-        return self.key_hash[:12]
+        return str(self.key_hash)[:12]
 
     @classmethod
     def get_session_store_class(cls) -> type[SessionStore]:

@@ -51,7 +51,11 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
     from django.test.utils import setup_databases, teardown_databases
 
     with django_db_blocker.unblock():
-        config = setup_databases(verbosity=0, interactive=False, aliases=set(settings.DATABASES))
+        config = setup_databases(
+            verbosity=0,
+            interactive=False,
+            aliases=set(settings.DATABASES),  # type: ignore[arg-type]  # any collection works
+        )
     yield
     with django_db_blocker.unblock():
         teardown_databases(config, verbosity=0)

@@ -24,7 +24,7 @@ def offline_connection() -> Any:
     # Seed the version cache the compiler consults, instead of asking a server.
     DatabaseWrapper._known_versions[alias] = 2022
     DatabaseWrapper._known_azures[alias] = False
-    settings_dict = {
+    settings_dict: dict[str, Any] = {
         "ENGINE": "mssql",
         "NAME": "offline",
         "HOST": "",

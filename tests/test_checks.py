@@ -81,7 +81,7 @@ def test_alias_that_is_a_test_mirror(settings: Any) -> None:
     settings.DATABASE_ROUTERS = [ROUTER]
     messages = check_settings(None)
     assert ids(messages) == ["django_sql_sessions.W001"]
-    assert "replica" in messages[0].hint
+    assert "replica" in str(messages[0].hint)
 
 
 def test_reads_routed_elsewhere_than_writes(settings: Any) -> None:
@@ -117,7 +117,7 @@ class TestTableExists:
         settings.SQL_SESSIONS_TABLE = "never_migrated"
         messages = check_table_exists(None, databases=[alias])
         assert ids(messages) == ["django_sql_sessions.E006"]
-        assert f"--database={alias}" in messages[0].hint
+        assert f"--database={alias}" in str(messages[0].hint)
         with pytest.raises(SystemCheckError, match="E006"):
             call_command("check", "--database", alias)
 

@@ -26,7 +26,9 @@ def test_settings_are_read_when_used(settings: Any) -> None:
 
 def test_unknown_alias_names_the_setting(settings: Any) -> None:
     settings.SQL_SESSIONS_DB_ALIAS = "sesions"
-    with pytest.raises(ImproperlyConfigured, match=r"SQL_SESSIONS_DB_ALIAS is 'sesions'.*'default'"):
+    with pytest.raises(
+        ImproperlyConfigured, match=r"SQL_SESSIONS_DB_ALIAS is 'sesions'.*'default'"
+    ):
         conf.db_alias()
 
 
@@ -47,7 +49,9 @@ def test_unknown_alias_names_the_setting(settings: Any) -> None:
 )
 def test_table_name_must_be_a_plain_identifier(settings: Any, name: object) -> None:
     settings.SQL_SESSIONS_TABLE = name
-    with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_TABLE is .*plain SQL identifier"):
+    with pytest.raises(
+        ImproperlyConfigured, match=r"SQL_SESSIONS_TABLE is .*plain SQL identifier"
+    ):
         conf.table_name()
 
 
@@ -55,7 +59,7 @@ def test_table_name_length_limit(settings: Any) -> None:
     settings.SQL_SESSIONS_TABLE = "s" * 63
     assert conf.table_name() == "s" * 63
     settings.SQL_SESSIONS_TABLE = "s" * 64
-    with pytest.raises(ImproperlyConfigured, match="64 characters long.*63"):
+    with pytest.raises(ImproperlyConfigured, match=r"64 characters long.*63"):
         conf.table_name()
 
 

@@ -33,7 +33,8 @@ admin_status = client.get("/admin/").status_code
 
 def tables(alias):
     with sqlite3.connect(settings.DATABASES[alias]["NAME"]) as db:
-        return sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return sorted(r[0] for r in rows)
 
 with sqlite3.connect(settings.DATABASES["sessions"]["NAME"]) as db:
     stored = [r[0] for r in db.execute("SELECT key_hash FROM web_sessions")]

@@ -66,7 +66,10 @@ def test_key_lookups_use_the_primary_key(alias: str) -> None:
     store.save()
     assert store.session_key is not None
     connection = connections[alias]
-    params = [hash_key(store.session_key), connection.ops.adapt_datetimefield_value(timezone.now())]
+    params = [
+        hash_key(store.session_key),
+        connection.ops.adapt_datetimefield_value(timezone.now()),
+    ]
     explain = {
         "postgresql": "EXPLAIN ",
         "mysql": "EXPLAIN FORMAT=JSON ",

@@ -19,7 +19,8 @@ def test_lengths_django_accepts_are_valid(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", [None, 12345678, "", "1234567", "a" * 65, "ABCDEFGH", "abcdefg ", "abcdéfgh", "a'--b;cd"]
+    "key",
+    [None, 12345678, "", "1234567", "a" * 65, "ABCDEFGH", "abcdefg ", "abcdéfgh", "a'--b;cd"],
 )
 def test_anything_else_is_invalid(key: object) -> None:
     assert not is_valid_key(key)

@@ -27,7 +27,8 @@ def test_manager_is_pinned_to_the_alias(alias: str, settings: Any) -> None:
 def test_active_expired_and_for_key(alias: str) -> None:
     live = make(alias, datetime.timedelta(hours=1), n=1)
     dead = make(alias, datetime.timedelta(hours=-1), n=2)
-    assert live.session_key and dead.session_key
+    assert live.session_key
+    assert dead.session_key
 
     assert [s.key_hash for s in Session.objects.active()] == [hash_key(live.session_key)]
     assert [s.key_hash for s in Session.objects.expired()] == [hash_key(dead.session_key)]

@@ -33,11 +33,11 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from ..cleanup import delete_expired
-from ..conf import db_alias
-from ..keys import hash_key, is_valid_key
-from ..models import Session
-from ..sql import statements
+from django_sql_sessions.cleanup import delete_expired
+from django_sql_sessions.conf import db_alias
+from django_sql_sessions.keys import hash_key, is_valid_key
+from django_sql_sessions.models import Session
+from django_sql_sessions.sql import statements
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -111,7 +111,7 @@ class SessionStore(SessionBase):
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
-        data = self._get_session(no_load=must_create)
+        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
         connection = _connection()
         sql = statements(connection)
         now = timezone.now()
@@ -160,7 +160,7 @@ class SessionStore(SessionBase):
         row; moving the row is one round trip and leaves no moment at which
         both keys, or neither, are valid.
         """
-        data = self._session
+        data = self._session  # type: ignore[attr-defined]
         old_key = self.session_key
         if old_key is None:
             self.create()

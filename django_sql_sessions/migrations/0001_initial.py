@@ -8,7 +8,7 @@ from django_sql_sessions.conf import conf
 class Migration(migrations.Migration):
     initial = True
 
-    dependencies: list[tuple[str, str]] = []
+    dependencies = []
 
     operations = [
         migrations.CreateModel(

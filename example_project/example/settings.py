@@ -11,7 +11,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("EXAMPLE_DATA_DIR", BASE_DIR))
 
-SECRET_KEY = "example-only-not-secret"  # noqa: S105 - a local demo
+SECRET_KEY = "example-only-not-secret"  # a local demo only
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 

@@ -6,8 +6,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from ...cleanup import count_expired, delete_expired
-from ...conf import MAX_CLEANUP_BATCH_SIZE, batch_size_problem, db_alias
+from django_sql_sessions.cleanup import count_expired, delete_expired
+from django_sql_sessions.conf import MAX_CLEANUP_BATCH_SIZE, batch_size_problem, db_alias
 
 
 def batch_size(value: str) -> int:

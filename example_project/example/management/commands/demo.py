@@ -1,6 +1,6 @@
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -17,9 +17,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, no_serve: bool, addrport: str, **options: Any) -> None:
         call_command("migrate", database="default", interactive=False, verbosity=0)
         call_command("migrate", database="sessions", interactive=False, verbosity=0)
-        user_model = get_user_model()
-        if not user_model.objects.filter(username="admin").exists():
-            user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Created the demo superuser admin (password: admin).")
         if no_serve:
             return
