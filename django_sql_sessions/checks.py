@@ -18,6 +18,7 @@ from .conf import (
     conf,
     db_alias_problem,
     table_name_problem,
+    touch_after_problem,
 )
 from .models import Session
 from .routers import SessionRouter
@@ -56,6 +57,24 @@ def check_settings(
                 problem,
                 hint="Remove the setting to use the default of 1000.",
                 id="django_sql_sessions.E003",
+            )
+        )
+    if problem := touch_after_problem(conf.TOUCH_AFTER):
+        errors.append(
+            Error(
+                problem,
+                hint="Use 0 (the default) to write every save, as Django does.",
+                id="django_sql_sessions.E007",
+            )
+        )
+    elif isinstance(conf.TOUCH_AFTER, int) and conf.TOUCH_AFTER >= settings.SESSION_COOKIE_AGE:
+        errors.append(
+            Warning(
+                f"SQL_SESSIONS_TOUCH_AFTER ({conf.TOUCH_AFTER}s) is not shorter than "
+                f"SESSION_COOKIE_AGE ({settings.SESSION_COOKIE_AGE}s): sessions in use would "
+                "expire because their expiry is never pushed forward.",
+                hint="Choose a small fraction of SESSION_COOKIE_AGE, such as 60 seconds.",
+                id="django_sql_sessions.W004",
             )
         )
     if db_alias_problem(alias):

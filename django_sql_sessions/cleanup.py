@@ -17,7 +17,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .conf import batch_size_problem, cleanup_batch_size, db_alias
-from .sql import statements
+from .sql import run, statements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +31,9 @@ def count_expired(*, now: datetime.datetime | None = None) -> int:
     """Return how many sessions have expired (expire_date <= now)."""
     connection = connections[db_alias()]
     cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(statements(connection).count_expired, [cutoff])
-        (count,) = cursor.fetchone()
+    _rowcount, (count,) = run(
+        connection, statements(connection).count_expired, [cutoff], fetch=True
+    )
     return int(count)
 
 
@@ -56,9 +56,7 @@ def delete_expired(
     cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
     deleted = batches = 0
     while True:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff, batch_size])
-            batch = int(cursor.rowcount)
+        batch, _row = run(connection, sql, [cutoff, batch_size])
         batches += 1
         deleted += batch
         if batch < batch_size:

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 DEFAULT_DB_ALIAS = "default"
 DEFAULT_TABLE = "django_sql_sessions_session"
 DEFAULT_CLEANUP_BATCH_SIZE = 1000
+DEFAULT_TOUCH_AFTER = 0
 
 # Lower case only: MySQL and MariaDB on case-insensitive file systems fold table
 # names, and unquoted references in hand-written SQL fold on PostgreSQL.
@@ -37,6 +38,10 @@ class Settings:
     @property
     def TABLE(self) -> object:
         return getattr(settings, "SQL_SESSIONS_TABLE", DEFAULT_TABLE)
+
+    @property
+    def TOUCH_AFTER(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_TOUCH_AFTER", DEFAULT_TOUCH_AFTER)
 
     @property
     def CLEANUP_BATCH_SIZE(self) -> object:
@@ -69,6 +74,15 @@ def cleanup_batch_size() -> int:
         raise ImproperlyConfigured(problem)
     assert isinstance(size, int)
     return size
+
+
+def touch_after() -> int:
+    """Return SQL_SESSIONS_TOUCH_AFTER, or raise if it is not a whole number of seconds."""
+    seconds = conf.TOUCH_AFTER
+    if problem := touch_after_problem(seconds):
+        raise ImproperlyConfigured(problem)
+    assert isinstance(seconds, int)
+    return seconds
 
 
 # Each *_problem() function returns what is wrong with a value, naming the
@@ -105,4 +119,13 @@ def batch_size_problem(value: object, name: str) -> str | None:
         return f"{name} is {value!r}; it must be a whole number."
     if not 1 <= value <= MAX_CLEANUP_BATCH_SIZE:
         return f"{name} is {value}; it must be between 1 and {MAX_CLEANUP_BATCH_SIZE}."
+    return None
+
+
+def touch_after_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return (
+            f"SQL_SESSIONS_TOUCH_AFTER is {value!r}; it must be a whole number of seconds, "
+            "0 or more."
+        )
     return None

@@ -8,19 +8,29 @@ outcome: a key collision is either reported without an error (PostgreSQL,
 SQLite) or raised as a statement-level error that the database rolls back on
 its own (MySQL/MariaDB, SQL Server).
 
-Parameters are written as %s, the placeholder of every Django backend cursor.
-Column names are fixed; the table name is validated (conf.table_name()) and
-then quoted by the backend before it is put in any statement.
+Parameters are written as %s, the placeholder of Django's cursors. Column
+names are fixed; the table name is validated (conf.table_name()) and then
+quoted by the backend before it is put in any statement. Statements
+are compiled once per vendor and table name and kept for the process.
+
+run() sends them. It skips Django's cursor wrapper, which costs more than
+SQLite's whole query, but keeps what that wrapper guarantees: the connection
+is opened (and health-checked) the same way, errors come out as
+django.db exceptions, and a broken transaction is refused. When anything
+observes queries through Django (DEBUG query logging, execute_wrapper()
+hooks) or the vendor is SQL Server, it uses Django's cursor instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .conf import table_name
+from .conf import conf, table_name
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
 
@@ -52,21 +62,63 @@ class Statements:
     rekey_guarded: bool
 
 
+_compiled: dict[tuple[str, object], Statements] = {}
+
+
 def statements(connection: BaseDatabaseWrapper) -> Statements:
     """Return the statements for this connection's vendor and the current table."""
-    return _compile(connection.vendor, connection.ops.quote_name(table_name()))
+    try:
+        return _compiled[connection.vendor, conf.TABLE]
+    except (KeyError, TypeError):  # TypeError: an unhashable (so invalid) name
+        name = table_name()
+        compiled = _compile(connection.vendor, connection.ops.quote_name(name))
+        _compiled[connection.vendor, name] = compiled
+        return compiled
 
 
-@functools.lru_cache(maxsize=16)
+def run(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, fetch: bool = False
+) -> tuple[int, Any]:
+    """Execute one statement; return its rowcount and, with fetch, its first row."""
+    if (
+        connection.vendor == "microsoft"
+        or connection.queries_logged
+        or connection.execute_wrappers
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount, cursor.fetchone() if fetch else None
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    connection.validate_no_broken_transaction()
+    if connection.vendor == "sqlite":
+        sql = _qmark(sql)
+    with connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.rowcount, cursor.fetchone() if fetch else None
+        finally:
+            cursor.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _qmark(sql: str) -> str:
+    """The sqlite3 module's placeholder; Django's SQLite cursor rewrites %s itself."""
+    return sql.replace("%s", "?")
+
+
 def _compile(vendor: str, table: str) -> Statements:
     if vendor not in SUPPORTED_VENDORS:
         raise NotImplementedError(
             f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
         )
-    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
+    p = "%s"
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p})"
     rekey = (
-        f"UPDATE {table} SET key_hash = %s, data = %s, expire_date = %s, updated_at = %s "
-        "WHERE key_hash = %s"
+        f"UPDATE {table} SET key_hash = {p}, data = {p}, expire_date = {p}, updated_at = {p} "
+        f"WHERE key_hash = {p}"
     )
     rekey_guarded = False
     if vendor in ("postgresql", "sqlite"):
@@ -76,40 +128,41 @@ def _compile(vendor: str, table: str) -> Statements:
     if vendor == "postgresql":
         # UPDATE has no ON CONFLICT clause, so the guard keeps a collision on the
         # new key from raising (and aborting a caller's transaction).
-        rekey += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = %s)"
+        rekey += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = {p})"
         rekey_guarded = True
 
     if vendor == "mysql":
         # Walks the expire_date index from its oldest end, the shape that takes
         # no gap locks beyond the rows it deletes.
         delete_expired_batch = (
-            f"DELETE FROM {table} WHERE expire_date <= %s ORDER BY expire_date LIMIT %s"
+            f"DELETE FROM {table} WHERE expire_date <= {p} ORDER BY expire_date LIMIT {p}"
         )
     elif vendor == "microsoft":
         # OFFSET/FETCH rather than TOP keeps the parameters in the same order
         # as the other vendors' LIMIT.
         delete_expired_batch = (
-            f"WITH batch AS (SELECT key_hash FROM {table} WHERE expire_date <= %s "
-            "ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY) "
+            f"WITH batch AS (SELECT key_hash FROM {table} WHERE expire_date <= {p} "
+            f"ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT {p} ROWS ONLY) "
             f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM batch)"
         )
     else:
         lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
         delete_expired_batch = (
             f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM {table} "
-            f"WHERE expire_date <= %s ORDER BY expire_date LIMIT %s{lock})"
+            f"WHERE expire_date <= {p} ORDER BY expire_date LIMIT {p}{lock})"
         )
 
     return Statements(
-        load=f"SELECT data, expire_date FROM {table} WHERE key_hash = %s AND expire_date > %s",
-        exists=f"SELECT 1 FROM {table} WHERE key_hash = %s",
+        load=(f"SELECT data, expire_date FROM {table} WHERE key_hash = {p} AND expire_date > {p}"),
+        exists=f"SELECT 1 FROM {table} WHERE key_hash = {p}",
         insert=insert,
         update=(
-            f"UPDATE {table} SET data = %s, expire_date = %s, updated_at = %s WHERE key_hash = %s"
+            f"UPDATE {table} SET data = {p}, expire_date = {p}, updated_at = {p} "
+            f"WHERE key_hash = {p}"
         ),
-        delete=f"DELETE FROM {table} WHERE key_hash = %s",
+        delete=f"DELETE FROM {table} WHERE key_hash = {p}",
         rekey=rekey,
-        count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %s",
+        count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= {p}",
         delete_expired_batch=delete_expired_batch,
         rekey_guarded=rekey_guarded,
     )

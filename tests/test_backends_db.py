@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.conf import table_name
+from django_sql_sessions.models import Session
 from tests.counting import count_statements
 
 # A sync test body and its async twin run against the same expectations.
@@ -290,8 +291,6 @@ class TestStorage:
         assert [row[0].strip() for row in rows(alias)] == [sha256(str(live.session_key))]
 
     def test_fast_path_and_get_decoded_read_the_same_data(self, alias: str) -> None:
-        from django_sql_sessions.models import Session
-
         store = saved_session(cart=[1], name="Zoë")
         assert Session.objects.for_key(str(store.session_key)).get().get_decoded() == {
             "cart": [1],
@@ -482,3 +481,123 @@ def run_middleware(
     response = middleware(request)
     assert isinstance(response, HttpResponse)
     return response
+
+
+class TestTouchAfter:
+    """SQL_SESSIONS_TOUCH_AFTER skips saves that would only extend the expiry."""
+
+    @pytest.fixture
+    def touching(self, settings: Any, alias: str) -> str:
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        settings.SESSION_COOKIE_AGE = 3600
+        settings.SQL_SESSIONS_TOUCH_AFTER = 60
+        return alias
+
+    def visit(self, key: str, view: Callable[[HttpRequest], HttpResponse] | None = None) -> int:
+        def read(request: HttpRequest) -> HttpResponse:
+            request.session.get("cart")
+            return HttpResponse()
+
+        request = RequestFactory().get("/", HTTP_COOKIE=f"sessionid={key}")
+        with count_statements(self.alias) as statements:
+            run_middleware(request, view or read)
+        return statements.count
+
+    def stored_expiry(self) -> datetime.datetime:
+        (row,) = rows(self.alias)
+        return Session.objects.get(key_hash=row[0]).expire_date
+
+    def start(self, touching: str, frozen: Callable[[datetime.datetime], None]) -> str:
+        self.alias = touching
+        self.t0 = timezone.now().replace(microsecond=0)
+        frozen(self.t0)
+        return str(saved_session(cart=[1]).session_key)
+
+    def test_unchanged_session_is_not_rewritten_within_the_window(
+        self, touching: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        key = self.start(touching, frozen_now)
+        first_expiry = self.stored_expiry()
+        frozen_now(self.t0 + datetime.timedelta(seconds=30))
+        assert self.visit(key) == 1  # the load only
+        frozen_now(self.t0 + datetime.timedelta(seconds=60))
+        assert self.visit(key) == 1  # exactly at the boundary: still skipped
+        assert self.stored_expiry() == first_expiry
+
+    def test_rewritten_once_the_expiry_lags_by_more(
+        self, touching: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        key = self.start(touching, frozen_now)
+        later = self.t0 + datetime.timedelta(seconds=60, microseconds=1)
+        frozen_now(later)
+        assert self.visit(key) == 2
+        assert self.stored_expiry() == later + datetime.timedelta(seconds=3600)
+
+    def test_changed_sessions_are_always_written(
+        self, touching: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        key = self.start(touching, frozen_now)
+        frozen_now(self.t0 + datetime.timedelta(seconds=1))
+        assert self.visit(key, lambda r: set_and_respond(r, "cart", [1, 2])) == 2
+        assert SessionStore(key).load() == {"cart": [1, 2]}
+
+    def test_changes_made_in_place_are_written(
+        self, touching: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        key = self.start(touching, frozen_now)
+
+        def append(request: HttpRequest) -> HttpResponse:
+            request.session["cart"].append(2)  # no modified = True
+            return HttpResponse()
+
+        frozen_now(self.t0 + datetime.timedelta(seconds=1))
+        assert self.visit(key, append) == 2
+        assert SessionStore(key).load() == {"cart": [1, 2]}
+
+    def test_zero_keeps_djangos_behaviour(
+        self, touching: str, settings: Any, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        settings.SQL_SESSIONS_TOUCH_AFTER = 0
+        key = self.start(touching, frozen_now)
+        frozen_now(self.t0 + datetime.timedelta(seconds=1))
+        assert self.visit(key) == 2
+        assert self.stored_expiry() == self.t0 + datetime.timedelta(seconds=3601)
+
+    @sync_and_async
+    def test_save_skips_the_same_way_sync_and_async(
+        self, touching: str, run: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        key = self.start(touching, frozen_now)
+        frozen_now(self.t0 + datetime.timedelta(seconds=10))
+        store = SessionStore(key)
+        assert store["cart"] == [1]
+        with count_statements(touching) as skipped:
+            call(run, store, "save")
+        frozen_now(self.t0 + datetime.timedelta(seconds=61))
+        store = SessionStore(key)
+        assert store["cart"] == [1]
+        with count_statements(touching) as written:
+            call(run, store, "save")
+        assert (skipped.count, written.count) == (0, 1)
+
+
+class TestObservability:
+    def test_execute_wrappers_see_every_statement(self, alias: str) -> None:
+        seen: list[str] = []
+
+        def spy(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            seen.append(sql)
+            return execute(sql, params, many, context)
+
+        with connections[alias].execute_wrapper(spy):
+            store = saved_session(x=1)
+            SessionStore(store.session_key).load()
+        assert [sql.split()[0] for sql in seen] == ["INSERT", "SELECT"]
+
+    def test_debug_query_log(self, alias: str) -> None:
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connections[alias]) as queries:
+            saved_session(x=1)
+        assert len(queries) == 1
+        assert queries[0]["sql"].startswith("INSERT INTO")

@@ -125,3 +125,19 @@ class TestTableExists:
         settings.SQL_SESSIONS_TABLE = "never_migrated"
         assert check_table_exists(None, databases=None) == []
         assert check_table_exists(None, databases=["some_other_alias"]) == []
+
+
+@pytest.mark.parametrize("value", [-1, "60", 1.5, None])
+def test_invalid_touch_after(settings: Any, value: object) -> None:
+    settings.SQL_SESSIONS_TOUCH_AFTER = value
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E007"]
+    assert "SQL_SESSIONS_TOUCH_AFTER" in messages[0].msg
+
+
+def test_touch_after_as_long_as_the_session(settings: Any) -> None:
+    settings.SESSION_COOKIE_AGE = 3600
+    settings.SQL_SESSIONS_TOUCH_AFTER = 3599
+    assert check_settings(None) == []
+    settings.SQL_SESSIONS_TOUCH_AFTER = 3600
+    assert ids(check_settings(None)) == ["django_sql_sessions.W004"]

@@ -11,6 +11,11 @@ transaction state the caller is in (in autocommit, no BEGIN/COMMIT at all):
 - delete: one DELETE;
 - cycle_key: one UPDATE that moves the row to the new key.
 
+With SQL_SESSIONS_TOUCH_AFTER = N (seconds), a save of a session whose data
+did not change is skipped unless its stored expiry is more than N seconds
+behind the one it would get now: SESSION_SAVE_EVERY_REQUEST then costs one
+write per session every N seconds instead of one per request.
+
 Encoding, decoding and signing are SessionBase's, so stored data is what
 Django's own engines would store.
 """
@@ -18,7 +23,6 @@ Django's own engines would store.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -34,10 +38,10 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.conf import db_alias
+from django_sql_sessions.conf import db_alias, touch_after
 from django_sql_sessions.keys import hash_key, is_valid_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.sql import statements
+from django_sql_sessions.sql import run, statements
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -65,17 +69,21 @@ class SessionStore(SessionBase):
             return {}
         connection = _connection()
         now = timezone.now()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                statements(connection).load,
-                [hash_key(self.session_key), _db_datetime(connection, now)],
-            )
-            row = cursor.fetchone()
+        _rowcount, row = run(
+            connection,
+            statements(connection).load,
+            [hash_key(self.session_key), _db_datetime(connection, now)],
+            fetch=True,
+        )
         if row is None:
             # Missing or expired: never adopt a key we did not issue.
             self._session_key = None
             return {}
-        return self.decode(row[0])
+        data = self.decode(row[0])
+        if touch_after():
+            # What save() compares against to tell an untouched session.
+            self._loaded = (_from_db_datetime(connection, row[1]), self.serializer().dumps(data))
+        return data
 
     async def aload(self) -> dict[str, Any]:
         """See load()."""
@@ -85,9 +93,10 @@ class SessionStore(SessionBase):
         if not is_valid_key(session_key):
             return False
         connection = _connection()
-        with connection.cursor() as cursor:
-            cursor.execute(statements(connection).exists, [hash_key(session_key)])
-            return cursor.fetchone() is not None
+        _rowcount, row = run(
+            connection, statements(connection).exists, [hash_key(session_key)], fetch=True
+        )
+        return row is not None
 
     async def aexists(self, session_key: str) -> bool:
         """See exists()."""
@@ -115,24 +124,46 @@ class SessionStore(SessionBase):
         connection = _connection()
         sql = statements(connection)
         now = timezone.now()
+        expire_date = self.get_expiry_date(modification=now)
+        if not must_create and self._untouched(data, expire_date):
+            return None
         encoded = self.encode(data)
-        expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
+        db_expire_date = _db_datetime(connection, expire_date)
         db_now = _db_datetime(connection, now)
         key_hash = hash_key(self.session_key)
         if must_create:
             try:
-                inserted = _execute(
-                    connection, sql.insert, [key_hash, encoded, expire_date, db_now, db_now]
+                inserted, _row = run(
+                    connection, sql.insert, [key_hash, encoded, db_expire_date, db_now, db_now]
                 )
             except IntegrityError as exc:
                 raise CreateError from exc
             if not inserted:
                 raise CreateError
-        elif not _execute(connection, sql.update, [encoded, expire_date, db_now, key_hash]):
-            # The row is gone: deleted by a logout or revocation elsewhere, or
-            # by cleanup. Re-inserting it would undo that.
-            raise UpdateError
+        else:
+            updated, _row = run(
+                connection, sql.update, [encoded, db_expire_date, db_now, key_hash]
+            )
+            if not updated:
+                # The row is gone: deleted by a logout or revocation elsewhere,
+                # or by cleanup. Re-inserting it would undo that.
+                raise UpdateError
         return None
+
+    def _untouched(self, data: dict[str, Any], expire_date: datetime.datetime) -> bool:
+        """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
+        seconds = touch_after()
+        loaded = getattr(self, "_loaded", None)
+        if not seconds or self.modified or loaded is None or loaded[1] is None:
+            return False
+        stored_expiry, snapshot = loaded
+        # Compared as serialized data, so that a change made in place (a list
+        # in the session appended to without setting modified) is written.
+        if self.serializer().dumps(data) != snapshot:
+            return False
+        return bool(
+            stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds)
+        )
 
     async def asave(self, must_create: bool = False) -> None:
         """See save()."""
@@ -146,7 +177,7 @@ class SessionStore(SessionBase):
         if not is_valid_key(session_key):
             return
         connection = _connection()
-        _execute(connection, statements(connection).delete, [hash_key(session_key)])
+        run(connection, statements(connection).delete, [hash_key(session_key)])
 
     async def adelete(self, session_key: str | None = None) -> None:
         """See delete()."""
@@ -178,7 +209,7 @@ class SessionStore(SessionBase):
         if sql.rekey_guarded:
             params.append(new_hash)
         try:
-            moved = _execute(connection, sql.rekey, params)
+            moved, _row = run(connection, sql.rekey, params)
         except IntegrityError:
             moved = 0  # the new key is taken; take Django's path below
         if moved:
@@ -208,11 +239,16 @@ def _connection() -> BaseDatabaseWrapper:
     return connections[db_alias()]
 
 
-def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
 def _db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def _from_db_datetime(connection: BaseDatabaseWrapper, value: Any) -> datetime.datetime:
+    """Convert an expire_date read with raw SQL as the ORM would (time zone included)."""
+    column = Session._meta.get_field("expire_date").get_col(Session._meta.db_table)
+    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
+        connection
+    ):
+        value = converter(value, column, connection)
+    assert isinstance(value, datetime.datetime)
+    return value

@@ -1,0 +1,532 @@
+"""
+Session engine benchmark: django-sql-sessions against Django's own engines and
+the raw-driver floor, through Django's real SessionMiddleware.
+
+    python benchmarks/run.py --databases sqlite,postgresql,mysql --rows 100000
+
+PostgreSQL and MariaDB/MySQL use the test suite's environment variables
+(POSTGRES_HOST, MYSQL_HOST, ...) and a database named bench_sql_sessions.
+Every run measures all engines back to back on the same data; the table
+reports medians over --runs runs, and ratios are paired run by run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+ENGINES = {
+    "ours": "django_sql_sessions.backends.db",
+    "db": "django.contrib.sessions.backends.db",
+    "cached_db": "django.contrib.sessions.backends.cached_db",
+    "signed_cookies": "django.contrib.sessions.backends.signed_cookies",
+}
+WORKLOADS = ["read", "miss", "write", "touch", "new", "cycle"]
+TABLE = "bench_sessions"
+DATABASE_NAME = "bench_sql_sessions"
+# A typical logged-in session: user id, backend, auth hash and a little state.
+SESSION = {
+    "_auth_user_id": "4711",
+    "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+    "_auth_user_hash": "9c4f1b8a" * 8,
+    "cart": [101, 202, 303],
+    "theme": "dark",
+}
+
+
+def key(i: int) -> str:
+    return f"{i:032x}"
+
+
+def databases(names: list[str], data_dir: Path) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    }
+    for name in names:
+        if name == "sqlite":
+            found[name] = {"ENGINE": "django.db.backends.sqlite3", "NAME": data_dir / "bench.db"}
+            continue
+        prefix, engine, port = {
+            "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
+            "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
+        }[name]
+        if not os.environ.get(f"{prefix}_HOST"):
+            sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
+        found[name] = {
+            "ENGINE": engine,
+            "HOST": os.environ[f"{prefix}_HOST"],
+            "PORT": os.environ.get(f"{prefix}_PORT", port),
+            "USER": os.environ.get(f"{prefix}_USER", ""),
+            "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
+            "NAME": DATABASE_NAME,
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else {},
+        }
+    return found
+
+
+def configure(names: list[str], data_dir: Path) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="benchmark",
+        USE_TZ=True,
+        INSTALLED_APPS=["django.contrib.sessions", "django_sql_sessions"],
+        DATABASES=databases(names, data_dir),
+        DATABASE_ROUTERS=[ROUTER],
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+            }
+        },
+        SQL_SESSIONS_TABLE=TABLE,
+        SESSION_ENGINE=ENGINES["ours"],
+    )
+    django.setup()
+
+
+class CurrentAlias:
+    """Routes Django's session model (and migrations) to the database under test."""
+
+    alias = "default"
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+
+ROUTER = CurrentAlias()
+
+
+def create_database(alias: str) -> None:
+    from django.db import connections
+
+    connection = connections[alias]
+    if connection.vendor == "sqlite":
+        return
+    with connection._nodb_cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME])
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {DATABASE_NAME}")
+        else:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE_NAME} CHARACTER SET utf8mb4")
+
+
+def populate(alias: str, rows: int, payload: str, *, django_table: bool = True) -> None:
+    """Fill both session tables with the same `rows` live sessions, keys key(0..rows-1)."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    connection = connections[alias]
+    call_command("migrate", database=alias, verbosity=0)
+    tables = [TABLE, "django_session"] if django_table else [TABLE]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")
+            if cursor.fetchone()[0] == rows:
+                continue
+            cursor.execute(f"DELETE FROM {table}")
+            _insert(connection, cursor, table, rows, payload)
+        if connection.vendor == "postgresql":
+            cursor.execute(f"VACUUM ANALYZE {TABLE}")
+            cursor.execute("VACUUM ANALYZE django_session")
+        elif connection.vendor == "mysql":
+            cursor.execute(f"ANALYZE TABLE {TABLE}, django_session")
+            cursor.fetchall()
+
+
+def _insert(connection: Any, cursor: Any, table: str, rows: int, payload: str) -> None:
+    ours = table == TABLE
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        raw_key = "lpad(to_hex(i), 32, '0')"
+        key_sql = f"encode(sha256({raw_key}::bytea), 'hex')" if ours else raw_key
+        extra = ", now(), now()" if ours else ""
+        cursor.execute(
+            f"INSERT INTO {table} SELECT {key_sql}, %s, now() + interval '14 days'{extra} "
+            f"FROM generate_series(0, {rows - 1}) AS i",
+            [payload],
+        )
+        return
+    if vendor == "mysql":
+        raw_key = "LPAD(LOWER(HEX(seq)), 32, '0')"
+        key_sql = f"SHA2({raw_key}, 256)" if ours else raw_key
+        extra = ", NOW(6), NOW(6)" if ours else ""
+        cursor.execute(
+            f"INSERT INTO {table} SELECT {key_sql}, %s, NOW(6) + INTERVAL 14 DAY{extra} "
+            f"FROM seq_0_to_{rows - 1}",
+            [payload],
+        )
+        return
+    expire = connection.ops.adapt_datetimefield_value(_now(days=14))
+    created = connection.ops.adapt_datetimefield_value(_now())
+    batch = 50_000
+    for start in range(0, rows, batch):
+        keys = [key(i) for i in range(start, min(start + batch, rows))]
+        if ours:
+            cursor.executemany(
+                f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)",
+                [(_hash(k), payload, expire, created, created) for k in keys],
+            )
+        else:
+            cursor.executemany(
+                f"INSERT INTO {table} VALUES (%s, %s, %s)", [(k, payload, expire) for k in keys]
+            )
+
+
+def _now(**delta: float) -> Any:
+    import datetime
+
+    from django.utils import timezone
+
+    return timezone.now() + datetime.timedelta(**delta)
+
+
+def _hash(k: str) -> str:
+    return hashlib.sha256(k.encode()).hexdigest()
+
+
+@dataclass
+class Result:
+    micros: list[float] = field(default_factory=list)
+    statements: int | None = None
+    peak_kib: float | None = None
+
+
+class Bench:
+    def __init__(self, alias: str, rows: int, requests: int, payload: str) -> None:
+        from django.test import RequestFactory
+
+        self.alias = alias
+        self.rows = rows
+        self.requests = requests
+        self.payload = payload
+        self.factory = RequestFactory()
+        self.rng = random.Random(1)
+        # Reads and writes use the first 90% of the keys. cycle moves keys, so
+        # it gets the last 10%: one half for the engine and Django's db engine,
+        # the other for the floor and cached_db (which share their tables).
+        self.read_range = max(1, rows * 9 // 10)
+        middle = (self.read_range + rows) // 2
+        first = [key(i) for i in range(self.read_range, middle)]
+        second = [key(i) for i in range(middle, rows)]
+        self.cookies = self._signed_cookie()
+        self.cycle_pool = {
+            "ours": first,
+            "db": list(first),
+            "floor": second,
+            "cached_db": list(second),
+            "signed_cookies": [self.cookies] * len(first),
+        }
+        self.moves = 0
+
+    def _signed_cookie(self) -> str:
+        from django.contrib.sessions.backends.signed_cookies import SessionStore
+
+        store = SessionStore()
+        store.update(SESSION)
+        store.save()
+        return str(store.session_key)
+
+    def middleware(self, engine: str, view: Callable[[Any], Any]) -> Any:
+        from django.contrib.sessions.middleware import SessionMiddleware
+        from django.test import override_settings
+
+        with override_settings(SESSION_ENGINE=ENGINES[engine]):
+            return SessionMiddleware(view)
+
+    def sample(self, workload: str) -> list[str]:
+        if workload == "miss":
+            return [f"{self.rows + i:032x}" for i in range(self.requests)]
+        return [key(self.rng.randrange(self.read_range)) for _ in range(self.requests)]
+
+    def run_engine(self, engine: str, workload: str, keys: list[str]) -> float:
+        """Return µs per request for `requests` requests through the middleware."""
+        from django.http import HttpResponse
+        from django.test import override_settings
+
+        created: list[str] = []
+
+        def read_view(request: Any) -> HttpResponse:
+            request.session.get("cart")
+            return HttpResponse()
+
+        def write_view(request: Any) -> HttpResponse:
+            request.session["counter"] = request.session.get("counter", 0) + 1
+            return HttpResponse()
+
+        def cycle_view(request: Any) -> HttpResponse:
+            request.session.cycle_key()
+            request.session["_auth_user_id"] = "4711"
+            return HttpResponse()
+
+        view = {"write": write_view, "new": write_view, "cycle": cycle_view}.get(
+            workload, read_view
+        )
+        middleware = self.middleware(engine, view)
+        pool = self.cycle_pool[engine]
+        cookie_name = "sessionid"
+
+        def cookie_for(k: str) -> str:
+            return self.cookies if engine == "signed_cookies" else k
+
+        headers = [{"HTTP_COOKIE": f"{cookie_name}={cookie_for(k)}"} for k in keys]
+        if workload == "new":
+            headers = [{} for _ in keys]
+        save_every = workload == "touch"
+        get = self.factory.get
+        with override_settings(SESSION_SAVE_EVERY_REQUEST=save_every):
+            gc.collect()
+            if workload == "cycle":
+                start = time.perf_counter_ns()
+                for i in range(len(keys)):
+                    slot = i % len(pool)
+                    response = middleware(get("/", HTTP_COOKIE=f"{cookie_name}={pool[slot]}"))
+                    pool[slot] = response.cookies[cookie_name].value
+                elapsed = time.perf_counter_ns() - start
+            else:
+                start = time.perf_counter_ns()
+                for extra in headers:
+                    response = middleware(get("/", **extra))
+                    if workload == "new":
+                        created.append(response.cookies[cookie_name].value)
+                elapsed = time.perf_counter_ns() - start
+        self._forget(engine, created)
+        return elapsed / len(keys) / 1000
+
+    def _forget(self, engine: str, created: list[str]) -> None:
+        """Delete the sessions a `new` run created, so every run sees the same table."""
+        if not created or engine == "signed_cookies":
+            return
+        from django.db import connections
+
+        with connections[self.alias].cursor() as cursor:
+            if engine == "ours":
+                rows = [(_hash(k),) for k in created]
+                cursor.executemany(f"DELETE FROM {TABLE} WHERE key_hash = %s", rows)
+            else:
+                rows = [(k,) for k in created]
+                cursor.executemany("DELETE FROM django_session WHERE session_key = %s", rows)
+
+    def run_floor(self, floor: Any, workload: str, keys: list[str]) -> float:
+        from django.db import connections
+
+        expire = connections[self.alias].ops.adapt_datetimefield_value(_now(days=14))
+        created: list[str] = []
+        gc.collect()
+        if workload == "cycle":
+            pool = self.cycle_pool["floor"]
+            start = time.perf_counter_ns()
+            for i in range(len(keys)):
+                slot = i % len(pool)
+                self.moves += 1
+                new_key = f"f{self.moves:031x}"
+                floor.cycle(pool[slot], new_key, expire)
+                pool[slot] = new_key
+            elapsed = time.perf_counter_ns() - start
+        else:
+            operation = floor.operation(workload)
+            if workload == "new":
+                keys = [f"e{i:031x}" for i in range(len(keys))]
+                created = keys
+            start = time.perf_counter_ns()
+            for k in keys:
+                operation(k, expire)
+            elapsed = time.perf_counter_ns() - start
+        self._forget("ours", created)
+        return elapsed / len(keys) / 1000
+
+    def count(self, engine: str, workload: str) -> int:
+        from tests.counting import count_statements
+
+        keys = self.sample(workload)[:1]
+        with count_statements(self.alias) as statements:
+            self.run_engine(engine, workload, keys)
+        if workload == "new":
+            # _forget's cleanup DELETE ran inside the counter.
+            return statements.count - 1
+        return statements.count
+
+    def peak_kib(self, engine: str, workload: str) -> float:
+        keys = self.sample(workload)[:200]
+        tracemalloc.start()
+        try:
+            self.run_engine(engine, workload, keys)
+            return tracemalloc.get_traced_memory()[1] / 1024
+        finally:
+            tracemalloc.stop()
+
+
+def measure(
+    alias: str, rows: int, requests: int, runs: int, engines: list[str], workloads: list[str]
+) -> dict[tuple[str, str], Result]:
+    from django.db import connections
+
+    from django_sql_sessions.backends.db import SessionStore
+
+    payload = SessionStore().encode(SESSION)
+    populate(alias, rows, payload)
+    bench = Bench(alias, rows, requests, payload)
+    connection = connections[alias]
+    floor_connection = _floor_connection(alias)
+    from benchmarks.floor import Floor
+
+    floor = Floor(floor_connection, connection.vendor, TABLE, payload)
+    results: dict[tuple[str, str], Result] = {}
+    for workload in workloads:
+        for engine in [*engines, "floor"]:
+            results[(workload, engine)] = Result()
+        # Warm up connections, caches and code paths once.
+        for engine in engines:
+            bench.run_engine(engine, workload, bench.sample(workload)[:50])
+        for run in range(runs):
+            keys = bench.sample(workload)
+            order = [*engines, "floor"]
+            order = order[run % len(order) :] + order[: run % len(order)]
+            for engine in order:
+                if engine == "floor":
+                    micros = bench.run_floor(floor, workload, keys)
+                else:
+                    micros = bench.run_engine(engine, workload, keys)
+                results[(workload, engine)].micros.append(micros)
+        for engine in engines:
+            result = results[(workload, engine)]
+            if engine != "signed_cookies":
+                result.statements = bench.count(engine, workload)
+            else:
+                result.statements = 0
+            result.peak_kib = bench.peak_kib(engine, workload)
+        from benchmarks.floor import STATEMENTS
+
+        results[(workload, "floor")].statements = STATEMENTS[workload]
+    floor_connection.close()
+    return results
+
+
+def _floor_connection(alias: str) -> Any:
+    from django.db import connections
+
+    from benchmarks.floor import connect
+
+    connection = connections[alias]
+    return connect(connection.settings_dict, connection.vendor)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
+    lines = [
+        f"**{alias}**, {rows:,} live sessions",
+        "",
+        "| workload | engine | µs/op | ops/s | x floor | speed-up vs db | statements | peak KiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (workload, engine), result in results.items():
+        median = statistics.median(result.micros)
+        floor = results[(workload, "floor")].micros
+        vs_floor = paired_ratio(result.micros, floor)
+        speedup = ""
+        if (workload, "db") in results and engine != "db":
+            speedup = f"{paired_ratio(results[(workload, 'db')].micros, result.micros):.2f}x"
+        peak = f"{result.peak_kib:.0f}" if result.peak_kib is not None else ""
+        lines.append(
+            f"| {workload} | {engine} | {median:,.0f} | {1e6 / median:,.0f} | "
+            f"{vs_floor:.2f}x | {speedup} | {result.statements} | {peak} |"
+        )
+    return "\n".join(lines)
+
+
+def growth(alias: str, sizes: list[int], requests: int, runs: int) -> str:
+    from django_sql_sessions.backends.db import SessionStore
+
+    payload = SessionStore().encode(SESSION)
+    lines = [
+        f"**{alias}**: our engine as the table grows (median µs/op of {runs} runs)",
+        "",
+        "| rows | read | write |",
+        "|---:|---:|---:|",
+    ]
+    for size in sizes:
+        populate(alias, size, payload, django_table=False)
+        bench = Bench(alias, size, requests, payload)
+        cells = []
+        for workload in ["read", "write"]:
+            bench.run_engine("ours", workload, bench.sample(workload)[:100])
+            micros = [
+                bench.run_engine("ours", workload, bench.sample(workload)) for _ in range(runs)
+            ]
+            cells.append(f"{statistics.median(micros):,.0f}")
+        lines.append(f"| {size:,} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+@contextmanager
+def alias_under_test(alias: str) -> Iterator[None]:
+    from django.test import override_settings
+
+    ROUTER.alias = alias
+    with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
+        yield
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--databases", default="sqlite,postgresql,mysql")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=1000, help="requests per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument(
+        "--growth",
+        default="",
+        help="comma-separated table sizes: measure our read and write at each instead",
+    )
+    parser.add_argument("--data-dir", default=tempfile.gettempdir())
+    args = parser.parse_args()
+    names = args.databases.split(",")
+    configure(names, Path(args.data_dir))
+    for alias in names:
+        create_database(alias)
+        with alias_under_test(alias):
+            if args.growth:
+                sizes = [int(size) for size in args.growth.split(",")]
+                print(growth(alias, sizes, args.requests, args.runs), end="\n\n", flush=True)
+                continue
+            results = measure(
+                alias,
+                args.rows,
+                args.requests,
+                args.runs,
+                args.engines.split(","),
+                args.workloads.split(","),
+            )
+            print(table(alias, results, args.rows), end="\n\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
