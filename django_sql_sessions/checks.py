@@ -17,6 +17,7 @@ from .conf import (
     batch_size_problem,
     conf,
     db_alias_problem,
+    max_size_problem,
     table_name_problem,
     touch_after_problem,
 )
@@ -75,6 +76,14 @@ def check_settings(
                 "expire because their expiry is never pushed forward.",
                 hint="Choose a small fraction of SESSION_COOKIE_AGE, such as 60 seconds.",
                 id="django_sql_sessions.W004",
+            )
+        )
+    if problem := max_size_problem(conf.MAX_SIZE):
+        errors.append(
+            Error(
+                problem,
+                hint="Remove the setting to use the default of 1 MiB.",
+                id="django_sql_sessions.E008",
             )
         )
     if db_alias_problem(alias):

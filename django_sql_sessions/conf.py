@@ -18,6 +18,10 @@ DEFAULT_DB_ALIAS = "default"
 DEFAULT_TABLE = "django_sql_sessions_session"
 DEFAULT_CLEANUP_BATCH_SIZE = 1000
 DEFAULT_TOUCH_AFTER = 0
+# 1 MiB of encoded data: far more than a session should hold, and within
+# every supported column and MySQL's default max_allowed_packet (16 MiB on
+# MariaDB, 64 MiB on MySQL 8).
+DEFAULT_MAX_SIZE = 1024 * 1024
 
 # Lower case only: MySQL and MariaDB on case-insensitive file systems fold table
 # names, and unquoted references in hand-written SQL fold on PostgreSQL.
@@ -42,6 +46,10 @@ class Settings:
     @property
     def TOUCH_AFTER(self) -> object:
         return getattr(settings, "SQL_SESSIONS_TOUCH_AFTER", DEFAULT_TOUCH_AFTER)
+
+    @property
+    def MAX_SIZE(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_MAX_SIZE", DEFAULT_MAX_SIZE)
 
     @property
     def CLEANUP_BATCH_SIZE(self) -> object:
@@ -83,6 +91,15 @@ def touch_after() -> int:
         raise ImproperlyConfigured(problem)
     assert isinstance(seconds, int)
     return seconds
+
+
+def max_size() -> int:
+    """Return SQL_SESSIONS_MAX_SIZE, or raise if it is not a positive whole number."""
+    size = conf.MAX_SIZE
+    if problem := max_size_problem(size):
+        raise ImproperlyConfigured(problem)
+    assert isinstance(size, int)
+    return size
 
 
 # Each *_problem() function returns what is wrong with a value, naming the
@@ -127,5 +144,13 @@ def touch_after_problem(value: object) -> str | None:
         return (
             f"SQL_SESSIONS_TOUCH_AFTER is {value!r}; it must be a whole number of seconds, "
             "0 or more."
+        )
+    return None
+
+
+def max_size_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return (
+            f"SQL_SESSIONS_MAX_SIZE is {value!r}; it must be a whole number of bytes, 1 or more."
         )
     return None

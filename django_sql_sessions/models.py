@@ -75,6 +75,8 @@ class Session(models.Model):
     expire_date = models.DateTimeField(_("expire date"), db_index=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+    # Bumped by every write; a save applies only to the version it read.
+    version = models.BigIntegerField(_("version"), default=1)
 
     objects = SessionManager()
 

@@ -34,31 +34,37 @@ from .conf import conf, table_name
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
 
-COLUMNS = "key_hash, data, expire_date, created_at, updated_at"
+COLUMNS = "key_hash, data, expire_date, created_at, updated_at, version"
 
 
 @dataclasses.dataclass(frozen=True)
 class Statements:
-    # (key_hash, now) -> rows of (data, expire_date) for a live session
+    # (key_hash, now) -> rows of (data, expire_date, version) for a live session
     load: str
+    # (key_hash) -> rows of (data, version), live or expired
+    reload: str
     # (key_hash) -> a row if the key is taken, live or not
     exists: str
     # (key_hash, data, expire_date, now, now) -> rowcount 0 or an IntegrityError
-    # when the key is taken
+    # when the key is taken; the new row has version 1
     insert: str
-    # (data, expire_date, now, key_hash) -> rowcount 0 when the row is gone
+    # (data, expire_date, expire_date, now, key_hash, version) -> rowcount 0
+    # when the row is gone or has another version; keeps a later stored expiry
     update: str
+    # (data, expire_date, now, key_hash, version) -> as update, but sets the
+    # expiry as given
+    update_exact: str
     # (key_hash)
     delete: str
-    # (new_key_hash, data, expire_date, now, old_key_hash, new_key_hash) ->
-    # rowcount 0 when the old row is gone (or, on PostgreSQL, when the new key
-    # is taken), an IntegrityError elsewhere when the new key is taken
+    # (new_key_hash, now, old_key_hash[, new_key_hash]) -> rowcount 0 when the
+    # old row is gone (or, on PostgreSQL, when the new key is taken), an
+    # IntegrityError elsewhere when the new key is taken; bumps the version
     rekey: str
     # (now) -> one row: how many sessions are expired
     count_expired: str
     # (now, batch_size) -> deletes at most batch_size expired rows, oldest first
     delete_expired_batch: str
-    # Whether rekey needs its last parameter (the NOT EXISTS guard).
+    # Whether rekey takes its last parameter (the NOT EXISTS guard).
     rekey_guarded: bool
 
 
@@ -115,11 +121,12 @@ def _compile(vendor: str, table: str) -> Statements:
             f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
         )
     p = "%s"
-    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p})"
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, 1)"
     rekey = (
-        f"UPDATE {table} SET key_hash = {p}, data = {p}, expire_date = {p}, updated_at = {p} "
+        f"UPDATE {table} SET key_hash = {p}, updated_at = {p}, version = version + 1 "
         f"WHERE key_hash = {p}"
     )
+    cas = f"updated_at = {p}, version = version + 1 WHERE key_hash = {p} AND version = {p}"
     rekey_guarded = False
     if vendor in ("postgresql", "sqlite"):
         # A failed INSERT would abort a caller's PostgreSQL transaction;
@@ -153,13 +160,18 @@ def _compile(vendor: str, table: str) -> Statements:
         )
 
     return Statements(
-        load=(f"SELECT data, expire_date FROM {table} WHERE key_hash = {p} AND expire_date > {p}"),
+        load=(
+            f"SELECT data, expire_date, version FROM {table} "
+            f"WHERE key_hash = {p} AND expire_date > {p}"
+        ),
+        reload=f"SELECT data, version FROM {table} WHERE key_hash = {p}",
         exists=f"SELECT 1 FROM {table} WHERE key_hash = {p}",
         insert=insert,
         update=(
-            f"UPDATE {table} SET data = {p}, expire_date = {p}, updated_at = {p} "
-            f"WHERE key_hash = {p}"
+            f"UPDATE {table} SET data = {p}, expire_date = CASE WHEN expire_date > {p} "
+            f"THEN expire_date ELSE {p} END, {cas}"
         ),
+        update_exact=f"UPDATE {table} SET data = {p}, expire_date = {p}, {cas}",
         delete=f"DELETE FROM {table} WHERE key_hash = {p}",
         rekey=rekey,
         count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= {p}",

@@ -72,9 +72,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
 
 
-def _alias_params() -> list[Any]:
+def _alias_params(sqlite_alias: str = "default") -> list[Any]:
     params = []
     for vendor, (alias, env) in VENDORS.items():
+        alias = sqlite_alias if vendor == "sqlite" else alias
         marks = []
         if alias not in settings.DATABASES:
             marks.append(pytest.mark.skip(reason=f"{vendor} not configured: {env} is not set"))
@@ -96,7 +97,21 @@ def alias(
     Tests run outside any wrapping transaction, as a session store does in
     production, and the session table is emptied afterwards.
     """
-    alias: str = request.param
+    yield from _use_alias(request.param, django_db_blocker, settings)
+
+
+@pytest.fixture(params=_alias_params(sqlite_alias="sqlitefile"))
+def threaded_alias(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    django_db_blocker: Any,
+    settings: Any,
+) -> Iterator[str]:
+    """As alias, with SQLite in a file, so that several threads can share it."""
+    yield from _use_alias(request.param, django_db_blocker, settings)
+
+
+def _use_alias(alias: str, django_db_blocker: Any, settings: Any) -> Iterator[str]:
     settings.SQL_SESSIONS_DB_ALIAS = alias
     connection = connections[alias]
     table = connection.ops.quote_name(table_name())

@@ -6,6 +6,7 @@ run when their connection settings are in the environment (see README.rst).
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 SECRET_KEY = "django-sql-sessions-tests"
@@ -64,6 +65,14 @@ DATABASES: dict[str, dict[str, Any]] = {
     # For the router and check tests: a second database, and a replica of the
     # first (a test mirror, as Django's docs configure replicas).
     "secondary": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # For tests with several threads, which each need their own connection
+    # to one database: a file, waiting up to 20 s for SQLite's write lock.
+    "sqlitefile": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "unused",
+        "OPTIONS": {"timeout": 20},
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"test_sql_sessions_{RUN_ID}.db")},
+    },
     "replica": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": ":memory:",

@@ -16,6 +16,7 @@ from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.conf import table_name
@@ -601,3 +602,199 @@ class TestObservability:
             saved_session(x=1)
         assert len(queries) == 1
         assert queries[0]["sql"].startswith("INSERT INTO")
+
+
+class TestParallelRequests:
+    """Two stores on one key stand for two requests of one user in parallel."""
+
+    def two_requests(self, **data: Any) -> tuple[SessionStore, SessionStore]:
+        key = saved_session(**data).session_key
+        first, second = SessionStore(key), SessionStore(key)
+        first.load()  # both read the same version before either saves
+        first._session_cache = first.load()
+        second._session_cache = second.load()
+        return first, second
+
+    @sync_and_async
+    def test_changes_to_different_keys_both_survive(self, alias: str, run: str) -> None:
+        first, second = self.two_requests(cart=[1])
+        first["cart"] = [1, 2]
+        call(run, first, "save")
+        second["theme"] = "dark"
+        with count_statements(alias) as statements:
+            call(run, second, "save")
+
+        assert SessionStore(first.session_key).load() == {"cart": [1, 2], "theme": "dark"}
+        assert statements.count == 3  # the refused update, the re-read, the update
+        assert second["cart"] == [1, 2]  # the request sees the merged session
+
+    @sync_and_async
+    def test_the_same_key_goes_to_the_later_save(self, alias: str, run: str) -> None:
+        first, second = self.two_requests(step=1)
+        first["step"] = 2
+        call(run, first, "save")
+        second["step"] = 3
+        call(run, second, "save")
+        assert SessionStore(first.session_key).load() == {"step": 3}
+
+    def test_a_deleted_key_stays_deleted(self, alias: str) -> None:
+        first, second = self.two_requests(coupon="SAVE10", cart=[1])
+        del first["coupon"]
+        first.save()
+        second["cart"] = [1, 2]
+        second.save()
+        assert SessionStore(first.session_key).load() == {"cart": [1, 2]}
+
+    def test_a_later_deletion_wins_over_an_earlier_change(self, alias: str) -> None:
+        first, second = self.two_requests(coupon="SAVE10")
+        first["coupon"] = "SAVE20"
+        first.save()
+        second.pop("coupon")
+        second.save()
+        assert SessionStore(first.session_key).load() == {}
+
+    def test_a_change_made_in_place_replaces_that_key_only(self, alias: str) -> None:
+        first, second = self.two_requests(cart=[1], theme="light")
+        first["theme"] = "dark"
+        first["cart"] = [1, 5]
+        first.save()
+        second["cart"].append(2)  # in place, then flagged by hand
+        second.modified = True
+        second.save()
+        # The mutated key is this request's whole value; the other key keeps
+        # the newer save's value.
+        assert SessionStore(first.session_key).load() == {"cart": [1, 2], "theme": "dark"}
+
+    def test_clear_replaces_the_whole_session(self, alias: str) -> None:
+        first, second = self.two_requests(cart=[1])
+        first["theme"] = "dark"
+        first.save()
+        second.clear()
+        second["fresh"] = True
+        second.save()
+        assert SessionStore(first.session_key).load() == {"fresh": True}
+
+    @sync_and_async
+    def test_a_session_deleted_meanwhile_is_not_resurrected_by_a_merge(
+        self, alias: str, run: str
+    ) -> None:
+        first, second = self.two_requests(cart=[1])
+        first["cart"] = [1, 2]
+        first.save()  # the version moves on, so second's update is refused...
+        SessionStore(first.session_key).delete()  # ...and then the row goes
+        second["theme"] = "dark"
+        with pytest.raises(UpdateError):
+            call(run, second, "save")
+        assert rows(alias) == []
+
+    def test_cycle_key_does_not_overwrite_a_concurrent_change(self, alias: str) -> None:
+        first, second = self.two_requests(cart=[1])
+        first["cart"] = [1, 2]
+        first.save()
+        second.cycle_key()  # login in the slower request
+        second["user"] = "ada"
+        second.save()
+        assert SessionStore(second.session_key).load() == {"cart": [1, 2], "user": "ada"}
+        assert SessionStore(first.session_key).load() == {}
+
+    def test_expiry_never_moves_backwards(
+        self, alias: str, frozen_now: Callable[[datetime.datetime], None]
+    ) -> None:
+        t0 = timezone.now().replace(microsecond=0)
+        frozen_now(t0)
+        first, second = self.two_requests(cart=[1])
+        frozen_now(t0 + datetime.timedelta(seconds=100))  # a server with a later clock
+        first["cart"] = [1, 2]
+        first.save()
+        frozen_now(t0 + datetime.timedelta(seconds=50))
+        second["theme"] = "dark"
+        second.save()
+        stored = Session.objects.for_key(str(first.session_key)).get().expire_date
+        assert stored == t0 + datetime.timedelta(seconds=100 + settings_age())
+
+    def test_an_explicit_shorter_expiry_is_kept(self, alias: str) -> None:
+        store = saved_session(cart=[1])
+        store.set_expiry(60)
+        store.save()
+        stored = Session.objects.for_key(str(store.session_key)).get().expire_date
+        assert stored <= timezone.now() + datetime.timedelta(seconds=60)
+
+    def test_a_flood_of_conflicts_gives_up_with_a_clear_error(
+        self, alias: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from django_sql_sessions.backends import db as backend
+        from django_sql_sessions.exceptions import SessionSaveConflict
+
+        store = saved_session(n=0)
+        loaded = SessionStore(store.session_key)
+        loaded["n"] = 1
+        real_run = backend.run
+        table = connections[alias].ops.quote_name(table_name())
+
+        def another_request_saves_first(connection: Any, sql: str, *args: Any, **kw: Any) -> Any:
+            if sql.startswith("UPDATE") and "version = %s" in sql:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"UPDATE {table} SET version = version + 1")
+            return real_run(connection, sql, *args, **kw)
+
+        monkeypatch.setattr(backend, "run", another_request_saves_first)
+        with pytest.raises(SessionSaveConflict, match="20 times"):
+            loaded.save()
+        monkeypatch.undo()
+        assert SessionStore(store.session_key).load() == {"n": 0}
+
+
+class TestThreads:
+    def test_parallel_writers_lose_nothing(self, threaded_alias: str) -> None:
+        import threading
+
+        key = str(saved_session(start=True).session_key)
+        writers, saves = 4, 15
+        errors: list[BaseException] = []
+
+        def writer(name: str) -> None:
+            try:
+                for _ in range(saves):
+                    store = SessionStore(key)
+                    store[name] = store.get(name, 0) + 1
+                    store.save()
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        expected = {"start": True, **{f"w{i}": saves for i in range(writers)}}
+        assert SessionStore(key).load() == expected
+
+
+class TestSizeLimit:
+    @sync_and_async
+    def test_an_oversized_save_writes_nothing(self, alias: str, run: str, settings: Any) -> None:
+        from django_sql_sessions.exceptions import SessionTooLarge
+
+        store = saved_session(note="short")
+        settings.SQL_SESSIONS_MAX_SIZE = 200
+        store["note"] = get_random_string(300)  # incompressible, unlike "x" * 300
+        with pytest.raises(
+            SessionTooLarge, match=r"is \d+ bytes encoded, more than .*\(200 bytes\)"
+        ):
+            call(run, store, "save")
+        assert SessionStore(store.session_key).load() == {"note": "short"}
+
+        new = SessionStore()
+        new["note"] = get_random_string(300)
+        with pytest.raises(SessionTooLarge):
+            call(run, new, "save")
+        assert len(rows(alias)) == 1
+
+
+def settings_age() -> int:
+    from django.conf import settings
+
+    return int(settings.SESSION_COOKIE_AGE)

@@ -141,3 +141,11 @@ def test_touch_after_as_long_as_the_session(settings: Any) -> None:
     assert check_settings(None) == []
     settings.SQL_SESSIONS_TOUCH_AFTER = 3600
     assert ids(check_settings(None)) == ["django_sql_sessions.W004"]
+
+
+@pytest.mark.parametrize("value", [0, -1, "1MB", 1.5])
+def test_invalid_max_size(settings: Any, value: object) -> None:
+    settings.SQL_SESSIONS_MAX_SIZE = value
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E008"]
+    assert "SQL_SESSIONS_MAX_SIZE" in messages[0].msg

@@ -15,11 +15,13 @@ from tests.mssql_offline import offline_connection
 # How many parameters each statement takes (documented in sql.Statements).
 PARAMETERS = {
     "load": 2,
+    "reload": 1,
     "exists": 1,
     "insert": 5,
-    "update": 4,
+    "update": 6,
+    "update_exact": 5,
     "delete": 1,
-    "rekey": 5,
+    "rekey": 3,
     "count_expired": 1,
     "delete_expired_batch": 2,
 }
@@ -68,8 +70,13 @@ class TestSqlServerOffline:
         compiled = statements(offline_connection())
         assert isinstance(compiled, Statements)
         assert compiled.load == (
-            "SELECT data, expire_date FROM [test_web_sessions] "
+            "SELECT data, expire_date, version FROM [test_web_sessions] "
             "WHERE key_hash = %s AND expire_date > %s"
+        )
+        assert compiled.update == (
+            "UPDATE [test_web_sessions] SET data = %s, expire_date = CASE WHEN expire_date > %s "
+            "THEN expire_date ELSE %s END, updated_at = %s, version = version + 1 "
+            "WHERE key_hash = %s AND version = %s"
         )
         assert compiled.delete_expired_batch == (
             "WITH batch AS (SELECT key_hash FROM [test_web_sessions] WHERE expire_date <= %s "

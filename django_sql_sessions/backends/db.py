@@ -5,11 +5,20 @@ Each operation is one statement on SQL_SESSIONS_DB_ALIAS, sent in whatever
 transaction state the caller is in (in autocommit, no BEGIN/COMMIT at all):
 
 - load: one SELECT of a live row by key hash;
-- save: one UPDATE; ``UpdateError`` when the row is gone, so a session that was
-  logged out in a concurrent request is never resurrected;
+- save: one UPDATE, conditional on the row's version (see below);
 - create: one INSERT whose primary key detects a key collision (no probe);
 - delete: one DELETE;
 - cycle_key: one UPDATE that moves the row to the new key.
+
+Parallel requests of one user lose nothing. A save only applies if the row
+still has the version this request loaded. If another request saved first,
+the row is read again and this request's own changes (the keys whose values
+differ from what it loaded, including changes made in place and deletions)
+are applied on top of the newer data, then the save is retried. After
+clear(), the whole session is written as it is (the last writer wins). A row
+that is gone (logout elsewhere, revocation, cleanup) raises UpdateError and is
+never re-inserted. The stored expiry only moves forward, unless this request
+set the expiry itself (set_expiry()).
 
 With SQL_SESSIONS_TOUCH_AFTER = N (seconds), a save of a session whose data
 did not change is skipped unless its stored expiry is more than N seconds
@@ -22,6 +31,7 @@ Django's own engines would store.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -38,18 +48,39 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.conf import db_alias, touch_after
+from django_sql_sessions.conf import db_alias, max_size, touch_after
+from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.sql import run, statements
+from django_sql_sessions.sql import Statements, run, statements
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
 # spin forever.
 KEY_ATTEMPTS = 10
+# Each failed attempt means another request saved this session in between;
+# this many in a row only happens under a flood of writes to one session.
+SAVE_ATTEMPTS = 20
+EXPIRY_KEY = "_session_expiry"
+
+
+@dataclasses.dataclass
+class _Row:
+    """What this store last read from, or wrote to, its row."""
+
+    data: str  # as stored: encoded and signed
+    version: int
+    expiry_setting: object  # data[EXPIRY_KEY] at that time, if any
+    # For SQL_SESSIONS_TOUCH_AFTER only: the stored expiry, and the data as
+    # serialized, to tell an unchanged session without decoding again.
+    expire_date: datetime.datetime | None = None
+    snapshot: bytes | None = None
 
 
 class SessionStore(SessionBase):
+    _row: _Row | None = None
+    _replace = False
+
     @classmethod
     def get_model_class(cls) -> type[Session]:
         return Session
@@ -65,6 +96,8 @@ class SessionStore(SessionBase):
         return self._get_new_session_key()
 
     def load(self) -> dict[str, Any]:
+        self._row = None
+        self._replace = False
         if self.session_key is None:
             return {}
         connection = _connection()
@@ -79,10 +112,12 @@ class SessionStore(SessionBase):
             # Missing or expired: never adopt a key we did not issue.
             self._session_key = None
             return {}
-        data = self.decode(row[0])
+        raw, expire_date, version = row
+        data = self.decode(raw)
+        self._row = _Row(raw, version, data.get(EXPIRY_KEY))
         if touch_after():
-            # What save() compares against to tell an untouched session.
-            self._loaded = (_from_db_datetime(connection, row[1]), self.serializer().dumps(data))
+            self._row.expire_date = _from_db_datetime(connection, expire_date)
+            self._row.snapshot = self.serializer().dumps(data)
         return data
 
     async def aload(self) -> dict[str, Any]:
@@ -124,50 +159,120 @@ class SessionStore(SessionBase):
         connection = _connection()
         sql = statements(connection)
         now = timezone.now()
-        expire_date = self.get_expiry_date(modification=now)
-        if not must_create and self._untouched(data, expire_date):
-            return None
-        encoded = self.encode(data)
-        db_expire_date = _db_datetime(connection, expire_date)
-        db_now = _db_datetime(connection, now)
-        key_hash = hash_key(self.session_key)
         if must_create:
-            try:
-                inserted, _row = run(
-                    connection, sql.insert, [key_hash, encoded, db_expire_date, db_now, db_now]
-                )
-            except IntegrityError as exc:
-                raise CreateError from exc
-            if not inserted:
-                raise CreateError
-        else:
-            updated, _row = run(
-                connection, sql.update, [encoded, db_expire_date, db_now, key_hash]
-            )
-            if not updated:
-                # The row is gone: deleted by a logout or revocation elsewhere,
-                # or by cleanup. Re-inserting it would undo that.
-                raise UpdateError
+            self._insert(connection, sql, data, now)
+        elif not self._untouched(data, now):
+            self._update(connection, sql, data, now)
         return None
-
-    def _untouched(self, data: dict[str, Any], expire_date: datetime.datetime) -> bool:
-        """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
-        seconds = touch_after()
-        loaded = getattr(self, "_loaded", None)
-        if not seconds or self.modified or loaded is None or loaded[1] is None:
-            return False
-        stored_expiry, snapshot = loaded
-        # Compared as serialized data, so that a change made in place (a list
-        # in the session appended to without setting modified) is written.
-        if self.serializer().dumps(data) != snapshot:
-            return False
-        return bool(
-            stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds)
-        )
 
     async def asave(self, must_create: bool = False) -> None:
         """See save()."""
         await sync_to_async(self.save)(must_create)
+
+    def _insert(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        data: dict[str, Any],
+        now: datetime.datetime,
+    ) -> None:
+        encoded = self._encode_within_limit(data)
+        db_now = _db_datetime(connection, now)
+        params = [
+            hash_key(str(self.session_key)),
+            encoded,
+            _db_datetime(connection, self.get_expiry_date(modification=now)),
+            db_now,
+            db_now,
+        ]
+        try:
+            inserted, _row = run(connection, sql.insert, params)
+        except IntegrityError as exc:
+            raise CreateError from exc
+        if not inserted:
+            raise CreateError
+        self._row = _Row(encoded, 1, data.get(EXPIRY_KEY))
+        self._replace = False
+
+    def _update(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        data: dict[str, Any],
+        now: datetime.datetime,
+    ) -> None:
+        key_hash = hash_key(str(self.session_key))
+        db_now = _db_datetime(connection, now)
+        row = self._row
+        for _attempt in range(SAVE_ATTEMPTS):
+            if row is not None:
+                encoded = self._encode_within_limit(data)
+                expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
+                if self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
+                    statement, expiry = sql.update_exact, [expire_date]
+                else:
+                    # Never shorten an expiry that a newer request extended.
+                    statement, expiry = sql.update, [expire_date, expire_date]
+                params = [encoded, *expiry, db_now, key_hash, row.version]
+                updated, _row = run(connection, statement, params)
+                if updated:
+                    self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
+                    self._replace = False
+                    return
+            # Another request saved first, or this store never read the row
+            # (clear() without a load): read it again and merge.
+            _rowcount, fresh = run(connection, sql.reload, [key_hash], fetch=True)
+            if fresh is None:
+                # Deleted by a logout or revocation elsewhere, or by cleanup.
+                # Re-inserting it would undo that.
+                raise UpdateError
+            newer = self.decode(fresh[0])
+            if row is not None and not self._replace:
+                data = _merge(base=self.decode(row.data), mine=data, newer=newer)
+                self._session_cache = data
+            row = _Row(fresh[0], fresh[1], newer.get(EXPIRY_KEY))
+        raise SessionSaveConflict(
+            f"The session was saved by other requests {SAVE_ATTEMPTS} times while this "
+            "request tried to save it; its changes were not written."
+        )
+
+    def _untouched(self, data: dict[str, Any], now: datetime.datetime) -> bool:
+        """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
+        seconds = touch_after()
+        row = self._row
+        if (
+            not seconds
+            or self.modified
+            or row is None
+            or row.expire_date is None
+            or row.snapshot is None
+        ):
+            return False
+        # Compared as serialized data, so that a change made in place (a list
+        # in the session appended to without setting modified) is written.
+        if self.serializer().dumps(data) != row.snapshot:
+            return False
+        expire_date = self.get_expiry_date(modification=now)
+        return bool(
+            row.expire_date <= expire_date <= row.expire_date + datetime.timedelta(seconds=seconds)
+        )
+
+    def _encode_within_limit(self, data: dict[str, Any]) -> str:
+        encoded: str = self.encode(data)
+        limit = max_size()
+        # Signed session data is ASCII (base64 and a signature): one byte a
+        # character in every column encoding.
+        if len(encoded) > limit:
+            raise SessionTooLarge(
+                f"The session is {len(encoded)} bytes encoded, more than "
+                f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
+            )
+        return encoded
+
+    def clear(self) -> None:
+        super().clear()
+        # No key-by-key merge after this: the emptied session is the intent.
+        self._replace = True
 
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
@@ -189,23 +294,20 @@ class SessionStore(SessionBase):
 
         Django's engines insert a copy under a new key and then delete the old
         row; moving the row is one round trip and leaves no moment at which
-        both keys, or neither, are valid.
+        both keys, or neither, are valid. The data is not rewritten here, so a
+        concurrent request's changes are not overwritten; the session is
+        marked modified and its data is saved (merged) by the next save().
         """
-        data = self._session  # type: ignore[attr-defined]
+        self._get_session()  # type: ignore[attr-defined]
         old_key = self.session_key
         if old_key is None:
             self.create()
             return
         connection = _connection()
         sql = statements(connection)
-        now = timezone.now()
-        encoded = self.encode(data)
-        expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
-        db_now = _db_datetime(connection, now)
-        old_hash = hash_key(old_key)
         new_key = self._get_new_session_key()
         new_hash = hash_key(new_key)
-        params = [new_hash, encoded, expire_date, db_now, old_hash]
+        params = [new_hash, _db_datetime(connection, timezone.now()), hash_key(old_key)]
         if sql.rekey_guarded:
             params.append(new_hash)
         try:
@@ -214,6 +316,8 @@ class SessionStore(SessionBase):
             moved = 0  # the new key is taken; take Django's path below
         if moved:
             self._session_key = new_key
+            if self._row is not None:
+                self._row.version += 1
             self.modified = True
             return
         # The old row is gone (deleted by a concurrent request) or the new key
@@ -233,6 +337,17 @@ class SessionStore(SessionBase):
     async def aclear_expired(cls) -> None:
         """See clear_expired()."""
         await sync_to_async(delete_expired)()
+
+
+def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """Apply the keys this request set or deleted (mine against base) to newer."""
+    merged = dict(newer)
+    for key in base.keys() | mine.keys():
+        if key not in mine:
+            merged.pop(key, None)
+        elif key not in base or base[key] != mine[key]:
+            merged[key] = mine[key]
+    return merged
 
 
 def _connection() -> BaseDatabaseWrapper:
