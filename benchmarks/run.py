@@ -54,13 +54,20 @@ def key(i: int) -> str:
     return f"{i:032x}"
 
 
-def databases(names: list[str], data_dir: Path) -> dict[str, dict[str, Any]]:
+def databases(names: list[str], data_dir: Path, wal: bool) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
     }
     for name in names:
         if name == "sqlite":
-            found[name] = {"ENGINE": "django.db.backends.sqlite3", "NAME": data_dir / "bench.db"}
+            options: dict[str, Any] = {"timeout": 30}
+            if wal:
+                options["init_command"] = "PRAGMA journal_mode=WAL"
+            found[name] = {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": data_dir / ("bench-wal.db" if wal else "bench.db"),
+                "OPTIONS": options,
+            }
             continue
         prefix, engine, port = {
             "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
@@ -81,7 +88,7 @@ def databases(names: list[str], data_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def configure(names: list[str], data_dir: Path) -> None:
+def configure(names: list[str], data_dir: Path, *, wal: bool = False) -> None:
     import django
     from django.conf import settings
 
@@ -90,7 +97,7 @@ def configure(names: list[str], data_dir: Path) -> None:
         SECRET_KEY="benchmark",
         USE_TZ=True,
         INSTALLED_APPS=["django.contrib.sessions", "django_sql_sessions"],
-        DATABASES=databases(names, data_dir),
+        DATABASES=databases(names, data_dir, wal),
         DATABASE_ROUTERS=[ROUTER],
         CACHES={
             "default": {
@@ -440,7 +447,8 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
     lines = [
-        f"**{alias}**, {rows:,} live sessions",
+        f"**{alias}**, {rows:,} live sessions"
+        + (" (WAL)" if "init_command" in _options(alias) else ""),
         "",
         "| workload | engine | µs/op | ops/s | x floor | speed-up vs db | statements | peak KiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -458,6 +466,13 @@ def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
             f"{vs_floor:.2f}x | {speedup} | {result.statements} | {peak} |"
         )
     return "\n".join(lines)
+
+
+def _options(alias: str) -> dict[str, Any]:
+    from django.db import connections
+
+    options: dict[str, Any] = connections[alias].settings_dict.get("OPTIONS", {})
+    return options
 
 
 def growth(alias: str, sizes: list[int], requests: int, runs: int) -> str:
@@ -507,9 +522,10 @@ def main() -> None:
         help="comma-separated table sizes: measure our read and write at each instead",
     )
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
+    parser.add_argument("--sqlite-wal", action="store_true", help="SQLite in WAL mode")
     args = parser.parse_args()
     names = args.databases.split(",")
-    configure(names, Path(args.data_dir))
+    configure(names, Path(args.data_dir), wal=args.sqlite_wal)
     for alias in names:
         create_database(alias)
         with alias_under_test(alias):

@@ -43,6 +43,9 @@ class Statements:
     load: str
     # (key_hash) -> rows of (data, version), live or expired
     reload: str
+    # As reload, locking the row until the transaction ends; "" on SQLite,
+    # which has no row locks.
+    reload_locked: str
     # (key_hash) -> a row if the key is taken, live or not
     exists: str
     # (key_hash, data, expire_date, now, now) -> rowcount 0 or an IntegrityError
@@ -165,6 +168,14 @@ def _compile(vendor: str, table: str) -> Statements:
             f"WHERE key_hash = {p} AND expire_date > {p}"
         ),
         reload=f"SELECT data, version FROM {table} WHERE key_hash = {p}",
+        reload_locked={
+            "postgresql": f"SELECT data, version FROM {table} WHERE key_hash = {p} FOR UPDATE",
+            "mysql": f"SELECT data, version FROM {table} WHERE key_hash = {p} FOR UPDATE",
+            "microsoft": (
+                f"SELECT data, version FROM {table} WITH (UPDLOCK, ROWLOCK) WHERE key_hash = {p}"
+            ),
+            "sqlite": "",
+        }[vendor],
         exists=f"SELECT 1 FROM {table} WHERE key_hash = {p}",
         insert=insert,
         update=(

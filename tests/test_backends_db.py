@@ -625,7 +625,10 @@ class TestParallelRequests:
             call(run, second, "save")
 
         assert SessionStore(first.session_key).load() == {"cart": [1, 2], "theme": "dark"}
-        assert statements.count == 3  # the refused update, the re-read, the update
+        # The refused update, then the re-read and the update; on servers
+        # these run in a transaction that locks the row.
+        vendor = connections[alias].vendor
+        assert statements.count == {"sqlite": 3, "postgresql": 5, "mysql": 6}[vendor]
         assert second["cart"] == [1, 2]  # the request sees the merged session
 
     @sync_and_async
@@ -719,16 +722,19 @@ class TestParallelRequests:
         stored = Session.objects.for_key(str(store.session_key)).get().expire_date
         assert stored <= timezone.now() + datetime.timedelta(seconds=60)
 
-    def test_a_flood_of_conflicts_gives_up_with_a_clear_error(
+    def test_a_flood_of_conflicts_on_sqlite_gives_up_with_a_clear_error(
         self, alias: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        from django_sql_sessions import sql
         from django_sql_sessions.backends import db as backend
         from django_sql_sessions.exceptions import SessionSaveConflict
 
+        if connections[alias].vendor != "sqlite":
+            pytest.skip("servers lock the row for the retry, so it cannot be overtaken")
         store = saved_session(n=0)
         loaded = SessionStore(store.session_key)
         loaded["n"] = 1
-        real_run = backend.run
+        real_run = sql.run
         table = connections[alias].ops.quote_name(table_name())
 
         def another_request_saves_first(connection: Any, sql: str, *args: Any, **kw: Any) -> Any:
@@ -738,7 +744,7 @@ class TestParallelRequests:
             return real_run(connection, sql, *args, **kw)
 
         monkeypatch.setattr(backend, "run", another_request_saves_first)
-        with pytest.raises(SessionSaveConflict, match="20 times"):
+        with pytest.raises(SessionSaveConflict, match="kept saving"):
             loaded.save()
         monkeypatch.undo()
         assert SessionStore(store.session_key).load() == {"n": 0}

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import random
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -42,7 +44,7 @@ from django.contrib.sessions.backends.base import (
     SessionBase,
     UpdateError,
 )
-from django.db import IntegrityError, connections
+from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -58,8 +60,8 @@ from django_sql_sessions.sql import Statements, run, statements
 # out of attempts means the INSERT fails for another reason, which must not
 # spin forever.
 KEY_ATTEMPTS = 10
-# Each failed attempt means another request saved this session in between;
-# this many in a row only happens under a flood of writes to one session.
+# On SQLite, each failed attempt means another request saved this session in
+# between; this many in a row only happens under a flood of writes to it.
 SAVE_ATTEMPTS = 20
 EXPIRY_KEY = "_session_expiry"
 
@@ -202,39 +204,78 @@ class SessionStore(SessionBase):
         now: datetime.datetime,
     ) -> None:
         key_hash = hash_key(str(self.session_key))
-        db_now = _db_datetime(connection, now)
         row = self._row
-        for _attempt in range(SAVE_ATTEMPTS):
-            if row is not None:
-                encoded = self._encode_within_limit(data)
-                expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
-                if self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
-                    statement, expiry = sql.update_exact, [expire_date]
-                else:
-                    # Never shorten an expiry that a newer request extended.
-                    statement, expiry = sql.update, [expire_date, expire_date]
-                params = [encoded, *expiry, db_now, key_hash, row.version]
-                updated, _row = run(connection, statement, params)
-                if updated:
-                    self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
-                    self._replace = False
+        if row is not None and self._write(connection, sql, key_hash, data, row, now):
+            return
+        # Another request saved first, or this store never read the row
+        # (clear() without a load): read it again, merge, write.
+        if sql.reload_locked:
+            # Lock the row for the read and the write, so the retry cannot be
+            # overtaken again: under a burst of writers to one session an
+            # optimistic retry can lose every race.
+            with transaction.atomic(using=connection.alias):
+                data, row = self._reread(connection, sql.reload_locked, key_hash, data, row)
+                if self._write(connection, sql, key_hash, data, row, now):
                     return
-            # Another request saved first, or this store never read the row
-            # (clear() without a load): read it again and merge.
-            _rowcount, fresh = run(connection, sql.reload, [key_hash], fetch=True)
-            if fresh is None:
-                # Deleted by a logout or revocation elsewhere, or by cleanup.
-                # Re-inserting it would undo that.
-                raise UpdateError
-            newer = self.decode(fresh[0])
-            if row is not None and not self._replace:
-                data = _merge(base=self.decode(row.data), mine=data, newer=newer)
-                self._session_cache = data
-            row = _Row(fresh[0], fresh[1], newer.get(EXPIRY_KEY))
+        else:
+            # SQLite has no row locks, but serializes writers, so optimistic
+            # retries settle quickly.
+            for attempt in range(SAVE_ATTEMPTS):
+                if attempt:
+                    # A random pause of up to a millisecond per attempt breaks
+                    # the lockstep of writers that keep colliding.
+                    time.sleep(random.random() * attempt / 1000)
+                data, row = self._reread(connection, sql.reload, key_hash, data, row)
+                if self._write(connection, sql, key_hash, data, row, now):
+                    return
         raise SessionSaveConflict(
-            f"The session was saved by other requests {SAVE_ATTEMPTS} times while this "
-            "request tried to save it; its changes were not written."
+            "Other requests kept saving the session while this request tried to save "
+            "it; its changes were not written."
         )
+
+    def _write(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        key_hash: str,
+        data: dict[str, Any],
+        row: _Row,
+        now: datetime.datetime,
+    ) -> bool:
+        """Update the row if it still has row.version; return whether it did."""
+        encoded = self._encode_within_limit(data)
+        expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
+        if self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
+            statement, expiry = sql.update_exact, [expire_date]
+        else:
+            # Never shorten an expiry that a newer request extended.
+            statement, expiry = sql.update, [expire_date, expire_date]
+        params = [encoded, *expiry, _db_datetime(connection, now), key_hash, row.version]
+        updated, _row = run(connection, statement, params)
+        if updated:
+            self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
+            self._replace = False
+        return bool(updated)
+
+    def _reread(
+        self,
+        connection: BaseDatabaseWrapper,
+        statement: str,
+        key_hash: str,
+        data: dict[str, Any],
+        row: _Row | None,
+    ) -> tuple[dict[str, Any], _Row]:
+        """Return this request's data merged onto the stored row, and that row."""
+        _rowcount, fresh = run(connection, statement, [key_hash], fetch=True)
+        if fresh is None:
+            # Deleted by a logout or revocation elsewhere, or by cleanup.
+            # Re-inserting it would undo that.
+            raise UpdateError
+        newer = self.decode(fresh[0])
+        if row is not None and not self._replace:
+            data = _merge(base=self.decode(row.data), mine=data, newer=newer)
+            self._session_cache = data
+        return data, _Row(fresh[0], fresh[1], newer.get(EXPIRY_KEY))
 
     def _untouched(self, data: dict[str, Any], now: datetime.datetime) -> bool:
         """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
