@@ -57,8 +57,8 @@ class Floor:
         quote = "`" if vendor == "mysql" else '"'
         t = f"{quote}{table}{quote}"
         self.select = f"SELECT data, expire_date FROM {t} WHERE key_hash = {mark}"
-        columns = "(key_hash, data, expire_date, created_at, updated_at)"
-        values = f"({mark}, {mark}, {mark}, {mark}, {mark})"
+        columns = "(key_hash, data, expire_date, created_at, updated_at, version)"
+        values = f"({mark}, {mark}, {mark}, {mark}, {mark}, 1)"
         if vendor == "mysql":
             conflict = (
                 "ON DUPLICATE KEY UPDATE data = VALUES(data), expire_date = VALUES(expire_date)"

@@ -54,7 +54,9 @@ def key(i: int) -> str:
     return f"{i:032x}"
 
 
-def databases(names: list[str], data_dir: Path, wal: bool) -> dict[str, dict[str, Any]]:
+def databases(
+    names: list[str], data_dir: Path, wal: bool, pg_options: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
     }
@@ -83,12 +85,14 @@ def databases(names: list[str], data_dir: Path, wal: bool) -> dict[str, dict[str
             "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
             "NAME": DATABASE_NAME,
             "CONN_MAX_AGE": None,
-            "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else {},
+            "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else dict(pg_options),
         }
     return found
 
 
-def configure(names: list[str], data_dir: Path, *, wal: bool = False) -> None:
+def configure(
+    names: list[str], data_dir: Path, *, wal: bool = False, prepare: bool = False
+) -> None:
     import django
     from django.conf import settings
 
@@ -97,7 +101,7 @@ def configure(names: list[str], data_dir: Path, *, wal: bool = False) -> None:
         SECRET_KEY="benchmark",
         USE_TZ=True,
         INSTALLED_APPS=["django.contrib.sessions", "django_sql_sessions"],
-        DATABASES=databases(names, data_dir, wal),
+        DATABASES=databases(names, data_dir, wal, {"prepare_threshold": 1} if prepare else {}),
         DATABASE_ROUTERS=[ROUTER],
         CACHES={
             "default": {
@@ -170,7 +174,7 @@ def _insert(connection: Any, cursor: Any, table: str, rows: int, payload: str) -
     if vendor == "postgresql":
         raw_key = "lpad(to_hex(i), 32, '0')"
         key_sql = f"encode(sha256({raw_key}::bytea), 'hex')" if ours else raw_key
-        extra = ", now(), now()" if ours else ""
+        extra = ", now(), now(), 1" if ours else ""
         cursor.execute(
             f"INSERT INTO {table} SELECT {key_sql}, %s, now() + interval '14 days'{extra} "
             f"FROM generate_series(0, {rows - 1}) AS i",
@@ -180,7 +184,7 @@ def _insert(connection: Any, cursor: Any, table: str, rows: int, payload: str) -
     if vendor == "mysql":
         raw_key = "LPAD(LOWER(HEX(seq)), 32, '0')"
         key_sql = f"SHA2({raw_key}, 256)" if ours else raw_key
-        extra = ", NOW(6), NOW(6)" if ours else ""
+        extra = ", NOW(6), NOW(6), 1" if ours else ""
         cursor.execute(
             f"INSERT INTO {table} SELECT {key_sql}, %s, NOW(6) + INTERVAL 14 DAY{extra} "
             f"FROM seq_0_to_{rows - 1}",
@@ -194,7 +198,7 @@ def _insert(connection: Any, cursor: Any, table: str, rows: int, payload: str) -
         keys = [key(i) for i in range(start, min(start + batch, rows))]
         if ours:
             cursor.executemany(
-                f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)",
+                f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, 1)",
                 [(_hash(k), payload, expire, created, created) for k in keys],
             )
         else:
@@ -448,7 +452,8 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
     lines = [
         f"**{alias}**, {rows:,} live sessions"
-        + (" (WAL)" if "init_command" in _options(alias) else ""),
+        + (" (WAL)" if "init_command" in _options(alias) else "")
+        + (" (prepared statements)" if "prepare_threshold" in _options(alias) else ""),
         "",
         "| workload | engine | µs/op | ops/s | x floor | speed-up vs db | statements | peak KiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -523,9 +528,14 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument("--sqlite-wal", action="store_true", help="SQLite in WAL mode")
+    parser.add_argument(
+        "--pg-prepare",
+        action="store_true",
+        help="PostgreSQL with OPTIONS prepare_threshold=1 (prepared statements)",
+    )
     args = parser.parse_args()
     names = args.databases.split(",")
-    configure(names, Path(args.data_dir), wal=args.sqlite_wal)
+    configure(names, Path(args.data_dir), wal=args.sqlite_wal, prepare=args.pg_prepare)
     for alias in names:
         create_database(alias)
         with alias_under_test(alias):

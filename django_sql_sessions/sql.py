@@ -18,7 +18,9 @@ SQLite's whole query, but keeps what that wrapper guarantees: the connection
 is opened (and health-checked) the same way, errors come out as
 django.db exceptions, and a broken transaction is refused. When anything
 observes queries through Django (DEBUG query logging, execute_wrapper()
-hooks) or the vendor is SQL Server, it uses Django's cursor instead.
+hooks) or the vendor is SQL Server, it uses Django's cursor instead. On
+PostgreSQL with OPTIONS "prepare_threshold" set, statements are bound on the
+server, so psycopg prepares them once per connection.
 """
 
 from __future__ import annotations
@@ -104,12 +106,24 @@ def run(
     if connection.vendor == "sqlite":
         sql = _qmark(sql)
     with connection.wrap_database_errors:
-        cursor = connection.connection.cursor()
+        cursor = _raw_cursor(connection)
         try:
             cursor.execute(sql, params)
             return cursor.rowcount, cursor.fetchone() if fetch else None
         finally:
             cursor.close()
+
+
+def _raw_cursor(connection: BaseDatabaseWrapper) -> Any:
+    raw = connection.connection
+    if connection.vendor == "postgresql" and raw.prepare_threshold is not None:
+        # The project enabled prepared statements (OPTIONS "prepare_threshold"),
+        # which only server-side binding uses: psycopg then prepares each of
+        # these few statements once per connection.
+        import psycopg
+
+        return psycopg.Cursor(raw)
+    return raw.cursor()
 
 
 @functools.lru_cache(maxsize=64)

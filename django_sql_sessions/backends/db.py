@@ -73,10 +73,8 @@ class _Row:
     data: str  # as stored: encoded and signed
     version: int
     expiry_setting: object  # data[EXPIRY_KEY] at that time, if any
-    # For SQL_SESSIONS_TOUCH_AFTER only: the stored expiry, and the data as
-    # serialized, to tell an unchanged session without decoding again.
-    expire_date: datetime.datetime | None = None
-    snapshot: bytes | None = None
+    # The stored expire_date as the driver returned it, when it was read.
+    expire_date: Any = None
 
 
 class SessionStore(SessionBase):
@@ -116,10 +114,7 @@ class SessionStore(SessionBase):
             return {}
         raw, expire_date, version = row
         data = self.decode(raw)
-        self._row = _Row(raw, version, data.get(EXPIRY_KEY))
-        if touch_after():
-            self._row.expire_date = _from_db_datetime(connection, expire_date)
-            self._row.snapshot = self.serializer().dumps(data)
+        self._row = _Row(raw, version, data.get(EXPIRY_KEY), expire_date)
         return data
 
     async def aload(self) -> dict[str, Any]:
@@ -279,24 +274,20 @@ class SessionStore(SessionBase):
 
     def _untouched(self, data: dict[str, Any], now: datetime.datetime) -> bool:
         """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
-        seconds = touch_after()
         row = self._row
-        if (
-            not seconds
-            or self.modified
-            or row is None
-            or row.expire_date is None
-            or row.snapshot is None
-        ):
+        if self.modified or row is None or row.expire_date is None:
+            return False
+        seconds = touch_after()
+        if not seconds:
+            return False
+        stored_expiry = _from_db_datetime(_connection(), row.expire_date)
+        expire_date = self.get_expiry_date(modification=now)
+        if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds):
             return False
         # Compared as serialized data, so that a change made in place (a list
         # in the session appended to without setting modified) is written.
-        if self.serializer().dumps(data) != row.snapshot:
-            return False
-        expire_date = self.get_expiry_date(modification=now)
-        return bool(
-            row.expire_date <= expire_date <= row.expire_date + datetime.timedelta(seconds=seconds)
-        )
+        serializer = self.serializer()
+        return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
 
     def _encode_within_limit(self, data: dict[str, Any]) -> str:
         encoded: str = self.encode(data)
