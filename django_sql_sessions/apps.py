@@ -11,8 +11,12 @@ class SqlSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.signals import request_finished
+
         from . import checks as sql_sessions_checks
+        from .garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
         checks.register(sql_sessions_checks.check_routers)
         checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)
+        request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")

@@ -17,6 +17,7 @@ from .conf import (
     batch_size_problem,
     conf,
     db_alias_problem,
+    gc_frequency_problem,
     max_size_problem,
     table_name_problem,
     touch_after_problem,
@@ -84,6 +85,14 @@ def check_settings(
                 problem,
                 hint="Remove the setting to use the default of 1 MiB.",
                 id="django_sql_sessions.E008",
+            )
+        )
+    if problem := gc_frequency_problem(conf.GC_FREQUENCY):
+        errors.append(
+            Error(
+                problem,
+                hint="Use 0 to rely on a scheduled purgesessions alone.",
+                id="django_sql_sessions.E009",
             )
         )
     if db_alias_problem(alias):

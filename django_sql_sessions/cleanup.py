@@ -3,20 +3,24 @@ Deleting expired sessions, shared by clear_expired() (and so Django's
 clearsessions) and the purgesessions command.
 
 Rows go in batches of at most SQL_SESSIONS_CLEANUP_BATCH_SIZE, oldest expiry
-first. In autocommit each batch is its own short transaction, so live logins
-wait at most one batch for a lock, and an interrupted run has committed whole
-batches only.
+first, walking the expire_date index. In autocommit each batch is its own
+short transaction, so live logins wait at most one batch for a lock, and an
+interrupted run has committed whole batches only. One runner at a time:
+see locks.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
+from collections.abc import Callable
 
 from django.db import connections
 from django.utils import timezone
 
-from .conf import batch_size_problem, cleanup_batch_size, db_alias
+from .conf import batch_size_problem, cleanup_batch_size, db_alias, table_name
+from .locks import single_runner
 from .sql import run, statements
 
 
@@ -25,6 +29,16 @@ class CleanupResult:
     alias: str
     deleted: int
     batches: int
+    seconds: float
+    # False when the run stopped at its time or batch budget with expired
+    # sessions possibly left.
+    finished: bool = True
+    # True when another runner held the lock, so this one did nothing.
+    locked_out: bool = False
+
+
+# Called after each batch with (rows deleted so far, batches, seconds elapsed).
+Progress = Callable[[int, int, float], None]
 
 
 def count_expired(*, now: datetime.datetime | None = None) -> int:
@@ -38,26 +52,63 @@ def count_expired(*, now: datetime.datetime | None = None) -> int:
 
 
 def delete_expired(
-    *, batch_size: int | None = None, now: datetime.datetime | None = None
+    *,
+    batch_size: int | None = None,
+    now: datetime.datetime | None = None,
+    max_seconds: float | None = None,
+    max_batches: int | None = None,
+    sleep: float = 0.0,
+    progress: Progress | None = None,
+    clock: Callable[[], float] | None = None,
+    pause: Callable[[float], None] | None = None,
 ) -> CleanupResult:
     """
-    Delete every session that expired at or before ``now``.
+    Delete sessions that expired at or before ``now``, one batch at a time.
 
     ``now`` is fixed for the whole run, so sessions that expire while it runs
-    are left for the next one and the run always ends.
+    are left for the next one and the run always ends. It stops early, between
+    batches, once ``max_seconds`` have passed or ``max_batches`` have run, and
+    pauses ``sleep`` seconds between batches to leave room for live traffic.
+    If another runner holds the cleanup lock, it deletes nothing. ``clock``
+    and ``pause`` (time.monotonic and time.sleep) are there for tests.
     """
-    alias = db_alias()
-    connection = connections[alias]
     if batch_size is None:
         batch_size = cleanup_batch_size()
     elif problem := batch_size_problem(batch_size, "batch_size"):
         raise ValueError(problem)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds is {max_seconds!r}; it must be more than 0.")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches is {max_batches!r}; it must be 1 or more.")
+    if not sleep >= 0:
+        raise ValueError(f"sleep is {sleep!r}; it must be 0 or more.")
+    clock = clock or time.monotonic
+    pause = pause or time.sleep
+    alias = db_alias()
+    connection = connections[alias]
     sql = statements(connection).delete_expired_batch
     cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    started = clock()
     deleted = batches = 0
-    while True:
-        batch, _row = run(connection, sql, [cutoff, batch_size])
-        batches += 1
-        deleted += batch
-        if batch < batch_size:
-            return CleanupResult(alias=alias, deleted=deleted, batches=batches)
+    with single_runner(connection, table_name()) as holding:
+        if not holding:
+            return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
+        while True:
+            batch_started = clock()
+            batch, _row = run(connection, sql, [cutoff, batch_size])
+            batches += 1
+            deleted += batch
+            finished = clock()
+            elapsed = finished - started
+            if progress:
+                progress(deleted, batches, elapsed)
+            if batch < batch_size:
+                return CleanupResult(alias, deleted, batches, elapsed)
+            # Stop when the pause and another batch as long as the last one
+            # would overrun the budget.
+            next_end = elapsed + sleep + (finished - batch_started)
+            out_of_time = max_seconds is not None and next_end > max_seconds
+            if out_of_time or (max_batches is not None and batches >= max_batches):
+                return CleanupResult(alias, deleted, batches, elapsed, finished=False)
+            if sleep:
+                pause(sleep)

@@ -18,6 +18,9 @@ DEFAULT_DB_ALIAS = "default"
 DEFAULT_TABLE = "django_sql_sessions_session"
 DEFAULT_CLEANUP_BATCH_SIZE = 1000
 DEFAULT_TOUCH_AFTER = 0
+# About one request in 10,000 deletes one batch: the ancestor's default, a
+# table that stays clean without cron at a cost no request notices.
+DEFAULT_GC_FREQUENCY = 10_000
 # 1 MiB of encoded data: far more than a session should hold, and within
 # every supported column and MySQL's default max_allowed_packet (16 MiB on
 # MariaDB, 64 MiB on MySQL 8).
@@ -46,6 +49,10 @@ class Settings:
     @property
     def TOUCH_AFTER(self) -> object:
         return getattr(settings, "SQL_SESSIONS_TOUCH_AFTER", DEFAULT_TOUCH_AFTER)
+
+    @property
+    def GC_FREQUENCY(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_GC_FREQUENCY", DEFAULT_GC_FREQUENCY)
 
     @property
     def MAX_SIZE(self) -> object:
@@ -91,6 +98,15 @@ def touch_after() -> int:
         raise ImproperlyConfigured(problem)
     assert isinstance(seconds, int)
     return seconds
+
+
+def gc_frequency() -> int:
+    """Return SQL_SESSIONS_GC_FREQUENCY, or raise if it is not a whole number >= 0."""
+    frequency = conf.GC_FREQUENCY
+    if problem := gc_frequency_problem(frequency):
+        raise ImproperlyConfigured(problem)
+    assert isinstance(frequency, int)
+    return frequency
 
 
 def max_size() -> int:
@@ -152,5 +168,13 @@ def max_size_problem(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return (
             f"SQL_SESSIONS_MAX_SIZE is {value!r}; it must be a whole number of bytes, 1 or more."
+        )
+    return None
+
+
+def gc_frequency_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return (
+            f"SQL_SESSIONS_GC_FREQUENCY is {value!r}; it must be a whole number, 0 (off) or more."
         )
     return None

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 
 # Django generates 32 characters from VALID_KEY_CHARS (a-z0-9) and accepts any
 # key of 8 characters or more. Anything else (empty, long, non-ASCII, SQL
@@ -19,6 +22,8 @@ import re
 SESSION_KEY_RE = re.compile(r"[a-z0-9]{8,64}")
 
 HASH_LENGTH = 64  # hex digits of a SHA-256 digest
+KEY_LENGTH = 32
+_KEY_SPACE = len(VALID_KEY_CHARS) ** KEY_LENGTH
 
 
 def is_valid_key(key: object) -> bool:
@@ -28,3 +33,18 @@ def is_valid_key(key: object) -> bool:
 def hash_key(key: str) -> str:
     """Return the digest stored in place of ``key``."""
     return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def new_key() -> str:
+    """
+    Return a random key of the kind Django generates: 32 characters of a-z0-9.
+
+    The same distribution as get_random_string(32, VALID_KEY_CHARS), drawn
+    from the OS's CSPRNG in one call instead of 32.
+    """
+    number = secrets.randbelow(_KEY_SPACE)
+    characters = []
+    for _ in range(KEY_LENGTH):
+        number, index = divmod(number, len(VALID_KEY_CHARS))
+        characters.append(VALID_KEY_CHARS[index])
+    return "".join(characters)

@@ -20,6 +20,9 @@ INSTALLED_APPS = [
 
 SESSION_ENGINE = "django_sql_sessions.backends.db"
 SQL_SESSIONS_TABLE = os.environ.get("SQL_SESSIONS_TEST_TABLE", "test_web_sessions")
+# Off, so no request in a test deletes rows by chance; tests/test_garbage_collection.py
+# turns it on with a deterministic draw.
+SQL_SESSIONS_GC_FREQUENCY = 0
 
 # Each run gets its own server-side test databases, so parallel runs (other
 # interpreters, other developers) on the same servers do not collide.

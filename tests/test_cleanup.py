@@ -5,9 +5,10 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.utils import timezone
 
-from django_sql_sessions.cleanup import count_expired, delete_expired
+from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
 from django_sql_sessions.models import Session
 from tests.counting import count_statements
 
@@ -30,7 +31,9 @@ def test_deletes_expired_rows_in_batches_and_keeps_live_ones(alias: str) -> None
     with count_statements(alias) as statements:
         result = delete_expired(batch_size=3, now=now)
     assert (result.alias, result.deleted, result.batches) == (alias, 7, 3)
-    assert statements.count == 3
+    # One DELETE a batch, plus taking and releasing the lock on servers.
+    locking = 0 if connections[alias].vendor == "sqlite" else 2
+    assert statements.count == 3 + locking
     assert Session.objects.count() == 3
     assert count_expired(now=now) == 0
 
@@ -54,7 +57,7 @@ def test_a_row_expiring_exactly_now_is_deleted(alias: str) -> None:
 
 def test_nothing_to_do(alias: str) -> None:
     result = delete_expired()
-    assert (result.deleted, result.batches) == (0, 1)
+    assert (result.deleted, result.batches, result.finished) == (0, 1, True)
 
 
 def test_batch_size_from_settings(alias: str, settings: Any) -> None:
@@ -84,3 +87,128 @@ def test_use_tz_false(alias: str, settings: Any) -> None:
     assert count_expired(now=now) == 3
     assert delete_expired(now=now).deleted == 3
     assert Session.objects.count() == 2
+
+
+class FakeClock:
+    """Time that passes only when a batch runs (each takes batch_seconds) or when paused."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, batch_seconds: float) -> None:
+        from django_sql_sessions import cleanup, sql
+
+        self.now = 0.0
+        self.pauses: list[float] = []
+        real_run = sql.run
+
+        def timed_run(*args: Any, **kwargs: Any) -> Any:
+            self.now += batch_seconds
+            return real_run(*args, **kwargs)
+
+        monkeypatch.setattr(cleanup, "run", timed_run)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_time_budget_stops_between_batches(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = timezone.now()
+    populate(live=1, expired=10, now=now)
+    clock = FakeClock(monkeypatch, batch_seconds=1.0)
+    result = delete_expired(batch_size=2, now=now, max_seconds=3.5, clock=clock)
+    # After 3 s, a fourth one-second batch would end past 3.5 s.
+    assert (result.deleted, result.batches, result.finished) == (6, 3, False)
+    assert count_expired(now=now) == 4
+
+
+def test_sleep_between_batches_counts_against_the_budget(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = timezone.now()
+    populate(live=0, expired=10, now=now)
+    clock = FakeClock(monkeypatch, batch_seconds=0.1)
+    result = delete_expired(
+        batch_size=3, now=now, sleep=1.0, max_seconds=2.0, clock=clock, pause=clock.pause
+    )
+    assert clock.pauses == [1.0]
+    assert (result.deleted, result.batches, result.finished) == (6, 2, False)
+
+
+def test_max_batches(alias: str) -> None:
+    now = timezone.now()
+    populate(live=0, expired=5, now=now)
+    result = delete_expired(batch_size=2, now=now, max_batches=1)
+    assert (result.deleted, result.finished) == (2, False)
+
+
+def test_progress_reports_each_batch(alias: str) -> None:
+    now = timezone.now()
+    populate(live=0, expired=5, now=now)
+    seen: list[tuple[int, int]] = []
+    delete_expired(batch_size=2, now=now, progress=lambda d, b, _s: seen.append((d, b)))
+    assert seen == [(2, 1), (4, 2), (5, 3)]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_seconds", 0), ("max_seconds", -1.0), ("max_batches", 0), ("sleep", -0.5)],
+)
+def test_bad_budget_arguments(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{option} is"):
+        delete_expired(**{option: value})  # type: ignore[arg-type]
+
+
+class TestSingleRunner:
+    def test_a_second_runner_does_nothing_while_the_first_holds_the_lock(
+        self, threaded_alias: str
+    ) -> None:
+        import threading
+
+        from django.db import connections
+
+        now = timezone.now()
+        populate(live=0, expired=6, now=now)
+        first_batch_done, second_finished = threading.Event(), threading.Event()
+        results: dict[str, CleanupResult] = {}
+
+        def slow_progress(_deleted: int, _batches: int, _elapsed: float) -> None:
+            first_batch_done.set()
+            second_finished.wait(10)
+
+        def first() -> None:
+            try:
+                results["first"] = delete_expired(batch_size=2, now=now, progress=slow_progress)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert first_batch_done.wait(10)
+        try:
+            results["second"] = delete_expired(batch_size=2, now=now)
+        finally:
+            second_finished.set()
+            thread.join()
+
+        vendor = connections[threaded_alias].vendor
+        if vendor == "sqlite":  # no lock needed: the second simply ran too
+            assert results["first"].deleted + results["second"].deleted == 6
+        else:
+            assert results["second"].locked_out
+            assert results["second"].deleted == 0
+            assert results["first"].deleted == 6
+        assert count_expired(now=now) == 0
+
+    def test_the_lock_is_released_after_a_run_and_after_an_error(self, alias: str) -> None:
+        now = timezone.now()
+        populate(live=0, expired=2, now=now)
+
+        def fail(_deleted: int, _batches: int, _elapsed: float) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            delete_expired(batch_size=1, now=now, progress=fail)
+        assert not delete_expired(now=now).locked_out
+        assert not delete_expired(now=now).locked_out

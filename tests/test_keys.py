@@ -6,7 +6,7 @@ import pytest
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.utils.crypto import get_random_string
 
-from django_sql_sessions.keys import hash_key, is_valid_key
+from django_sql_sessions.keys import hash_key, is_valid_key, new_key
 
 
 def test_keys_django_generates_are_valid() -> None:
@@ -31,3 +31,14 @@ def test_hash_is_the_hex_sha256_of_the_key() -> None:
     assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
     assert len(hash_key(key)) == 64
     assert hash_key(key) != hash_key(key[:-1] + "9")
+
+
+def test_new_keys_are_valid_unique_and_use_the_whole_alphabet() -> None:
+    keys = [new_key() for _ in range(2000)]
+    assert all(is_valid_key(k) and len(k) == 32 for k in keys)
+    assert len(set(keys)) == len(keys)
+    seen = "".join(keys)
+    assert set(seen) == set(VALID_KEY_CHARS)
+    # Uniform: each of the 36 characters near 1/36 of 64,000 (±25%).
+    expected = len(seen) / len(VALID_KEY_CHARS)
+    assert all(0.75 * expected < seen.count(c) < 1.25 * expected for c in VALID_KEY_CHARS)

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import datetime
+import os
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.models import Session
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def purge(*args: str) -> str:
@@ -48,18 +53,126 @@ def test_dry_run_deletes_nothing(alias: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "message"),
+    ("option", "value", "message"),
     [
-        ("0", "--batch-size is 0; it must be between 1 and 4000"),
-        ("-3", "--batch-size is -3"),
-        ("4001", "--batch-size is 4001"),
-        ("ten", "'ten' is not a whole number"),
-        ("2.5", "'2.5' is not a whole number"),
+        ("--batch-size", "0", "--batch-size is 0; it must be between 1 and 4000"),
+        ("--batch-size", "-3", "--batch-size is -3"),
+        ("--batch-size", "4001", "--batch-size is 4001"),
+        ("--batch-size", "ten", "'ten' is not a whole number"),
+        ("--batch-size", "2.5", "'2.5' is not a whole number"),
+        ("--max-seconds", "0", "'0' must be more than 0 seconds"),
+        ("--max-seconds", "-1", "'-1' must be more than 0 seconds"),
+        ("--max-seconds", "soon", "'soon' is not a number of seconds"),
+        ("--max-seconds", "nan", "'nan' must be more than 0 seconds"),
+        ("--sleep", "-0.1", "'-0.1' must be 0 or more seconds"),
+        ("--sleep", "inf", "'inf' must be 0 or more seconds"),
     ],
 )
-def test_bad_batch_size(value: str, message: str) -> None:
+def test_bad_options(option: str, value: str, message: str) -> None:
     with pytest.raises(CommandError, match=message):
-        purge("--batch-size", value)
+        purge(option, value)
+
+
+def test_bad_options_exit_2_from_the_command_line() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "purgesessions", "--batch-size", "0"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--batch-size is 0" in result.stderr
+
+
+def test_time_budget(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sql_sessions import cleanup, sql
+    from django_sql_sessions.management.commands import purgesessions
+
+    add(5, expired=True)
+    clock = [0.0]
+    real_run = sql.run
+
+    def one_second_per_batch(*args: Any, **kwargs: Any) -> Any:
+        clock[0] += 1.0
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(cleanup, "run", one_second_per_batch)
+    monkeypatch.setattr(
+        purgesessions,
+        "delete_expired",
+        lambda **kwargs: delete_expired(**kwargs, clock=lambda: clock[0]),
+    )
+    assert purge("--batch-size", "1", "--max-seconds", "2.5") == (
+        f"Deleted 2 expired sessions from database '{alias}' in 2 batches, "
+        "then stopped at the time budget; expired sessions remain.\n"
+    )
+
+
+def test_sleep_between_batches(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    add(3, expired=True)
+    pauses: list[float] = []
+    monkeypatch.setattr("time.sleep", pauses.append)
+    purge("--batch-size", "1", "--sleep", "0.25")
+    assert pauses == [0.25, 0.25, 0.25]
+
+
+def test_another_runner_holds_the_lock(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+
+    from django_sql_sessions import cleanup, sql
+
+    @contextmanager
+    def held_elsewhere(*args: Any) -> Any:
+        yield False
+
+    add(2, expired=True)
+    monkeypatch.setattr(cleanup, "single_runner", held_elsewhere)
+    assert purge() == (
+        f"Cleanup already running on database '{alias}' (another process holds the lock); "
+        "nothing to do.\n"
+    )
+    assert Session.objects.count() == 2
+
+
+def test_progress_on_a_terminal(alias: str) -> None:
+    class Terminal(StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    add(3, expired=True)
+    out = Terminal()
+    call_command("purgesessions", "--batch-size", "2", stdout=out)
+    lines = out.getvalue().split("\r")
+    assert lines[1].startswith("Deleted 2 (")
+    assert "about 1 left" in lines[1]
+    assert lines[-1].endswith(
+        f"\nDeleted 3 expired sessions from database '{alias}' in 2 batches.\n"
+    )
+
+
+def test_interrupted(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sql_sessions.management.commands import purgesessions
+
+    add(4, expired=True)
+    real = delete_expired
+
+    def interrupted(**kwargs: Any) -> Any:
+        def progress(deleted: int, batches: int, elapsed: float) -> None:
+            kwargs["progress"](deleted, batches, elapsed)
+            if batches == 2:
+                raise KeyboardInterrupt
+
+        return real(**{**kwargs, "progress": progress})
+
+    monkeypatch.setattr(purgesessions, "delete_expired", interrupted)
+    with pytest.raises(CommandError, match="after deleting 2 expired sessions in 2 whole") as e:
+        purge("--batch-size", "1")
+    assert e.value.returncode == 130
+    assert Session.objects.count() == 2
 
 
 def test_unknown_alias(settings: Any) -> None:

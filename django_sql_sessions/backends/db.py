@@ -39,7 +39,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import (
-    VALID_KEY_CHARS,
     CreateError,
     SessionBase,
     UpdateError,
@@ -47,12 +46,11 @@ from django.contrib.sessions.backends.base import (
 from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
-from django.utils.crypto import get_random_string
 
 from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.conf import db_alias, max_size, touch_after
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
-from django_sql_sessions.keys import hash_key, is_valid_key
+from django_sql_sessions.keys import hash_key, is_valid_key, new_key
 from django_sql_sessions.models import Session
 from django_sql_sessions.sql import Statements, run, statements
 
@@ -90,7 +88,7 @@ class SessionStore(SessionBase):
 
     def _get_new_session_key(self) -> str:
         # No existence probe: the INSERT's primary key reports a collision.
-        return get_random_string(32, VALID_KEY_CHARS)
+        return new_key()
 
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()

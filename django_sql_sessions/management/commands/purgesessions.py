@@ -1,3 +1,12 @@
+"""
+manage.py purgesessions: delete expired sessions in batches.
+
+Exit status: 0 when the run finished, stopped at --max-seconds, or found
+another runner holding the cleanup lock; 1 on an error; 2 on invalid options;
+130 when interrupted. There is no --database: sessions live on
+SQL_SESSIONS_DB_ALIAS only, so that is where the cleanup runs.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions.cleanup import count_expired, delete_expired
+from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
 from django_sql_sessions.conf import MAX_CLEANUP_BATCH_SIZE, batch_size_problem, db_alias
 
 
@@ -20,10 +29,24 @@ def batch_size(value: str) -> int:
     return size
 
 
+def seconds(minimum: float, inclusive: bool) -> Any:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        if not (number >= minimum if inclusive else number > minimum) or number == float("inf"):
+            bound = "0 or more" if inclusive else "more than 0"
+            raise argparse.ArgumentTypeError(f"{value!r} must be {bound} seconds")
+        return number
+
+    return parse
+
+
 class Command(BaseCommand):
     help = (
         "Delete expired sessions from SQL_SESSIONS_DB_ALIAS in batches of "
-        "SQL_SESSIONS_CLEANUP_BATCH_SIZE rows, oldest first."
+        "SQL_SESSIONS_CLEANUP_BATCH_SIZE rows, oldest first, one runner at a time."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -34,12 +57,31 @@ class Command(BaseCommand):
             "(default: SQL_SESSIONS_CLEANUP_BATCH_SIZE).",
         )
         parser.add_argument(
+            "--max-seconds",
+            type=seconds(0, inclusive=False),
+            help="Stop between batches once this many seconds have passed.",
+        )
+        parser.add_argument(
+            "--sleep",
+            type=seconds(0, inclusive=True),
+            default=0.0,
+            help="Pause this many seconds between batches, to leave room for live traffic.",
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="Report how many sessions would be deleted, and delete none.",
         )
 
-    def handle(self, *args: Any, batch_size: int | None, dry_run: bool, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        batch_size: int | None,
+        max_seconds: float | None,
+        sleep: float,
+        dry_run: bool,
+        **options: Any,
+    ) -> None:
         try:
             alias = db_alias()
         except ImproperlyConfigured as exc:
@@ -50,11 +92,46 @@ class Command(BaseCommand):
                 f"Would delete {plural(count, 'expired session')} from database '{alias}'."
             )
             return
-        result = delete_expired(batch_size=batch_size)
-        self.stdout.write(
-            f"Deleted {plural(result.deleted, 'expired session')} from database '{alias}' "
-            f"in {plural(result.batches, 'batch', 'batches')}."
+        on_terminal = self.stdout.isatty()
+        expected = count_expired() if on_terminal else None
+        done = [0, 0]
+
+        def progress(deleted: int, batches: int, elapsed: float) -> None:
+            done[:] = [deleted, batches]
+            if on_terminal:
+                rate = deleted / elapsed if elapsed else 0.0
+                left = f", about {max(expected - deleted, 0):,} left" if expected else ""
+                self.stdout.write(f"\rDeleted {deleted:,} ({rate:,.0f}/s){left}   ", ending="")
+                self.stdout.flush()
+
+        try:
+            result = delete_expired(
+                batch_size=batch_size, max_seconds=max_seconds, sleep=sleep, progress=progress
+            )
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"Interrupted after deleting {plural(done[0], 'expired session')} in "
+                f"{plural(done[1], 'whole batch', 'whole batches')}.",
+                returncode=130,
+            ) from None
+        if on_terminal:
+            self.stdout.write("")
+        self.stdout.write(summary(result))
+
+
+def summary(result: CleanupResult) -> str:
+    if result.locked_out:
+        return (
+            f"Cleanup already running on database '{result.alias}' (another process "
+            "holds the lock); nothing to do."
         )
+    text = (
+        f"Deleted {plural(result.deleted, 'expired session')} from database "
+        f"'{result.alias}' in {plural(result.batches, 'batch', 'batches')}"
+    )
+    if not result.finished:
+        return f"{text}, then stopped at the time budget; expired sessions remain."
+    return f"{text}."
 
 
 def plural(count: int, singular: str, plural: str | None = None) -> str:

@@ -1,0 +1,70 @@
+"""
+One cleanup at a time across every process and node that shares the table.
+
+The lock is the database's own, taken without waiting and tied to the
+connection's session: PostgreSQL's advisory locks, MySQL/MariaDB's GET_LOCK
+and SQL Server's sp_getapplock all go away with the connection, so a runner
+that is killed leaves nothing behind. SQLite needs none: one file, one writer
+at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import DatabaseError
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .sql import run
+
+logger = logging.getLogger("django_sql_sessions")
+
+
+def lock_name(connection: BaseDatabaseWrapper, table: str) -> str:
+    # GET_LOCK names are server-wide and at most 64 characters, so the
+    # database and table are folded into a digest.
+    digest = hashlib.sha256(f"{connection.settings_dict['NAME']}.{table}".encode()).hexdigest()
+    return f"django_sql_sessions.cleanup.{digest[:32]}"
+
+
+@contextmanager
+def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]:
+    """Yield whether this connection holds the cleanup lock for ``table``."""
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        yield True
+        return
+    name = lock_name(connection, table)
+    params: list[object]
+    if vendor == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        acquire, release, params = (
+            "SELECT pg_try_advisory_lock(%s)",
+            "SELECT pg_advisory_unlock(%s)",
+            [key],
+        )
+    elif vendor == "mysql":
+        acquire, release, params = "SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)", [name]
+    else:  # microsoft
+        acquire = (
+            "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %s, "
+            "@LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; "
+            "SELECT CASE WHEN @result >= 0 THEN 1 ELSE 0 END"
+        )
+        release = "EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'; SELECT 1"
+        params = [name]
+    _rowcount, row = run(connection, acquire, params, fetch=True)
+    if not row or not row[0]:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            run(connection, release, params, fetch=True)
+        except DatabaseError:
+            # The connection is gone, and the server dropped the lock with it.
+            logger.warning("Could not release the session cleanup lock", exc_info=True)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from django_sql_sessions import locks
+from django_sql_sessions.locks import lock_name, single_runner
+from tests.mssql_offline import offline_connection
+
+
+def test_lock_names_fit_mysql_and_differ_per_table() -> None:
+    connection = connections["default"]
+    first, second = lock_name(connection, "a"), lock_name(connection, "b")
+    assert first != second
+    assert len(first) <= 64
+
+
+def test_held_lock_is_refused_to_another_connection(threaded_alias: str) -> None:
+    import threading
+
+    from django.db import connections as per_thread
+
+    if per_thread[threaded_alias].vendor == "sqlite":
+        pytest.skip("SQLite needs no lock")
+    seen: list[bool] = []
+    with single_runner(per_thread[threaded_alias], "t") as mine:
+
+        def other() -> None:
+            try:
+                with single_runner(per_thread[threaded_alias], "t") as theirs:
+                    seen.append(theirs)
+            finally:
+                per_thread.close_all()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert (mine, seen) == (True, [False])
+    with single_runner(per_thread[threaded_alias], "t") as again:
+        assert again  # released on exit
+
+
+def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, Any]] = []
+
+    def fake_run(connection: Any, sql: str, params: Any, *, fetch: bool = False) -> Any:
+        sent.append((sql, params))
+        return 1, (1,)
+
+    monkeypatch.setattr(locks, "run", fake_run)
+    connection = offline_connection()
+    with single_runner(connection, "web_sessions") as holding:
+        assert holding
+    (acquire, params), (release, same) = sent
+    assert "sp_getapplock @Resource = %s" in acquire
+    assert "@LockOwner = 'Session', @LockTimeout = 0" in acquire
+    assert release.startswith("EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'")
+    assert params == same == [lock_name(connection, "web_sessions")]
