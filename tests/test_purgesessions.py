@@ -123,7 +123,7 @@ def test_sleep_between_batches(alias: str, monkeypatch: pytest.MonkeyPatch) -> N
 def test_another_runner_holds_the_lock(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from contextlib import contextmanager
 
-    from django_sql_sessions import cleanup, sql
+    from django_sql_sessions import cleanup
 
     @contextmanager
     def held_elsewhere(*args: Any) -> Any:
