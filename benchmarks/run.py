@@ -473,6 +473,20 @@ def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
     return "\n".join(lines)
 
 
+def connections_vendor(alias: str) -> str:
+    from django.db import connections
+
+    return str(connections[alias].vendor)
+
+
+def _buffer_pool_mb(alias: str) -> int:
+    from django.db import connections
+
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT @@innodb_buffer_pool_size")
+        return int(cursor.fetchone()[0]) // (1024 * 1024)
+
+
 def _options(alias: str) -> dict[str, Any]:
     from django.db import connections
 
@@ -485,7 +499,12 @@ def growth(alias: str, sizes: list[int], requests: int, runs: int) -> str:
 
     payload = SessionStore().encode(SESSION)
     lines = [
-        f"**{alias}**: our engine as the table grows (median µs/op of {runs} runs)",
+        f"**{alias}**: our engine as the table grows (median µs/op of {runs} runs)"
+        + (
+            f", buffer pool {_buffer_pool_mb(alias)} MB"
+            if connections_vendor(alias) == "mysql"
+            else ""
+        ),
         "",
         "| rows | read | write |",
         "|---:|---:|---:|",
@@ -513,6 +532,25 @@ def alias_under_test(alias: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def buffer_pool(alias: str, megabytes: int | None) -> Iterator[None]:
+    from django.db import connections
+
+    connection = connections[alias]
+    if connection.vendor != "mysql" or not megabytes:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@innodb_buffer_pool_size")
+        (previous,) = cursor.fetchone()
+        cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [megabytes * 1024 * 1024])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [previous])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", default="sqlite,postgresql,mysql")
@@ -529,6 +567,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument("--sqlite-wal", action="store_true", help="SQLite in WAL mode")
     parser.add_argument(
+        "--mysql-buffer-pool-mb",
+        type=int,
+        help="set MariaDB/MySQL's innodb_buffer_pool_size for the run (restored after)",
+    )
+    parser.add_argument(
         "--pg-prepare",
         action="store_true",
         help="PostgreSQL with OPTIONS prepare_threshold=1 (prepared statements)",
@@ -538,7 +581,7 @@ def main() -> None:
     configure(names, Path(args.data_dir), wal=args.sqlite_wal, prepare=args.pg_prepare)
     for alias in names:
         create_database(alias)
-        with alias_under_test(alias):
+        with alias_under_test(alias), buffer_pool(alias, args.mysql_buffer_pool_mb):
             if args.growth:
                 sizes = [int(size) for size in args.growth.split(",")]
                 print(growth(alias, sizes, args.requests, args.runs), end="\n\n", flush=True)

@@ -15,13 +15,15 @@ import dataclasses
 import datetime
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .conf import batch_size_problem, cleanup_batch_size, db_alias, table_name
 from .locks import single_runner
-from .sql import run, statements
+from .sql import Statements, run, statements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,24 +88,26 @@ def delete_expired(
     pause = pause or time.sleep
     alias = db_alias()
     connection = connections[alias]
-    sql = statements(connection).delete_expired_batch
+    sql = statements(connection)
     cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
     started = clock()
     deleted = batches = 0
     with single_runner(connection, table_name()) as holding:
         if not holding:
             return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
+        after = None  # the expiry where the last batch ended
         while True:
             batch_started = clock()
-            batch, _row = run(connection, sql, [cutoff, batch_size])
+            batch, end = _delete_batch(connection, sql, cutoff, after, batch_size)
             batches += 1
             deleted += batch
             finished = clock()
             elapsed = finished - started
             if progress:
                 progress(deleted, batches, elapsed)
-            if batch < batch_size:
+            if end is None:
                 return CleanupResult(alias, deleted, batches, elapsed)
+            after = end
             # Stop when the pause and another batch as long as the last one
             # would overrun the budget.
             next_end = elapsed + sleep + (finished - batch_started)
@@ -112,3 +116,27 @@ def delete_expired(
                 return CleanupResult(alias, deleted, batches, elapsed, finished=False)
             if sleep:
                 pause(sleep)
+
+
+def _delete_batch(
+    connection: BaseDatabaseWrapper, sql: Statements, cutoff: Any, after: Any, size: int
+) -> tuple[int, Any]:
+    """
+    Delete the next ``size`` expired rows (more if expiries tie at the end).
+
+    Return how many went and the expiry where the batch ended, or None when
+    it reached ``cutoff``, which makes it the last batch.
+    """
+    if after is None:
+        _rowcount, row = run(connection, sql.batch_end, [cutoff, size - 1], fetch=True)
+    else:
+        _rowcount, row = run(
+            connection, sql.batch_end_after, [after, cutoff, size - 1], fetch=True
+        )
+    end = row[0] if row else None
+    until = cutoff if end is None else end
+    if after is None:
+        deleted, _row = run(connection, sql.delete_until, [until])
+    else:
+        deleted, _row = run(connection, sql.delete_between, [after, until])
+    return int(deleted), end

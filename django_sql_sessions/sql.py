@@ -67,8 +67,14 @@ class Statements:
     rekey: str
     # (now) -> one row: how many sessions are expired
     count_expired: str
-    # (now, batch_size) -> deletes at most batch_size expired rows, oldest first
-    delete_expired_batch: str
+    # (now, n) -> the expire_date of the n+1th oldest expired row, if any
+    batch_end: str
+    # (after, now, n) -> as batch_end, among rows expiring after `after`
+    batch_end_after: str
+    # (until) -> deletes rows expiring at or before `until`
+    delete_until: str
+    # (after, until) -> deletes rows expiring after `after`, at or before `until`
+    delete_between: str
     # Whether rekey takes its last parameter (the NOT EXISTS guard).
     rekey_guarded: bool
 
@@ -155,27 +161,18 @@ def _compile(vendor: str, table: str) -> Statements:
         rekey += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = {p})"
         rekey_guarded = True
 
-    if vendor == "mysql":
-        # Walks the expire_date index from its oldest end, the shape that takes
-        # no gap locks beyond the rows it deletes.
-        delete_expired_batch = (
-            f"DELETE FROM {table} WHERE expire_date <= {p} ORDER BY expire_date LIMIT {p}"
-        )
-    elif vendor == "microsoft":
-        # OFFSET/FETCH rather than TOP keeps the parameters in the same order
-        # as the other vendors' LIMIT.
-        delete_expired_batch = (
-            f"WITH batch AS (SELECT key_hash FROM {table} WHERE expire_date <= {p} "
-            f"ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT {p} ROWS ONLY) "
-            f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM batch)"
-        )
+    # Cleanup walks the expire_date index in ranges: find where the next
+    # batch of expired rows ends, then delete that range. Each range starts
+    # after the last one, so a batch never rescans the index entries that
+    # earlier batches deleted (InnoDB keeps them, delete-marked, until its
+    # purge runs; a DELETE ... ORDER BY ... LIMIT from the start of the index
+    # slows down batch after batch). A range lock on an expiry range does
+    # not touch live sessions, whose expiries lie in the future.
+    if vendor == "microsoft":
+        nth = f"ORDER BY expire_date OFFSET {p} ROWS FETCH NEXT 1 ROWS ONLY"
     else:
-        lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
-        delete_expired_batch = (
-            f"DELETE FROM {table} WHERE key_hash IN (SELECT key_hash FROM {table} "
-            f"WHERE expire_date <= {p} ORDER BY expire_date LIMIT {p}{lock})"
-        )
-
+        nth = f"ORDER BY expire_date LIMIT 1 OFFSET {p}"
+    expired = f"SELECT expire_date FROM {table} WHERE"
     return Statements(
         load=(
             f"SELECT data, expire_date, version FROM {table} "
@@ -200,6 +197,9 @@ def _compile(vendor: str, table: str) -> Statements:
         delete=f"DELETE FROM {table} WHERE key_hash = {p}",
         rekey=rekey,
         count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= {p}",
-        delete_expired_batch=delete_expired_batch,
+        batch_end=f"{expired} expire_date <= {p} {nth}",
+        batch_end_after=f"{expired} expire_date > {p} AND expire_date <= {p} {nth}",
+        delete_until=f"DELETE FROM {table} WHERE expire_date <= {p}",
+        delete_between=f"DELETE FROM {table} WHERE expire_date > {p} AND expire_date <= {p}",
         rekey_guarded=rekey_guarded,
     )

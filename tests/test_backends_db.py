@@ -418,6 +418,38 @@ class TestStatementCounts:
         assert login.count == 3  # load, the move to a new key, the save
         assert response.cookies["sessionid"].value != key
 
+    @pytest.mark.parametrize(
+        ("workload", "expected"),
+        [("read", 1), ("miss", 1), ("write", 2), ("new", 1), ("cycle", 3), ("touch", 1)],
+    )
+    def test_statements_per_request(
+        self, alias: str, settings: Any, workload: str, expected: int
+    ) -> None:
+        """The benchmark's workloads, through the middleware, as issue 3 counts them."""
+        if workload == "touch":
+            settings.SESSION_SAVE_EVERY_REQUEST = True
+            settings.SQL_SESSIONS_TOUCH_AFTER = 60
+        key = saved_session(cart=[1]).session_key
+        cookie = {
+            "miss": "sessionid=" + "f" * 32,
+            "new": "",
+        }.get(workload, f"sessionid={key}")
+
+        def view(request: HttpRequest) -> HttpResponse:
+            if workload in ("write", "new"):
+                request.session["counter"] = 1
+            elif workload == "cycle":
+                request.session.cycle_key()
+                request.session["_auth_user_id"] = "42"
+            else:
+                request.session.get("cart")
+            return HttpResponse()
+
+        request = RequestFactory().get("/", HTTP_COOKIE=cookie)
+        with count_statements(alias) as statements:
+            run_middleware(request, view)
+        assert statements.count == expected
+
     @pytest.mark.parametrize("method", ["save", "cycle_key"])
     def test_collisions_inside_atomic_leave_the_transaction_usable(
         self, alias: str, method: str, monkeypatch: pytest.MonkeyPatch

@@ -22,6 +22,7 @@ from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.conf import table_name
 from django_sql_sessions.keys import hash_key
 from tests.counting import count_statements
+from tests.servers import kill
 
 # Fixtures are set up once per test, not per example; every example below
 # leaves the table as it found it.
@@ -60,29 +61,6 @@ def server_alias(alias: str) -> Iterator[str]:
     connection.close()
     connection.settings_dict.clear()
     connection.settings_dict.update(saved)
-
-
-def kill(alias: str) -> None:
-    """End the alias's server session from another connection, as a failover would."""
-    connection = connections[alias]
-    params = connection.get_connection_params()
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        pid = connection.connection.info.backend_pid
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        with psycopg.connect(**params, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-    else:
-        import MySQLdb
-
-        thread_id = connection.connection.thread_id()
-        admin = MySQLdb.connect(**params)
-        try:
-            admin.cursor().execute(f"KILL {int(thread_id)}")
-        finally:
-            admin.close()
 
 
 class TestConnectionFaults:

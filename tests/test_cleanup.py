@@ -31,9 +31,10 @@ def test_deletes_expired_rows_in_batches_and_keeps_live_ones(alias: str) -> None
     with count_statements(alias) as statements:
         result = delete_expired(batch_size=3, now=now)
     assert (result.alias, result.deleted, result.batches) == (alias, 7, 3)
-    # One DELETE a batch, plus taking and releasing the lock on servers.
+    # A SELECT that finds where the batch ends and a DELETE of that range,
+    # plus taking and releasing the lock on servers.
     locking = 0 if connections[alias].vendor == "sqlite" else 2
-    assert statements.count == 3 + locking
+    assert statements.count == 3 * 2 + locking
     assert Session.objects.count() == 3
     assert count_expired(now=now) == 0
 
@@ -100,7 +101,8 @@ class FakeClock:
         real_run = sql.run
 
         def timed_run(*args: Any, **kwargs: Any) -> Any:
-            self.now += batch_seconds
+            if args[1].startswith("DELETE"):  # one per batch
+                self.now += batch_seconds
             return real_run(*args, **kwargs)
 
         monkeypatch.setattr(cleanup, "run", timed_run)
@@ -212,3 +214,26 @@ class TestSingleRunner:
             delete_expired(batch_size=1, now=now, progress=fail)
         assert not delete_expired(now=now).locked_out
         assert not delete_expired(now=now).locked_out
+
+
+def test_a_connection_lost_mid_run_leaves_whole_batches_and_no_lock(alias: str) -> None:
+    from django.db import DatabaseError
+
+    from tests.servers import kill
+
+    connection = connections[alias]
+    if connection.vendor not in ("postgresql", "mysql"):
+        pytest.skip("needs a database server")
+    now = timezone.now()
+    populate(live=1, expired=6, now=now)
+
+    def lose_the_connection(_deleted: int, batches: int, _elapsed: float) -> None:
+        if batches == 1:
+            kill(alias)
+
+    with pytest.raises(DatabaseError):
+        delete_expired(batch_size=2, now=now, progress=lose_the_connection)
+    connection.close()
+    assert count_expired(now=now) == 4  # the first batch, whole
+    result = delete_expired(now=now)  # the lock went with the connection
+    assert (result.locked_out, result.deleted) == (False, 4)

@@ -24,7 +24,10 @@ PARAMETERS = {
     "delete": 1,
     "rekey": 3,
     "count_expired": 1,
-    "delete_expired_batch": 2,
+    "batch_end": 2,
+    "batch_end_after": 3,
+    "delete_until": 1,
+    "delete_between": 2,
 }
 
 
@@ -82,10 +85,9 @@ class TestSqlServerOffline:
             "THEN expire_date ELSE %s END, updated_at = %s, version = version + 1 "
             "WHERE key_hash = %s AND version = %s"
         )
-        assert compiled.delete_expired_batch == (
-            "WITH batch AS (SELECT key_hash FROM [test_web_sessions] WHERE expire_date <= %s "
-            "ORDER BY expire_date OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY) "
-            "DELETE FROM [test_web_sessions] WHERE key_hash IN (SELECT key_hash FROM batch)"
+        assert compiled.batch_end_after == (
+            "SELECT expire_date FROM [test_web_sessions] WHERE expire_date > %s AND "
+            "expire_date <= %s ORDER BY expire_date OFFSET %s ROWS FETCH NEXT 1 ROWS ONLY"
         )
         for field in dataclasses.fields(compiled):
             value = getattr(compiled, field.name)
