@@ -237,3 +237,14 @@ def test_a_connection_lost_mid_run_leaves_whole_batches_and_no_lock(alias: str) 
     assert count_expired(now=now) == 4  # the first batch, whole
     result = delete_expired(now=now)  # the lock went with the connection
     assert (result.locked_out, result.deleted) == (False, 4)
+
+
+def test_expiries_tied_at_a_batch_end_go_together(alias: str) -> None:
+    now = timezone.now()
+    tied = now - datetime.timedelta(minutes=5)
+    Session.objects.bulk_create(
+        Session(key_hash=f"{i:064x}", data="e30:x", expire_date=tied) for i in range(5)
+    )
+    result = delete_expired(batch_size=2, now=now)
+    assert (result.deleted, result.batches) == (5, 2)
+    assert count_expired(now=now) == 0
