@@ -5,7 +5,7 @@ the README.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -29,72 +29,68 @@ from .sql import SUPPORTED_VENDORS
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
 
 
+# Each setting's validity check (the same sentence the runtime raises), the
+# hint that fixes it, and its ID.
+SETTING_PROBLEMS: list[tuple[Callable[[], str | None], str, str]] = [
+    (
+        lambda: db_alias_problem(conf.DB_ALIAS),
+        "Set SQL_SESSIONS_DB_ALIAS to the DATABASES alias that holds the sessions.",
+        "E001",
+    ),
+    (
+        lambda: table_name_problem(conf.TABLE),
+        "Choose a name such as 'web_sessions'. No SQL is built from this name until it is valid.",
+        "E002",
+    ),
+    (
+        lambda: batch_size_problem(conf.CLEANUP_BATCH_SIZE, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"),
+        "Remove the setting to use the default of 1000.",
+        "E003",
+    ),
+    (
+        lambda: touch_after_problem(conf.TOUCH_AFTER),
+        "Use 0 (the default) to write every save, as Django does.",
+        "E007",
+    ),
+    (
+        lambda: max_size_problem(conf.MAX_SIZE),
+        "Remove the setting to use the default of 1 MiB.",
+        "E008",
+    ),
+    (
+        lambda: gc_frequency_problem(conf.GC_FREQUENCY),
+        "Use 0 to rely on a scheduled purgesessions alone.",
+        "E009",
+    ),
+]
+
+
 def check_settings(
     app_configs: Sequence[AppConfig] | None,
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    alias = conf.DB_ALIAS
-    if problem := db_alias_problem(alias):
-        errors.append(
-            Error(
-                problem,
-                hint="Set SQL_SESSIONS_DB_ALIAS to the DATABASES alias that holds the sessions.",
-                id="django_sql_sessions.E001",
-            )
-        )
-    if problem := table_name_problem(conf.TABLE):
-        errors.append(
-            Error(
-                problem,
-                hint="Choose a name such as 'web_sessions'. No SQL is built from this name "
-                "until it is valid.",
-                id="django_sql_sessions.E002",
-            )
-        )
-    if problem := batch_size_problem(conf.CLEANUP_BATCH_SIZE, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"):
-        errors.append(
-            Error(
-                problem,
-                hint="Remove the setting to use the default of 1000.",
-                id="django_sql_sessions.E003",
-            )
-        )
-    if problem := touch_after_problem(conf.TOUCH_AFTER):
-        errors.append(
-            Error(
-                problem,
-                hint="Use 0 (the default) to write every save, as Django does.",
-                id="django_sql_sessions.E007",
-            )
-        )
-    elif isinstance(conf.TOUCH_AFTER, int) and conf.TOUCH_AFTER >= settings.SESSION_COOKIE_AGE:
+    errors: list[CheckMessage] = [
+        Error(problem, hint=hint, id=f"django_sql_sessions.{check_id}")
+        for find_problem, hint, check_id in SETTING_PROBLEMS
+        if (problem := find_problem())
+    ]
+    touch_after = conf.TOUCH_AFTER
+    if (
+        not touch_after_problem(touch_after)
+        and isinstance(touch_after, int)
+        and touch_after >= settings.SESSION_COOKIE_AGE
+    ):
         errors.append(
             Warning(
-                f"SQL_SESSIONS_TOUCH_AFTER ({conf.TOUCH_AFTER}s) is not shorter than "
+                f"SQL_SESSIONS_TOUCH_AFTER ({touch_after}s) is not shorter than "
                 f"SESSION_COOKIE_AGE ({settings.SESSION_COOKIE_AGE}s): sessions in use would "
                 "expire because their expiry is never pushed forward.",
                 hint="Choose a small fraction of SESSION_COOKIE_AGE, such as 60 seconds.",
                 id="django_sql_sessions.W004",
             )
         )
-    if problem := max_size_problem(conf.MAX_SIZE):
-        errors.append(
-            Error(
-                problem,
-                hint="Remove the setting to use the default of 1 MiB.",
-                id="django_sql_sessions.E008",
-            )
-        )
-    if problem := gc_frequency_problem(conf.GC_FREQUENCY):
-        errors.append(
-            Error(
-                problem,
-                hint="Use 0 to rely on a scheduled purgesessions alone.",
-                id="django_sql_sessions.E009",
-            )
-        )
+    alias = conf.DB_ALIAS
     if db_alias_problem(alias):
         return errors
     vendor = connections[str(alias)].vendor

@@ -10,6 +10,8 @@ system checks report the same messages.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -68,54 +70,43 @@ conf = Settings()
 
 def db_alias() -> str:
     """Return SQL_SESSIONS_DB_ALIAS, or raise if DATABASES has no such alias."""
-    alias = conf.DB_ALIAS
-    if problem := db_alias_problem(alias):
-        raise ImproperlyConfigured(problem)
-    return str(alias)
+    return str(_valid(conf.DB_ALIAS, db_alias_problem))
 
 
 def table_name() -> str:
     """Return SQL_SESSIONS_TABLE, or raise if it is not a safe SQL identifier."""
-    name = conf.TABLE
-    if problem := table_name_problem(name):
-        raise ImproperlyConfigured(problem)
-    return str(name)
+    return str(_valid(conf.TABLE, table_name_problem))
 
 
 def cleanup_batch_size() -> int:
     """Return SQL_SESSIONS_CLEANUP_BATCH_SIZE, or raise if it is out of range."""
-    size = conf.CLEANUP_BATCH_SIZE
-    if problem := batch_size_problem(size, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"):
-        raise ImproperlyConfigured(problem)
-    assert isinstance(size, int)
-    return size
+    return int(
+        _valid(
+            conf.CLEANUP_BATCH_SIZE,
+            lambda size: batch_size_problem(size, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"),
+        )
+    )
 
 
 def touch_after() -> int:
     """Return SQL_SESSIONS_TOUCH_AFTER, or raise if it is not a whole number of seconds."""
-    seconds = conf.TOUCH_AFTER
-    if problem := touch_after_problem(seconds):
-        raise ImproperlyConfigured(problem)
-    assert isinstance(seconds, int)
-    return seconds
+    return int(_valid(conf.TOUCH_AFTER, touch_after_problem))
 
 
 def gc_frequency() -> int:
     """Return SQL_SESSIONS_GC_FREQUENCY, or raise if it is not a whole number >= 0."""
-    frequency = conf.GC_FREQUENCY
-    if problem := gc_frequency_problem(frequency):
-        raise ImproperlyConfigured(problem)
-    assert isinstance(frequency, int)
-    return frequency
+    return int(_valid(conf.GC_FREQUENCY, gc_frequency_problem))
 
 
 def max_size() -> int:
     """Return SQL_SESSIONS_MAX_SIZE, or raise if it is not a positive whole number."""
-    size = conf.MAX_SIZE
-    if problem := max_size_problem(size):
-        raise ImproperlyConfigured(problem)
-    assert isinstance(size, int)
-    return size
+    return int(_valid(conf.MAX_SIZE, max_size_problem))
+
+
+def _valid(value: Any, problem: Callable[[Any], str | None]) -> Any:
+    if message := problem(value):
+        raise ImproperlyConfigured(message)
+    return value
 
 
 # Each *_problem() function returns what is wrong with a value, naming the

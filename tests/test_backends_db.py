@@ -642,9 +642,9 @@ class TestParallelRequests:
     def two_requests(self, **data: Any) -> tuple[SessionStore, SessionStore]:
         key = saved_session(**data).session_key
         first, second = SessionStore(key), SessionStore(key)
-        first.load()  # both read the same version before either saves
-        first._session_cache = first.load()
-        second._session_cache = second.load()
+        # Both read the same version before either saves.
+        assert first.items()
+        assert second.items()
         return first, second
 
     @sync_and_async
