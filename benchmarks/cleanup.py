@@ -24,11 +24,13 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 from benchmarks.run import (  # noqa: E402
+    GENERATED,
     SESSION,
     TABLE,
     alias_under_test,
     configure,
     create_database,
+    insert_generated,
     key,
 )
 
@@ -40,31 +42,28 @@ def populate(alias: str, live: int, expired: int, payload: str) -> None:
 
     call_command("migrate", database=alias, verbosity=0)
     connection = connections[alias]
+    expired_sql = {
+        "postgresql": "now() - random() * interval '14 days' - interval '1 second'",
+        "mysql": "NOW(6) - INTERVAL FLOOR(1 + RAND() * 1209600) SECOND",
+    }[connection.vendor]
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {TABLE}")
+        for first, count, expiry in [
+            (0, live, GENERATED[connection.vendor]["in_14_days"]),
+            (live, expired, expired_sql),
+        ]:
+            insert_generated(
+                cursor,
+                connection.vendor,
+                TABLE,
+                first=first,
+                count=count,
+                payload=payload,
+                expiry=expiry,
+            )
         if connection.vendor == "postgresql":
-            for start, count, expiry in [
-                (0, live, "now() + interval '14 days'"),
-                (live, expired, "now() - random() * interval '14 days' - interval '1 second'"),
-            ]:
-                cursor.execute(
-                    f"INSERT INTO {TABLE} SELECT "
-                    "encode(sha256(lpad(to_hex(i), 32, '0')::bytea), 'hex'), %s, "
-                    f"{expiry}, now(), now(), 1 "
-                    f"FROM generate_series({start}, {start + count - 1}) AS i",
-                    [payload],
-                )
             cursor.execute(f"VACUUM ANALYZE {TABLE}")
         else:
-            for start, count, expiry in [
-                (0, live, "NOW(6) + INTERVAL 14 DAY"),
-                (live, expired, "NOW(6) - INTERVAL FLOOR(1 + RAND() * 1209600) SECOND"),
-            ]:
-                cursor.execute(
-                    f"INSERT INTO {TABLE} SELECT SHA2(LPAD(LOWER(HEX(seq)), 32, '0'), 256), "
-                    f"%s, {expiry}, NOW(6), NOW(6), 1 FROM seq_{start}_to_{start + count - 1}",
-                    [payload],
-                )
             cursor.execute(f"ANALYZE TABLE {TABLE}")
             cursor.fetchall()
 
