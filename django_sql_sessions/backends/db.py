@@ -156,7 +156,7 @@ class SessionStore(SessionBase):
         now = timezone.now()
         if must_create:
             self._insert(connection, sql, data, now)
-        elif not self._untouched(data, now):
+        elif not self._untouched(connection, data, now):
             self._update(connection, sql, data, now)
         return None
 
@@ -270,7 +270,9 @@ class SessionStore(SessionBase):
             self._session_cache = data
         return data, _Row(fresh[0], fresh[1], newer.get(EXPIRY_KEY))
 
-    def _untouched(self, data: dict[str, Any], now: datetime.datetime) -> bool:
+    def _untouched(
+        self, connection: BaseDatabaseWrapper, data: dict[str, Any], now: datetime.datetime
+    ) -> bool:
         """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
         row = self._row
         if self.modified or row is None or row.expire_date is None:
@@ -278,7 +280,7 @@ class SessionStore(SessionBase):
         seconds = touch_after()
         if not seconds:
             return False
-        stored_expiry = _from_db_datetime(_connection(), row.expire_date)
+        stored_expiry = _from_db_datetime(connection, row.expire_date)
         expire_date = self.get_expiry_date(modification=now)
         if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds):
             return False
