@@ -14,11 +14,14 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections, router
 
 from .conf import (
+    activity_interval_problem,
     batch_size_problem,
     conf,
     db_alias_problem,
+    device_details_problem,
     gc_frequency_problem,
     max_size_problem,
+    prefix_problem,
     table_name_problem,
     touch_after_problem,
 )
@@ -27,6 +30,7 @@ from .routers import SessionRouter
 from .sql import SUPPORTED_VENDORS
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
+MIDDLEWARE_PATH = "django_sql_sessions.middleware.SessionMiddleware"
 
 
 # Each setting's validity check (the same sentence the runtime raises), the
@@ -62,6 +66,26 @@ SETTING_PROBLEMS: list[tuple[Callable[[], str | None], str, str]] = [
         "Use 0 to rely on a scheduled purgesessions alone.",
         "E009",
     ),
+    (
+        lambda: device_details_problem(conf.DEVICE_DETAILS),
+        "Use True to record IP networks and user agents, False (the default) not to.",
+        "E010",
+    ),
+    (
+        lambda: prefix_problem(conf.IPV4_PREFIX, 4),
+        "Remove the setting to keep /24 networks (the default).",
+        "E011",
+    ),
+    (
+        lambda: prefix_problem(conf.IPV6_PREFIX, 6),
+        "Remove the setting to keep /48 networks (the default).",
+        "E012",
+    ),
+    (
+        lambda: activity_interval_problem(conf.ACTIVITY_INTERVAL),
+        "Remove the setting to use the default of 300 seconds.",
+        "E013",
+    ),
 ]
 
 
@@ -88,6 +112,16 @@ def check_settings(
                 "expire because their expiry is never pushed forward.",
                 hint="Choose a small fraction of SESSION_COOKIE_AGE, such as 60 seconds.",
                 id="django_sql_sessions.W004",
+            )
+        )
+    if conf.DEVICE_DETAILS is True and MIDDLEWARE_PATH not in settings.MIDDLEWARE:
+        errors.append(
+            Warning(
+                f"SQL_SESSIONS_DEVICE_DETAILS is True, but {MIDDLEWARE_PATH!r} is not in "
+                "MIDDLEWARE, so no device details are recorded.",
+                hint=f"Replace 'django.contrib.sessions.middleware.SessionMiddleware' with "
+                f"{MIDDLEWARE_PATH!r} in MIDDLEWARE.",
+                id="django_sql_sessions.W005",
             )
         )
     alias = conf.DB_ALIAS

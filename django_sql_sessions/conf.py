@@ -27,6 +27,16 @@ DEFAULT_GC_FREQUENCY = 10_000
 # every supported column and MySQL's default max_allowed_packet (16 MiB on
 # MariaDB, 64 MiB on MySQL 8).
 DEFAULT_MAX_SIZE = 1024 * 1024
+# Off: an IP address and a user agent are personal data, recorded only when
+# the project decides to.
+DEFAULT_DEVICE_DETAILS = False
+# A /24 (IPv4) or /48 (IPv6) network tells a user "a different place" without
+# identifying a household; the defaults analytics tools use for the same reason.
+DEFAULT_IPV4_PREFIX = 24
+DEFAULT_IPV6_PREFIX = 48
+# Last activity is refreshed by at most one extra UPDATE per session every
+# five minutes: a "last active" column needs no finer grain.
+DEFAULT_ACTIVITY_INTERVAL = 300
 
 # Lower case only: MySQL and MariaDB on case-insensitive file systems fold table
 # names, and unquoted references in hand-written SQL fold on PostgreSQL.
@@ -63,6 +73,22 @@ class Settings:
     @property
     def CLEANUP_BATCH_SIZE(self) -> object:
         return getattr(settings, "SQL_SESSIONS_CLEANUP_BATCH_SIZE", DEFAULT_CLEANUP_BATCH_SIZE)
+
+    @property
+    def DEVICE_DETAILS(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_DEVICE_DETAILS", DEFAULT_DEVICE_DETAILS)
+
+    @property
+    def IPV4_PREFIX(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_IPV4_PREFIX", DEFAULT_IPV4_PREFIX)
+
+    @property
+    def IPV6_PREFIX(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_IPV6_PREFIX", DEFAULT_IPV6_PREFIX)
+
+    @property
+    def ACTIVITY_INTERVAL(self) -> object:
+        return getattr(settings, "SQL_SESSIONS_ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
 
 
 conf = Settings()
@@ -101,6 +127,24 @@ def gc_frequency() -> int:
 def max_size() -> int:
     """Return SQL_SESSIONS_MAX_SIZE, or raise if it is not a positive whole number."""
     return int(_valid(conf.MAX_SIZE, max_size_problem))
+
+
+def device_details() -> bool:
+    """Return SQL_SESSIONS_DEVICE_DETAILS, or raise if it is not True or False."""
+    return bool(_valid(conf.DEVICE_DETAILS, device_details_problem))
+
+
+def ip_prefixes() -> tuple[int, int]:
+    """Return SQL_SESSIONS_IPV4_PREFIX and SQL_SESSIONS_IPV6_PREFIX, or raise."""
+    return (
+        int(_valid(conf.IPV4_PREFIX, lambda bits: prefix_problem(bits, 4))),
+        int(_valid(conf.IPV6_PREFIX, lambda bits: prefix_problem(bits, 6))),
+    )
+
+
+def activity_interval() -> int:
+    """Return SQL_SESSIONS_ACTIVITY_INTERVAL, or raise if it is not a whole number >= 0."""
+    return int(_valid(conf.ACTIVITY_INTERVAL, activity_interval_problem))
 
 
 def _valid(value: Any, problem: Callable[[Any], str | None]) -> Any:
@@ -167,5 +211,30 @@ def gc_frequency_problem(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return (
             f"SQL_SESSIONS_GC_FREQUENCY is {value!r}; it must be a whole number, 0 (off) or more."
+        )
+    return None
+
+
+def device_details_problem(value: object) -> str | None:
+    if not isinstance(value, bool):
+        return f"SQL_SESSIONS_DEVICE_DETAILS is {value!r}; it must be True or False."
+    return None
+
+
+def prefix_problem(value: object, version: int) -> str | None:
+    bits = 32 if version == 4 else 128
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bits:
+        return (
+            f"SQL_SESSIONS_IPV{version}_PREFIX is {value!r}; it must be a prefix length "
+            f"from 0 (record no IPv{version} address) to {bits} (the whole address)."
+        )
+    return None
+
+
+def activity_interval_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return (
+            f"SQL_SESSIONS_ACTIVITY_INTERVAL is {value!r}; it must be a whole number of "
+            "seconds, 0 (only saves record activity) or more."
         )
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from typing import TypeGuard
 
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 
@@ -26,7 +27,7 @@ KEY_LENGTH = 32
 _KEY_SPACE = len(VALID_KEY_CHARS) ** KEY_LENGTH
 
 
-def is_valid_key(key: object) -> bool:
+def is_valid_key(key: object) -> TypeGuard[str]:
     return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
 
 

@@ -11,6 +11,13 @@ from .conf import conf, db_alias
 from .fields import KeyHashField
 from .keys import hash_key
 
+# Long enough for any primary key Django's login() stores as text: integers,
+# UUIDs, and the usual string keys. A longer one is not indexed (see
+# user_sessions.user_id_from_session()).
+USER_ID_MAX_LENGTH = 255
+USER_AGENT_MAX_LENGTH = 255
+USER_INDEX_NAME = "sql_sessions_user_idx"
+
 if TYPE_CHECKING:
     from .backends.db import SessionStore
 
@@ -54,17 +61,19 @@ class SessionManager(models.Manager["Session"]):
         if not session_dict:
             self.for_key(session_key).delete()
             return self.model(key_hash=hash_key(session_key), expire_date=expire_date)
+        from .user_sessions import user_id_from_session
+
         now = timezone.now()
-        data = self.encode(session_dict)
+        values = {
+            "data": self.encode(session_dict),
+            "expire_date": expire_date,
+            "updated_at": now,
+            "user_id": user_id_from_session(session_dict),
+        }
         session, _created = self.get_queryset().update_or_create(
             key_hash=hash_key(session_key),
-            defaults={"data": data, "expire_date": expire_date, "updated_at": now},
-            create_defaults={
-                "data": data,
-                "expire_date": expire_date,
-                "created_at": now,
-                "updated_at": now,
-            },
+            defaults=values,
+            create_defaults={**values, "created_at": now},
         )
         return session
 
@@ -77,6 +86,20 @@ class Session(models.Model):
     updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
     # Bumped by every write; a save applies only to the version it read.
     version = models.BigIntegerField(_("version"), default=1)
+    # The authenticated user's primary key as login() stores it in the session
+    # (a string, whatever the key's type). Not a foreign key: the user table
+    # may live in another database. NULL, not "", for "none" in these three
+    # columns: saves keep recorded device details with COALESCE(NULL, ...),
+    # and NULL user ids cost the user index nothing to compare.
+    user_id = models.CharField(  # noqa: DJ001
+        _("user id"), max_length=USER_ID_MAX_LENGTH, null=True
+    )
+    # Recorded only with SQL_SESSIONS_DEVICE_DETAILS, anonymised and truncated
+    # (see devices.py). 45 characters hold any IPv6 address in text.
+    ip = models.CharField(_("IP address"), max_length=45, null=True)  # noqa: DJ001
+    user_agent = models.CharField(  # noqa: DJ001
+        _("user agent"), max_length=USER_AGENT_MAX_LENGTH, null=True
+    )
 
     objects = SessionManager()
 
@@ -87,6 +110,12 @@ class Session(models.Model):
         db_table = str(conf.TABLE)
         verbose_name = _("session")
         verbose_name_plural = _("sessions")
+        indexes = [
+            # A user's live sessions: equality on user_id, range on expire_date.
+            # Declared here rather than with db_index, which on PostgreSQL adds
+            # a second, pattern-matching index nobody queries.
+            models.Index(fields=["user_id", "expire_date"], name=USER_INDEX_NAME),
+        ]
 
     def __str__(self) -> str:
         # The hash, not the key: the key is not stored anywhere.
@@ -103,3 +132,9 @@ class Session(models.Model):
 
     def is_expired(self) -> bool:
         return self.expire_date <= timezone.now()
+
+    @property
+    def last_activity(self) -> datetime.datetime:
+        # Every write sets updated_at; so does the middleware for sessions
+        # read but not written (SQL_SESSIONS_ACTIVITY_INTERVAL).
+        return self.updated_at

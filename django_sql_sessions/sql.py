@@ -26,6 +26,7 @@ server, so psycopg prepares them once per connection.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -36,12 +37,13 @@ from .conf import conf, table_name
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
 
-COLUMNS = "key_hash, data, expire_date, created_at, updated_at, version"
+COLUMNS = "key_hash, data, expire_date, created_at, updated_at, user_id, ip, user_agent, version"
 
 
 @dataclasses.dataclass(frozen=True)
 class Statements:
-    # (key_hash, now) -> rows of (data, expire_date, version) for a live session
+    # (key_hash, now) -> rows of (data, expire_date, version, updated_at) for a
+    # live session
     load: str
     # (key_hash) -> rows of (data, version), live or expired
     reload: str
@@ -50,15 +52,20 @@ class Statements:
     reload_locked: str
     # (key_hash) -> a row if the key is taken, live or not
     exists: str
-    # (key_hash, data, expire_date, now, now) -> rowcount 0 or an IntegrityError
-    # when the key is taken; the new row has version 1
+    # (key_hash, data, expire_date, now, now, user_id, ip, user_agent) ->
+    # rowcount 0 or an IntegrityError when the key is taken; version 1
     insert: str
-    # (data, expire_date, expire_date, now, key_hash, version) -> rowcount 0
-    # when the row is gone or has another version; keeps a later stored expiry
+    # (data, expire_date, expire_date, user_id, ip, user_agent, now, key_hash,
+    # version) -> rowcount 0 when the row is gone or has another version;
+    # keeps a later stored expiry, and the stored ip and user_agent where
+    # these are NULL (not recorded by this request)
     update: str
-    # (data, expire_date, now, key_hash, version) -> as update, but sets the
-    # expiry as given
+    # (data, expire_date, user_id, ip, user_agent, now, key_hash, version) ->
+    # as update, but sets the expiry as given
     update_exact: str
+    # (ip, user_agent, now, key_hash, before) -> sets updated_at (and the
+    # device details, as update does) if it is at or before `before`
+    touch_activity: str
     # (key_hash)
     delete: str
     # (new_key_hash, now, old_key_hash[, new_key_hash]) -> rowcount 0 when the
@@ -144,12 +151,17 @@ def _compile(vendor: str, table: str) -> Statements:
             f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
         )
     p = "%s"
-    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, 1)"
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({', '.join([p] * 8)}, 1)"
     rekey = (
         f"UPDATE {table} SET key_hash = {p}, updated_at = {p}, version = version + 1 "
         f"WHERE key_hash = {p}"
     )
     cas = f"updated_at = {p}, version = version + 1 WHERE key_hash = {p} AND version = {p}"
+    # Which user a save records follows the session data; device details
+    # come from the request, and a save outside one (a shell, a task) keeps
+    # what the last request recorded.
+    device = f"ip = COALESCE({p}, ip), user_agent = COALESCE({p}, user_agent)"
+    owner = f"user_id = {p}, {device}"
     rekey_guarded = False
     if vendor in ("postgresql", "sqlite"):
         # A failed INSERT would abort a caller's PostgreSQL transaction;
@@ -175,7 +187,7 @@ def _compile(vendor: str, table: str) -> Statements:
     expired = f"SELECT expire_date FROM {table} WHERE"
     return Statements(
         load=(
-            f"SELECT data, expire_date, version FROM {table} "
+            f"SELECT data, expire_date, version, updated_at FROM {table} "
             f"WHERE key_hash = {p} AND expire_date > {p}"
         ),
         reload=f"SELECT data, version FROM {table} WHERE key_hash = {p}",
@@ -191,9 +203,13 @@ def _compile(vendor: str, table: str) -> Statements:
         insert=insert,
         update=(
             f"UPDATE {table} SET data = {p}, expire_date = CASE WHEN expire_date > {p} "
-            f"THEN expire_date ELSE {p} END, {cas}"
+            f"THEN expire_date ELSE {p} END, {owner}, {cas}"
         ),
-        update_exact=f"UPDATE {table} SET data = {p}, expire_date = {p}, {cas}",
+        update_exact=f"UPDATE {table} SET data = {p}, expire_date = {p}, {owner}, {cas}",
+        touch_activity=(
+            f"UPDATE {table} SET {device}, updated_at = {p} "
+            f"WHERE key_hash = {p} AND updated_at <= {p}"
+        ),
         delete=f"DELETE FROM {table} WHERE key_hash = {p}",
         rekey=rekey,
         count_expired=f"SELECT COUNT(*) FROM {table} WHERE expire_date <= {p}",
@@ -203,3 +219,21 @@ def _compile(vendor: str, table: str) -> Statements:
         delete_between=f"DELETE FROM {table} WHERE expire_date > {p} AND expire_date <= {p}",
         rekey_guarded=rekey_guarded,
     )
+
+
+def to_db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) -> Any:
+    """Adapt an aware datetime as a parameter, as the ORM would."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def from_db_datetime(connection: BaseDatabaseWrapper, value: Any) -> datetime.datetime:
+    """Convert a datetime column read with raw SQL as the ORM would (time zone included)."""
+    from .models import Session  # the model imports this module's settings
+
+    column = Session._meta.get_field("expire_date").get_col(Session._meta.db_table)
+    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
+        connection
+    ):
+        value = converter(value, column, connection)
+    assert isinstance(value, datetime.datetime)
+    return value

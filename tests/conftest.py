@@ -120,3 +120,27 @@ def _use_alias(alias: str, django_db_blocker: Any, settings: Any) -> Iterator[st
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table}")
             cursor.execute("DELETE FROM django_session")
+        # Django's own engine writes its table on 'default' (the tests that
+        # move sessions in from it).
+        with connections["default"].cursor() as cursor:
+            cursor.execute("DELETE FROM django_session")
+
+
+@pytest.fixture
+def make_user(django_db_setup: None, django_db_blocker: Any) -> Iterator[Any]:
+    """Create users of the current AUTH_USER_MODEL on 'default'; delete them afterwards."""
+    from django.contrib.auth import get_user_model
+
+    created: list[Any] = []
+
+    def make(username: str = "alice", **fields: Any) -> Any:
+        user = get_user_model()._default_manager.create_user(
+            username=username, password="secret", **fields
+        )
+        created.append(user)
+        return user
+
+    with django_db_blocker.unblock():
+        yield make
+        for user in created:
+            type(user)._default_manager.filter(pk=user.pk).delete()

@@ -14,9 +14,38 @@ USE_TZ = os.environ.get("SQL_SESSIONS_TEST_USE_TZ", "1") == "1"
 TIME_ZONE = "America/Chicago"
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.messages",
     "django.contrib.sessions",
     "django_sql_sessions",
+    "tests.accounts",
 ]
+
+MIDDLEWARE = [
+    "django_sql_sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+# Users live on "default" only, as they would in a project whose sessions
+# have their own database; see tests/routers.py.
+DATABASE_ROUTERS = ["tests.routers.UsersOnDefault"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 
 SESSION_ENGINE = "django_sql_sessions.backends.db"
 SQL_SESSIONS_TABLE = os.environ.get("SQL_SESSIONS_TEST_TABLE", "test_web_sessions")

@@ -149,3 +149,39 @@ def test_invalid_max_size(settings: Any, value: object) -> None:
     messages = check_settings(None)
     assert ids(messages) == ["django_sql_sessions.E008"]
     assert "SQL_SESSIONS_MAX_SIZE" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id"),
+    [
+        ("SQL_SESSIONS_DEVICE_DETAILS", 1, "E010"),
+        ("SQL_SESSIONS_DEVICE_DETAILS", "yes", "E010"),
+        ("SQL_SESSIONS_IPV4_PREFIX", 33, "E011"),
+        ("SQL_SESSIONS_IPV4_PREFIX", -1, "E011"),
+        ("SQL_SESSIONS_IPV4_PREFIX", "24", "E011"),
+        ("SQL_SESSIONS_IPV6_PREFIX", 129, "E012"),
+        ("SQL_SESSIONS_IPV6_PREFIX", True, "E012"),
+        ("SQL_SESSIONS_ACTIVITY_INTERVAL", -5, "E013"),
+        ("SQL_SESSIONS_ACTIVITY_INTERVAL", 2.5, "E013"),
+    ],
+)
+def test_invalid_device_and_activity_settings(
+    settings: Any, setting: str, value: object, check_id: str
+) -> None:
+    setattr(settings, setting, value)
+    messages = check_settings(None)
+    assert ids(messages) == [f"django_sql_sessions.{check_id}"]
+    assert setting in messages[0].msg
+    assert messages[0].hint
+
+
+def test_device_details_need_the_middleware(settings: Any) -> None:
+    settings.SQL_SESSIONS_DEVICE_DETAILS = True
+    assert check_settings(None) == []
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    assert ids(check_settings(None)) == ["django_sql_sessions.W005"]
+    settings.SQL_SESSIONS_DEVICE_DETAILS = False
+    assert check_settings(None) == []

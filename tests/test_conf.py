@@ -74,3 +74,31 @@ def test_batch_size_must_be_a_whole_number_in_range(settings: Any, value: object
 def test_batch_size_bounds(settings: Any, value: int) -> None:
     settings.SQL_SESSIONS_CLEANUP_BATCH_SIZE = value
     assert conf.cleanup_batch_size() == value
+
+
+def test_device_and_activity_defaults(settings: Any) -> None:
+    assert conf.device_details() is False
+    assert conf.ip_prefixes() == (24, 48)
+    assert conf.activity_interval() == 300
+    settings.SQL_SESSIONS_IPV4_PREFIX = 32
+    settings.SQL_SESSIONS_IPV6_PREFIX = 0
+    settings.SQL_SESSIONS_ACTIVITY_INTERVAL = 0
+    assert conf.ip_prefixes() == (32, 0)
+    assert conf.activity_interval() == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "accessor"),
+    [
+        ("SQL_SESSIONS_DEVICE_DETAILS", "False", conf.device_details),
+        ("SQL_SESSIONS_IPV4_PREFIX", 40, conf.ip_prefixes),
+        ("SQL_SESSIONS_IPV6_PREFIX", None, conf.ip_prefixes),
+        ("SQL_SESSIONS_ACTIVITY_INTERVAL", "300", conf.activity_interval),
+    ],
+)
+def test_invalid_device_settings_raise_naming_the_setting(
+    settings: Any, setting: str, value: object, accessor: Any
+) -> None:
+    setattr(settings, setting, value)
+    with pytest.raises(ImproperlyConfigured, match=setting):
+        accessor()

@@ -38,6 +38,31 @@ def tables(alias):
 
 with sqlite3.connect(settings.DATABASES["sessions"]["NAME"]) as db:
     stored = [r[0] for r in db.execute("SELECT key_hash FROM web_sessions")]
+
+# Three browsers of one user, signed in through the login form (so through
+# the middleware that records their devices).
+browsers = {
+    "phone": Client(REMOTE_ADDR="203.0.113.77", HTTP_USER_AGENT="PhoneBrowser/1.0"),
+    "laptop": Client(REMOTE_ADDR="2001:db8:abcd:12::1", HTTP_USER_AGENT="LaptopBrowser/2.0"),
+    "tablet": Client(REMOTE_ADDR="198.51.100.3", HTTP_USER_AGENT="TabletBrowser/3.0"),
+}
+for browser in browsers.values():
+    browser.post("/admin/login/", {"username": "admin", "password": "admin"})
+page = browsers["laptop"].get("/sessions/").content.decode()
+listed = re.findall(r'name="session" value="([0-9a-f]{64})"', page)
+phone_page = browsers["phone"].get("/sessions/").content.decode()
+[phone_id] = set(listed) - set(re.findall(r'name="session" value="([0-9a-f]{64})"', phone_page))
+browsers["laptop"].post("/sessions/revoke/", {"session": phone_id})
+after_revoke = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
+browsers["laptop"].post("/sessions/revoke-others/")
+after_others = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
+print(json.dumps({
+    "devices_shown": [d for d in ("PhoneBrowser/1.0", "203.0.113.0", "2001:db8:abcd::",
+                                  "TabletBrowser/3.0", "198.51.100.0") if d in page],
+    "whole_addresses_shown": [a for a in ("203.0.113.77", "2001:db8:abcd:12::1") if a in page],
+    "this_browser_marked": page.count("this browser"), "other_sessions": len(listed),
+    "after_revoke": after_revoke, "after_others": after_others,
+}))
 print(json.dumps({
     "visits": visits, "cycled": new_key != key, "after_cycle": after_cycle,
     "after_remove": after_remove, "logged_in": logged_in, "admin_status": admin_status,
@@ -65,7 +90,9 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         [*manage, "shell", "-c", BROWSE], env=env, capture_output=True, text=True, check=False
     )
     assert browse.returncode == 0, browse.stderr
-    result: dict[str, object] = json.loads(browse.stdout.strip().splitlines()[-1])
+    *_, sessions_page, counter = browse.stdout.strip().splitlines()
+    result: dict[str, object] = json.loads(counter)
+    result["sessions_page"] = json.loads(sessions_page)
     return result
 
 
@@ -94,3 +121,23 @@ def test_sessions_live_only_in_their_database(example_run: dict[str, object]) ->
     assert example_run["raw_key_stored"] is False
     # One browser: its session after the removal, moved to a new key by login().
     assert example_run["rows"] == 1
+
+
+def test_your_sessions_page(example_run: dict[str, object]) -> None:
+    page = example_run["sessions_page"]
+    assert isinstance(page, dict)
+    # From the laptop, counted before any revocation: the other devices, and
+    # the admin session of the first browser, which also logged in.
+    assert page["devices_shown"] == [
+        "PhoneBrowser/1.0",
+        "203.0.113.0",
+        "2001:db8:abcd::",
+        "TabletBrowser/3.0",
+        "198.51.100.0",
+    ]
+    assert page["whole_addresses_shown"] == []
+    assert page["this_browser_marked"] == 1
+    assert page["other_sessions"] == 3
+    # Revoking the phone logs the phone out (sent to the login page) only.
+    assert page["after_revoke"] == {"phone": 302, "laptop": 200, "tablet": 200}
+    assert page["after_others"] == {"phone": 302, "laptop": 200, "tablet": 302}

@@ -31,7 +31,7 @@ def test_column_type_per_vendor(alias: str) -> None:
 
 
 def test_only_the_indexes_the_store_uses(alias: str) -> None:
-    """The primary key and the expiry index: no PostgreSQL _like index."""
+    """The primary key, the expiry and user indexes: no PostgreSQL _like index."""
     connection = connections[alias]
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, table_name())
@@ -40,7 +40,7 @@ def test_only_the_indexes_the_store_uses(alias: str) -> None:
         for c in constraints.values()
         if c["index"] or c["primary_key"] or c["unique"]
     )
-    assert indexed == [("expire_date",), ("key_hash",)]
+    assert indexed == [("expire_date",), ("key_hash",), ("user_id", "expire_date")]
 
 
 def test_mysql_key_column_is_ascii_binary(alias: str) -> None:

@@ -18,9 +18,10 @@ PARAMETERS = {
     "reload": 1,
     "reload_locked": 1,
     "exists": 1,
-    "insert": 5,
-    "update": 6,
-    "update_exact": 5,
+    "insert": 8,
+    "update": 9,
+    "update_exact": 8,
+    "touch_activity": 5,
     "delete": 1,
     "rekey": 3,
     "count_expired": 1,
@@ -77,13 +78,19 @@ class TestSqlServerOffline:
         compiled = statements(offline_connection())
         assert isinstance(compiled, Statements)
         assert compiled.load == (
-            "SELECT data, expire_date, version FROM [test_web_sessions] "
+            "SELECT data, expire_date, version, updated_at FROM [test_web_sessions] "
             "WHERE key_hash = %s AND expire_date > %s"
         )
         assert compiled.update == (
             "UPDATE [test_web_sessions] SET data = %s, expire_date = CASE WHEN expire_date > %s "
-            "THEN expire_date ELSE %s END, updated_at = %s, version = version + 1 "
+            "THEN expire_date ELSE %s END, user_id = %s, ip = COALESCE(%s, ip), "
+            "user_agent = COALESCE(%s, user_agent), updated_at = %s, version = version + 1 "
             "WHERE key_hash = %s AND version = %s"
+        )
+        assert compiled.touch_activity == (
+            "UPDATE [test_web_sessions] SET ip = COALESCE(%s, ip), "
+            "user_agent = COALESCE(%s, user_agent), updated_at = %s "
+            "WHERE key_hash = %s AND updated_at <= %s"
         )
         assert compiled.batch_end_after == (
             "SELECT expire_date FROM [test_web_sessions] WHERE expire_date > %s AND "
@@ -98,12 +105,19 @@ class TestSqlServerOffline:
         editor = connection.schema_editor(collect_sql=True, atomic=False)
         with editor:
             editor.create_model(Session)
-        create_table, create_index = editor.collected_sql
+        # Which index comes first is not what this test is about.
+        create_table, *indexes = editor.collected_sql
+        create_index, user_index = sorted(indexes, reverse=True)
         assert create_table.startswith(
             "CREATE TABLE [test_web_sessions] ([key_hash] nchar(64) NOT NULL PRIMARY KEY, "
         )
+        assert "[user_id] nvarchar(255) NULL" in create_table
         assert create_index.startswith("CREATE INDEX [test_web_sessions_expire_date_")
         assert create_index.endswith("ON [test_web_sessions] ([expire_date]);")
+        assert user_index == (
+            "CREATE INDEX [sql_sessions_user_idx] ON [test_web_sessions] "
+            "([user_id], [expire_date]);"
+        )
 
     def test_manager_queries_compile(self) -> None:
         connection = offline_connection()

@@ -48,11 +48,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.conf import db_alias, max_size, touch_after
+from django_sql_sessions.conf import activity_interval, db_alias, max_size, touch_after
+from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key, new_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.sql import Statements, run, statements
+from django_sql_sessions.sql import (
+    Statements,
+    from_db_datetime,
+    run,
+    statements,
+    to_db_datetime,
+)
+from django_sql_sessions.user_sessions import user_id_from_session
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -71,13 +79,18 @@ class _Row:
     data: str  # as stored: encoded and signed
     version: int
     expiry_setting: object  # data[EXPIRY_KEY] at that time, if any
-    # The stored expire_date as the driver returned it, when it was read.
+    # The stored expire_date and updated_at as the driver returned them, when
+    # the row was read rather than written.
     expire_date: Any = None
+    updated_at: Any = None
 
 
 class SessionStore(SessionBase):
     _row: _Row | None = None
     _replace = False
+    # The client's details, set by django_sql_sessions.middleware when
+    # SQL_SESSIONS_DEVICE_DETAILS is on; saved with the session.
+    device: Device | None = None
 
     @classmethod
     def get_model_class(cls) -> type[Session]:
@@ -103,16 +116,16 @@ class SessionStore(SessionBase):
         _rowcount, row = run(
             connection,
             statements(connection).load,
-            [hash_key(self.session_key), _db_datetime(connection, now)],
+            [hash_key(self.session_key), to_db_datetime(connection, now)],
             fetch=True,
         )
         if row is None:
             # Missing or expired: never adopt a key we did not issue.
             self._session_key = None
             return {}
-        raw, expire_date, version = row
+        raw, expire_date, version, updated_at = row
         data = self.decode(raw)
-        self._row = _Row(raw, version, data.get(EXPIRY_KEY), expire_date)
+        self._row = _Row(raw, version, data.get(EXPIRY_KEY), expire_date, updated_at)
         return data
 
     async def aload(self) -> dict[str, Any]:
@@ -172,13 +185,14 @@ class SessionStore(SessionBase):
         now: datetime.datetime,
     ) -> None:
         encoded = self._encode_within_limit(data)
-        db_now = _db_datetime(connection, now)
+        db_now = to_db_datetime(connection, now)
         params = [
             hash_key(str(self.session_key)),
             encoded,
-            _db_datetime(connection, self.get_expiry_date(modification=now)),
+            to_db_datetime(connection, self.get_expiry_date(modification=now)),
             db_now,
             db_now,
+            *self._owner(data),
         ]
         try:
             inserted, _row = run(connection, sql.insert, params)
@@ -237,13 +251,20 @@ class SessionStore(SessionBase):
     ) -> bool:
         """Update the row if it still has row.version; return whether it did."""
         encoded = self._encode_within_limit(data)
-        expire_date = _db_datetime(connection, self.get_expiry_date(modification=now))
+        expire_date = to_db_datetime(connection, self.get_expiry_date(modification=now))
         if self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
             statement, expiry = sql.update_exact, [expire_date]
         else:
             # Never shorten an expiry that a newer request extended.
             statement, expiry = sql.update, [expire_date, expire_date]
-        params = [encoded, *expiry, _db_datetime(connection, now), key_hash, row.version]
+        params = [
+            encoded,
+            *expiry,
+            *self._owner(data),
+            to_db_datetime(connection, now),
+            key_hash,
+            row.version,
+        ]
         updated, _row = run(connection, statement, params)
         if updated:
             self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
@@ -280,7 +301,7 @@ class SessionStore(SessionBase):
         seconds = touch_after()
         if not seconds:
             return False
-        stored_expiry = _from_db_datetime(connection, row.expire_date)
+        stored_expiry = from_db_datetime(connection, row.expire_date)
         expire_date = self.get_expiry_date(modification=now)
         if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds):
             return False
@@ -288,6 +309,51 @@ class SessionStore(SessionBase):
         # in the session appended to without setting modified) is written.
         serializer = self.serializer()
         return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
+
+    def _owner(self, data: dict[str, Any]) -> list[str | None]:
+        """The user_id, ip and user_agent parameters of a write of `data`."""
+        device = self.device or Device(None, None)
+        return [user_id_from_session(data), device.ip, device.user_agent]
+
+    def record_activity(self) -> None:
+        """
+        Record that the session was used, if this request read it but wrote
+        nothing, and its last activity is SQL_SESSIONS_ACTIVITY_INTERVAL
+        seconds old or more.
+
+        Called by django_sql_sessions.middleware after the response; one
+        UPDATE per session per interval at most, which also refreshes the
+        device details. A session that a request writes records its activity
+        with that write.
+        """
+        row = self._row
+        if self.session_key is None or row is None or row.updated_at is None:
+            return  # not loaded, or just written (which recorded it)
+        interval = activity_interval()
+        if not interval:
+            return
+        connection = _connection()
+        now = timezone.now()
+        due = now - datetime.timedelta(seconds=interval)
+        if from_db_datetime(connection, row.updated_at) > due:
+            return
+        device = self.device or Device(None, None)
+        run(
+            connection,
+            statements(connection).touch_activity,
+            [
+                device.ip,
+                device.user_agent,
+                to_db_datetime(connection, now),
+                hash_key(self.session_key),
+                to_db_datetime(connection, due),
+            ],
+        )
+        row.updated_at = None
+
+    async def arecord_activity(self) -> None:
+        """See record_activity()."""
+        await sync_to_async(self.record_activity)()
 
     def _encode_within_limit(self, data: dict[str, Any]) -> str:
         encoded: str = self.encode(data)
@@ -339,7 +405,7 @@ class SessionStore(SessionBase):
         sql = statements(connection)
         new_key = self._get_new_session_key()
         new_hash = hash_key(new_key)
-        params = [new_hash, _db_datetime(connection, timezone.now()), hash_key(old_key)]
+        params = [new_hash, to_db_datetime(connection, timezone.now()), hash_key(old_key)]
         if sql.rekey_guarded:
             params.append(new_hash)
         try:
@@ -350,6 +416,7 @@ class SessionStore(SessionBase):
             self._session_key = new_key
             if self._row is not None:
                 self._row.version += 1
+                self._row.updated_at = None  # the rekey set it
             self.modified = True
             return
         # The old row is gone (deleted by a concurrent request) or the new key
@@ -384,18 +451,3 @@ def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any])
 
 def _connection() -> BaseDatabaseWrapper:
     return connections[db_alias()]
-
-
-def _db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _from_db_datetime(connection: BaseDatabaseWrapper, value: Any) -> datetime.datetime:
-    """Convert an expire_date read with raw SQL as the ORM would (time zone included)."""
-    column = Session._meta.get_field("expire_date").get_col(Session._meta.db_table)
-    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
-        connection
-    ):
-        value = converter(value, column, connection)
-    assert isinstance(value, datetime.datetime)
-    return value

@@ -27,7 +27,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's SessionMiddleware, plus device details and last activity.
+    "django_sql_sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -69,9 +70,12 @@ DATABASE_ROUTERS = [
 ]
 SQL_SESSIONS_DB_ALIAS = "sessions"
 SQL_SESSIONS_TABLE = "web_sessions"
+# Shown on the "your sessions" page; IPs are kept as /24 and /48 networks.
+SQL_SESSIONS_DEVICE_DETAILS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "sessions"

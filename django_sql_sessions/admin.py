@@ -1,0 +1,139 @@
+"""
+A read-only admin for the session table: who is logged in, since when, last
+active when and from what device (when recorded), with a "revoke" action.
+
+It never shows session data, decoded or not. Session data holds what an app
+put there (CSRF secrets, the password hash fragment that keeps a login
+valid, carts, flags), and none of it is needed to decide whether to revoke a
+session; showing it would turn the admin into a way to read other users'
+secrets, which no permission in Django's model can scope. Developers who need
+the data have get_decoded() in a shell. Raw keys are not stored at all, so
+the admin cannot show, search or log them: rows are named by a prefix of
+their key hash.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .conf import device_details
+from .models import Session
+
+DEVICE_COLUMNS = ("ip", "user_agent")
+# Rows per DELETE: within every backend's parameter limit (SQLite's is 999
+# on old builds), and short enough not to hold many row locks.
+REVOKE_CHUNK = 500
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", str(_("Active"))), ("expired", str(_("Expired")))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(expire_date__gt=now)
+        if self.value() == "expired":
+            return queryset.filter(expire_date__lte=now)
+        return queryset
+
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Session]
+else:  # not subscriptable at run time
+    _ModelAdmin = admin.ModelAdmin
+
+
+@admin.register(Session)
+class SessionAdmin(_ModelAdmin):
+    list_display = (
+        "short_id",
+        "user_id",
+        "created_at",
+        "last_activity",
+        "expire_date",
+        "active",
+        *DEVICE_COLUMNS,
+    )
+    list_filter = (StateFilter,)
+    # Exact user ids only: a LIKE over the table would scan it, and there is
+    # nothing else worth searching (no keys are stored).
+    search_fields = ("=user_id",)
+    search_help_text = _("An exact user id (primary key).")
+    # The expire_date index serves this order; a user's sessions are found
+    # through the search, which uses the user index.
+    ordering = ("-expire_date",)
+    fields = ("short_id", "user_id", "created_at", "last_activity", "expire_date", "active")
+    readonly_fields = fields
+    actions = ["revoke"]
+    show_full_result_count = False
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        return self._with_device(tuple(self.list_display))
+
+    def get_fields(self, request: HttpRequest, obj: Session | None = None) -> tuple[str, ...]:
+        return self._with_device(self.fields)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Session | None = None
+    ) -> tuple[str, ...]:
+        return self.get_fields(request, obj)
+
+    def _with_device(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        # Device columns only when they are recorded: empty columns would
+        # suggest the data exists somewhere.
+        columns = tuple(column for column in columns if column not in DEVICE_COLUMNS)
+        return columns + DEVICE_COLUMNS if device_details() else columns
+
+    @admin.display(description=_("session"))
+    def short_id(self, obj: Session) -> str:
+        return str(obj)
+
+    @admin.display(description=_("last activity"), ordering="updated_at")
+    def last_activity(self, obj: Session) -> Any:
+        return obj.last_activity
+
+    @admin.display(description=_("active"), boolean=True)
+    def active(self, obj: Session) -> bool:
+        return not obj.is_expired()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+        # Sessions are revoked with the "revoke" action, not deleted through
+        # Django's confirmation pages, which would list every selected row.
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return super().has_delete_permission(request)
+
+    @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        # Rows go in chunks, so that "select all" on a big table holds
+        # neither every row in memory nor a lock on all of them at once.
+        key_hashes = list(queryset.values_list("key_hash", flat=True))
+        count = 0
+        for start in range(0, len(key_hashes), REVOKE_CHUNK):
+            chunk = Session.objects.filter(key_hash__in=key_hashes[start : start + REVOKE_CHUNK])
+            self.log_deletions(request, chunk)
+            deleted, _per_model = chunk.delete()
+            count += deleted
+        self.message_user(
+            request,
+            ngettext("Revoked %d session.", "Revoked %d sessions.", count) % count,
+            messages.SUCCESS,
+        )

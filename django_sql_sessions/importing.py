@@ -1,0 +1,137 @@
+"""
+Moving in from Django's engine without logging anyone out: copy the live
+rows of Django's session table (django_session, written by the db and
+cached_db engines) into ours.
+
+Each row is checked as our engine would load it: a key Django could have
+issued, and data that decodes with the project's SECRET_KEY or one of its
+SECRET_KEY_FALLBACKS, compressed or not (what Django's SessionBase still
+reads). The data is copied as it is, so it means exactly what it meant; the
+key is stored hashed; the expiry is kept; the user index is filled from the
+data. Expired rows, and rows Django itself would read as an empty session,
+are skipped. Rows already in our table are left alone, so a second run only
+adds what the first did not see.
+
+The source is read in primary-key order, one batch per query, so the run
+holds no long transaction on either database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from .backends.db import SessionStore
+from .conf import MAX_TABLE_NAME_LENGTH, TABLE_NAME_RE, db_alias, table_name
+from .keys import hash_key, is_valid_key
+from .models import Session
+from .sql import from_db_datetime, to_db_datetime
+from .user_sessions import user_id_from_session
+
+DEFAULT_SOURCE_TABLE = "django_session"
+
+
+@dataclasses.dataclass
+class ImportResult:
+    imported: int = 0  # copied (or, in a dry run, would be)
+    present: int = 0  # already in our table: left as they are
+    unreadable: int = 0  # a key or data that Django would not load: skipped
+    expired: int = 0  # expired in the source: skipped
+    batches: int = 0
+
+
+# Called after each batch with the totals so far.
+Progress = Callable[[ImportResult], None]
+
+
+class ImportProblem(ValueError):
+    """The source named cannot be imported from; the message says why."""
+
+
+def import_django_sessions(
+    *,
+    source_alias: str = "default",
+    source_table: str = DEFAULT_SOURCE_TABLE,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+    now: datetime.datetime | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
+    source = _source(source_alias, source_table)
+    table = source.ops.quote_name(source_table)
+    now = now or timezone.now()
+    cutoff = to_db_datetime(source, now)
+    limit = "OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY" if source.vendor == "microsoft" else "LIMIT %s"
+    select = (
+        f"SELECT session_key, session_data, expire_date FROM {table} "
+        f"WHERE session_key > %s AND expire_date > %s ORDER BY session_key {limit}"
+    )
+    result = ImportResult()
+    with source.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %s", [cutoff])
+        result.expired = int(cursor.fetchone()[0])
+    store = SessionStore()
+    target = connections[db_alias()]
+    last_key = ""
+    while True:
+        with source.cursor() as cursor:
+            cursor.execute(select, [last_key, cutoff, batch_size])
+            rows = cursor.fetchall()
+        if not rows:
+            return result
+        last_key = rows[-1][0]
+        sessions = {}
+        for key, data, expire_date in rows:
+            decoded = store.decode(data) if is_valid_key(key) else {}
+            if not decoded:
+                result.unreadable += 1
+                continue
+            key_hash = hash_key(key)
+            sessions[key_hash] = Session(
+                key_hash=key_hash,
+                data=data,
+                expire_date=from_db_datetime(source, expire_date),
+                # Django's table does not say when a session began.
+                created_at=now,
+                updated_at=now,
+                user_id=user_id_from_session(decoded),
+            )
+        present = set(
+            Session.objects.filter(key_hash__in=list(sessions)).values_list("key_hash", flat=True)
+        )
+        new = [session for key_hash, session in sessions.items() if key_hash not in present]
+        if new and not dry_run:
+            # Where the backend can, a row that appeared since the check above
+            # (another import running) is skipped rather than an error.
+            Session.objects.bulk_create(
+                new, ignore_conflicts=target.features.supports_ignore_conflicts
+            )
+        result.present += len(present)
+        result.imported += len(new)
+        result.batches += 1
+        if progress:
+            progress(result)
+
+
+def _source(alias: str, table: str) -> BaseDatabaseWrapper:
+    if alias not in settings.DATABASES:
+        raise ImportProblem(
+            f"{alias!r} is not an alias in DATABASES (the aliases are "
+            f"{', '.join(map(repr, settings.DATABASES))})."
+        )
+    if not TABLE_NAME_RE.fullmatch(table) or len(table) > MAX_TABLE_NAME_LENGTH:
+        raise ImportProblem(f"{table!r} is not a plain SQL table name.")
+    if alias == db_alias() and table == table_name():
+        raise ImportProblem(f"{table!r} on {alias!r} is this package's own session table.")
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        tables = connection.introspection.table_names(cursor)
+    if table not in tables:
+        raise ImportProblem(f"There is no table {table!r} in database {alias!r}.")
+    return connection

@@ -1,0 +1,165 @@
+"""
+Whose sessions these are: list a user's sessions and revoke them.
+
+Every save records the session's user in the indexed user_id column: the
+primary key that login() stored in the session, as text (so integer, UUID
+and string keys all work), or NULL for an anonymous session. Logging out
+deletes the row. There is no foreign key: the user table may live in another
+database.
+
+    from django_sql_sessions.user_sessions import (
+        list_sessions, revoke_session, revoke_all_sessions,
+    )
+
+    list_sessions(request.user, current=request.session)
+    revoke_session(request.user, session_id)
+    revoke_all_sessions(request.user, keep=request.session)  # "log out other devices"
+
+Each function takes a user instance or a primary key value (the revoke
+command passes one), has an async twin (alist_sessions, arevoke_session,
+arevoke_all_sessions), and runs on SQL_SESSIONS_DB_ALIAS. A revoked session's
+next request finds no row: the user is logged out there, and a request
+already under way cannot write the row back (its save fails, see
+backends/db.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from .keys import hash_key, is_valid_key
+from .models import USER_ID_MAX_LENGTH, Session
+
+SESSION_ID_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSession:
+    # The row's key hash. It names the session in pages and forms but cannot
+    # be used as a session cookie: the key itself is not stored anywhere.
+    id: str
+    created_at: datetime.datetime
+    last_activity: datetime.datetime
+    expire_date: datetime.datetime
+    ip: str | None  # None unless SQL_SESSIONS_DEVICE_DETAILS recorded it
+    user_agent: str | None
+    current: bool  # the session passed as `current`
+
+
+def user_id_from_session(data: dict[str, Any]) -> str | None:
+    """The user_id to store for session data: login()'s user key, or None."""
+    value = data.get(SESSION_KEY)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # written by code other than login(); same user
+    if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX_LENGTH:
+        return value
+    # Anonymous, or a value login() never writes: the session still works,
+    # it is just not in the user index.
+    return None
+
+
+def user_id(user: object) -> str:
+    """
+    The user_id column's value for a user instance or a primary key value.
+
+    Raise ValueError for an anonymous or unsaved user, a value that is not a
+    valid primary key of the user model, or a key too long to be indexed.
+    """
+    model = get_user_model()
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    if getattr(user, "is_anonymous", False) is True:
+        raise ValueError("An anonymous user has no sessions in the user index.")
+    if isinstance(user, models.Model):
+        if not isinstance(user, model):
+            raise ValueError(f"{user!r} is not a {model.__name__}.")
+        if user.pk is None:
+            raise ValueError(f"{user!r} is not saved, so it has no sessions.")
+        # As login() writes it into the session.
+        value = pk_field.value_to_string(user)
+    else:
+        try:
+            python = pk_field.to_python(user)
+        except ValidationError:
+            python = None
+        if python is None or python == "":
+            raise ValueError(
+                f"{user!r} is not a valid primary key for {model.__name__} "
+                f"({type(pk_field).__name__})."
+            ) from None
+        value = str(python)
+    if len(value) > USER_ID_MAX_LENGTH:
+        raise ValueError(
+            f"The user's primary key is {len(value)} characters long; sessions are "
+            f"indexed for keys of up to {USER_ID_MAX_LENGTH}."
+        )
+    return value
+
+
+def list_sessions(user: object, current: SessionBase | None = None) -> list[UserSession]:
+    """The user's live sessions, most recently active first."""
+    current_id = _session_id(current)
+    rows = (
+        Session.objects.active()
+        .filter(user_id=user_id(user))
+        .order_by("-updated_at", "key_hash")
+        .values_list("key_hash", "created_at", "updated_at", "expire_date", "ip", "user_agent")
+    )
+    return [
+        UserSession(key_hash, created, active, expires, ip, agent, key_hash == current_id)
+        for key_hash, created, active, expires, ip, agent in rows
+    ]
+
+
+async def alist_sessions(user: object, current: SessionBase | None = None) -> list[UserSession]:
+    """See list_sessions()."""
+    return await sync_to_async(list_sessions)(user, current)
+
+
+def revoke_session(user: object, session_id: str) -> bool:
+    """
+    Delete one of the user's sessions by its UserSession.id; return whether
+    there was one. Another user's session is never touched, so the id can
+    come straight from a form.
+    """
+    owner = user_id(user)
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
+        return False
+    deleted, _per_model = Session.objects.filter(key_hash=session_id, user_id=owner).delete()
+    return deleted > 0
+
+
+async def arevoke_session(user: object, session_id: str) -> bool:
+    """See revoke_session()."""
+    return await sync_to_async(revoke_session)(user, session_id)
+
+
+def revoke_all_sessions(user: object, keep: SessionBase | None = None) -> int:
+    """
+    Delete all the user's sessions except `keep` (the current one, for "log
+    out other devices" or after a password change); return how many.
+    """
+    sessions = Session.objects.filter(user_id=user_id(user))
+    if (kept := _session_id(keep)) is not None:
+        sessions = sessions.exclude(key_hash=kept)
+    deleted, _per_model = sessions.delete()
+    return deleted
+
+
+async def arevoke_all_sessions(user: object, keep: SessionBase | None = None) -> int:
+    """See revoke_all_sessions()."""
+    return await sync_to_async(revoke_all_sessions)(user, keep)
+
+
+def _session_id(session: SessionBase | None) -> str | None:
+    key = session.session_key if session is not None else None
+    return hash_key(key) if is_valid_key(key) else None

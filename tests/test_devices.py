@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.devices import anonymize_ip, clean_user_agent
+from django_sql_sessions.models import Session
+from django_sql_sessions.user_sessions import list_sessions
+from tests.counting import count_statements
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+both_paths = pytest.mark.parametrize("prefix", ["", "/async"], ids=["sync", "async"])
+
+
+@pytest.mark.parametrize(
+    ("address", "v4", "v6", "stored"),
+    [
+        ("203.0.113.77", 24, 48, "203.0.113.0"),
+        ("203.0.113.77", 16, 48, "203.0.0.0"),
+        ("203.0.113.77", 32, 48, "203.0.113.77"),
+        ("203.0.113.77", 0, 48, None),
+        ("2001:db8:abcd:12:1:2:3:4", 24, 48, "2001:db8:abcd::"),
+        ("2001:db8:abcd:12:1:2:3:4", 24, 64, "2001:db8:abcd:12::"),
+        ("2001:db8:abcd:12:1:2:3:4", 24, 128, "2001:db8:abcd:12:1:2:3:4"),
+        ("2001:db8:abcd:12:1:2:3:4", 24, 0, None),
+        ("::ffff:198.51.100.9", 24, 128, "198.51.100.0"),  # an IPv4 client
+        ("fe80::1%eth0", 24, 128, "fe80::1"),  # the zone is not stored
+        (" 192.0.2.1 ", 24, 48, "192.0.2.0"),
+        ("", 24, 48, None),
+        ("unknown", 24, 48, None),
+        ("192.0.2.1, 10.0.0.1", 24, 48, None),  # a forwarded-for list is not an address
+        (None, 24, 48, None),
+    ],
+)
+def test_anonymize_ip(
+    settings: Any, address: object, v4: int, v6: int, stored: str | None
+) -> None:
+    settings.SQL_SESSIONS_IPV4_PREFIX = v4
+    settings.SQL_SESSIONS_IPV6_PREFIX = v6
+    assert anonymize_ip(address) == stored
+
+
+@pytest.mark.parametrize(
+    ("header", "stored"),
+    [
+        (FIREFOX, FIREFOX),
+        ("  curl/8.0\t\n", "curl/8.0"),
+        ("a\x00b\x1bc", "abc"),
+        ("x" * 300, "x" * 255),
+        ("", None),
+        ("\x00\x01", None),
+        (None, None),
+    ],
+)
+def test_clean_user_agent(header: object, stored: str | None) -> None:
+    assert clean_user_agent(header) == stored
+
+
+def row_of(client: Client) -> Session:
+    return Session.objects.for_key(client.cookies["sessionid"].value).get()
+
+
+class TestDeviceDetails:
+    @both_paths
+    def test_recorded_on_save_when_on(self, alias: str, settings: Any, prefix: str) -> None:
+        settings.SQL_SESSIONS_DEVICE_DETAILS = True
+        client = Client(REMOTE_ADDR="203.0.113.77", HTTP_USER_AGENT=FIREFOX)
+        client.get(prefix + "/write/a/")
+        row = row_of(client)
+        assert (row.ip, row.user_agent) == ("203.0.113.0", FIREFOX)
+        # The latest device wins on the next write.
+        client.get(prefix + "/write/b/", REMOTE_ADDR="2001:db8:1:2::9", HTTP_USER_AGENT="curl/8")
+        row = row_of(client)
+        assert (row.ip, row.user_agent) == ("2001:db8:1::", "curl/8")
+
+    @both_paths
+    def test_nothing_recorded_by_default(self, alias: str, prefix: str) -> None:
+        client = Client(REMOTE_ADDR="203.0.113.77", HTTP_USER_AGENT=FIREFOX)
+        client.get(prefix + "/write/a/")
+        row = row_of(client)
+        assert (row.ip, row.user_agent) == (None, None)
+
+    def test_a_save_outside_a_request_keeps_the_recorded_details(
+        self, alias: str, settings: Any
+    ) -> None:
+        settings.SQL_SESSIONS_DEVICE_DETAILS = True
+        client = Client(REMOTE_ADDR="203.0.113.77", HTTP_USER_AGENT=FIREFOX)
+        client.get("/write/a/")
+        store = SessionStore(client.cookies["sessionid"].value)
+        store["value"] = "from a task"
+        store.save()
+        row = row_of(client)
+        assert (row.ip, row.user_agent) == ("203.0.113.0", FIREFOX)
+        assert row.get_decoded() == {"value": "from a task"}
+
+    def test_listed_with_the_users_sessions(
+        self, alias: str, settings: Any, make_user: Any
+    ) -> None:
+        settings.SQL_SESSIONS_DEVICE_DETAILS = True
+        user = make_user()
+        client = Client(REMOTE_ADDR="2001:db8:abcd:12::1", HTTP_USER_AGENT=FIREFOX)
+        client.get(f"/login/{user.pk}/")
+        [listed] = list_sessions(user)
+        assert (listed.ip, listed.user_agent) == ("2001:db8:abcd::", FIREFOX)
+
+
+def age_activity(client: Client, seconds: int) -> datetime.datetime:
+    then = timezone.now() - datetime.timedelta(seconds=seconds)
+    Session.objects.for_key(client.cookies["sessionid"].value).update(updated_at=then)
+    return then
+
+
+class TestLastActivity:
+    @both_paths
+    def test_a_read_records_activity_once_the_interval_has_passed(
+        self, alias: str, settings: Any, prefix: str
+    ) -> None:
+        settings.SQL_SESSIONS_DEVICE_DETAILS = True
+        client = Client(REMOTE_ADDR="203.0.113.77", HTTP_USER_AGENT="old")
+        client.get(prefix + "/write/a/")
+        before = row_of(client)
+        then = age_activity(client, 301)
+        with count_statements(alias) as counted:
+            client.get(prefix + "/read/", HTTP_USER_AGENT="new")
+        assert counted.count == 2  # the load, and the activity UPDATE
+        row = row_of(client)
+        assert row.updated_at > then + datetime.timedelta(seconds=300)
+        assert row.user_agent == "new"
+        # Nothing else moved: not the data, the expiry, or the version.
+        assert (row.data, row.expire_date, row.version) == (
+            before.data,
+            before.expire_date,
+            before.version,
+        )
+
+    @both_paths
+    def test_within_the_interval_a_read_writes_nothing(self, alias: str, prefix: str) -> None:
+        client = Client()
+        client.get(prefix + "/write/a/")
+        then = age_activity(client, 299)
+        with count_statements(alias) as counted:
+            assert client.get(prefix + "/read/").content == b"a"
+        assert counted.count == 1
+        assert row_of(client).updated_at == then
+
+    def test_zero_turns_the_extra_write_off(self, alias: str, settings: Any) -> None:
+        settings.SQL_SESSIONS_ACTIVITY_INTERVAL = 0
+        client = Client()
+        client.get("/write/a/")
+        then = age_activity(client, 10**6)
+        with count_statements(alias) as counted:
+            client.get("/read/")
+        assert counted.count == 1
+        assert row_of(client).updated_at == then
+
+    def test_a_request_that_writes_needs_no_second_update(self, alias: str) -> None:
+        client = Client()
+        client.get("/write/a/")
+        age_activity(client, 3600)
+        with count_statements(alias) as counted:
+            client.get("/write/b/")
+        assert counted.count == 2  # load and save
+        assert row_of(client).updated_at > timezone.now() - datetime.timedelta(seconds=60)
+
+    def test_a_request_that_never_reads_the_session_costs_nothing(self, alias: str) -> None:
+        client = Client()
+        client.get("/write/a/")
+        then = age_activity(client, 3600)
+        with count_statements(alias) as counted:
+            client.get("/plain/")
+        assert counted.count == 0
+        assert row_of(client).updated_at == then

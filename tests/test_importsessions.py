@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore as DjangoStore
+from django.contrib.sessions.models import Session as DjangoSession
+from django.contrib.sessions.serializers import JSONSerializer
+from django.core import signing
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+from django.utils import timezone
+from django.utils.crypto import get_random_string, salted_hmac
+
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.importing import ImportResult, import_django_sessions
+from django_sql_sessions.keys import hash_key
+from django_sql_sessions.models import Session
+from django_sql_sessions.user_sessions import list_sessions
+
+DJANGO_ENGINE = "django.contrib.sessions.backends.db"
+SALT = DjangoStore().key_salt
+
+
+def later(**delta: float) -> datetime.datetime:
+    return timezone.now() + datetime.timedelta(**delta)
+
+
+def django_row(alias: str, data: str, *, key: str | None = None, **expiry: float) -> str:
+    """A row in Django's own table on `alias`, as Django's db engine writes it."""
+    key = key or get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
+    DjangoSession.objects.using(alias).create(
+        session_key=key, session_data=data, expire_date=later(**(expiry or {"days": 1}))
+    )
+    return key
+
+
+def encoded(data: dict[str, Any], **options: Any) -> str:
+    return signing.dumps(data, salt=SALT, serializer=JSONSerializer, **options)
+
+
+def run(alias: str, **options: Any) -> ImportResult:
+    return import_django_sessions(source_alias=alias, **options)
+
+
+def test_logged_in_under_djangos_engine_still_logged_in_after_the_switch(
+    alias: str, settings: Any, make_user: Any
+) -> None:
+    settings.SESSION_ENGINE = DJANGO_ENGINE
+    user = make_user()
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    client.get("/write/kept/")
+    assert client.get("/whoami/").content == str(user.pk).encode()
+    assert DjangoSession.objects.count() == 1  # Django's table, on 'default'
+
+    call_command("importsessions", "--from-database", "default", stdout=None)
+
+    settings.SESSION_ENGINE = "django_sql_sessions.backends.db"
+    assert client.get("/whoami/").content == str(user.pk).encode()
+    assert client.get("/async/read/").content == b"kept"
+    [listed] = list_sessions(user)
+    cookie = client.cookies["sessionid"].value
+    assert listed.id == hash_key(cookie)
+    row = Session.objects.get()
+    assert row.key_hash == hash_key(cookie)
+    assert row.expire_date == DjangoSession.objects.get().expire_date
+
+
+def test_every_format_django_reads_and_nothing_it_does_not(alias: str, settings: Any) -> None:
+    old_secret = "an-old-secret-key-still-in-fallbacks"
+    settings.SECRET_KEY_FALLBACKS = [old_secret]
+    readable = {
+        "current": encoded({SESSION_KEY: "1", "n": 1}, compress=True),
+        "uncompressed": encoded({SESSION_KEY: "2", "n": 2}),
+        "fallback key": encoded({SESSION_KEY: "3", "n": 3}, key=old_secret, compress=True),
+        "anonymous": encoded({"cart": [1, 2]}),
+    }
+    serialized = json.dumps({SESSION_KEY: "4"}).encode()
+    # The salt and algorithm of that format.
+    pre_31_hash = salted_hmac(
+        "django.contrib.sessionsSessionStore", serialized, algorithm="sha1"
+    ).hexdigest()
+    unreadable = {
+        # Django < 3.1 wrote base64(hash:json); Django >= 4.0 no longer reads it.
+        "pre-3.1": base64.b64encode(pre_31_hash.encode() + b":" + serialized).decode(),
+        "unknown key": encoded({SESSION_KEY: "5"}, key="a-key-nobody-has"),
+        "corrupted": encoded({SESSION_KEY: "6"})[:-3] + "xyz",
+        "empty": encoded({}),
+        "garbage": "not a session",
+    }
+    for name, data in (readable | unreadable).items():
+        # Proof that the expectation is Django's own: it reads exactly these.
+        assert bool(DjangoStore().decode(data)) == (name in readable), name
+    keys = {name: django_row(alias, data) for name, data in (readable | unreadable).items()}
+    bad_key = django_row(alias, readable["current"], key="UPPER" + "a" * 27)
+    short_key = django_row(alias, readable["current"], key="abc")
+    expired = django_row(alias, readable["current"], seconds=-1)
+
+    result = run(alias)
+
+    assert (result.imported, result.unreadable, result.expired, result.present) == (4, 7, 1, 0)
+    for name in readable:
+        store = SessionStore(keys[name])
+        assert store.load() == DjangoStore().decode(readable[name]), name
+    assert sorted(Session.objects.values_list("user_id", flat=True), key=str) == [
+        "1",
+        "2",
+        "3",
+        None,
+    ]
+    for key in [*(keys[name] for name in unreadable), bad_key, short_key, expired]:
+        assert not Session.objects.for_key(key).exists()
+    # Copied as they were: the data means what it meant.
+    assert Session.objects.for_key(keys["fallback key"]).get().data == readable["fallback key"]
+
+
+def test_expiry_kept_and_a_second_run_leaves_existing_rows_alone(alias: str) -> None:
+    key = django_row(alias, encoded({"n": 1}), hours=5)
+    assert run(alias).imported == 1
+    row = Session.objects.for_key(key).get()
+    assert row.expire_date == DjangoSession.objects.using(alias).get().expire_date
+    store = SessionStore(key)
+    store["n"] = 2
+    store.save()
+    again = run(alias)
+    assert (again.imported, again.present) == (0, 1)
+    assert SessionStore(key).load() == {"n": 2}
+
+
+def test_batches_walk_the_whole_table(alias: str) -> None:
+    keys = {django_row(alias, encoded({"i": i})) for i in range(7)}
+    seen: list[int] = []
+    result = run(alias, batch_size=2, progress=lambda so_far: seen.append(so_far.imported))
+    assert result.batches == 4
+    assert seen == [2, 4, 6, 7]
+    assert {key for key in keys if Session.objects.for_key(key).exists()} == keys
+
+
+def test_dry_run_writes_nothing(alias: str) -> None:
+    django_row(alias, encoded({"n": 1}))
+    django_row(alias, "garbage")
+    result = run(alias, dry_run=True)
+    assert (result.imported, result.unreadable) == (1, 1)
+    assert Session.objects.count() == 0
+
+
+def test_the_command_reports_what_it_did(alias: str) -> None:
+    from io import StringIO
+
+    django_row(alias, encoded({"n": 1}))
+    django_row(alias, encoded({"n": 1}), seconds=-5)
+    out = StringIO()
+    call_command("importsessions", "--from-database", alias, "--dry-run", stdout=out)
+    assert out.getvalue().startswith("Would copy 1 session from")
+    assert "1 expired" in out.getvalue()
+    out = StringIO()
+    call_command("importsessions", "--from-database", alias, "-v", "2", stdout=out)
+    assert "Batch 1: Copied 1" in out.getvalue()
+    assert "Copied 1 session from" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--from-database", "nowhere"], "'nowhere' is not an alias in DATABASES"),
+        (["--from-table", "x; DROP TABLE y"], "is not a plain SQL table name"),
+        (["--from-table", "no_such_table"], "There is no table 'no_such_table'"),
+        (["--from-table", "test_web_sessions"], "this package's own session table"),
+        (["--batch-size", "0"], "--batch-size is 0"),
+        (["--batch-size", "many"], "'many' is not a whole number"),
+    ],
+)
+def test_bad_options(alias: str, options: list[str], message: str) -> None:
+    django_row(alias, encoded({"n": 1}))
+    with pytest.raises(CommandError, match=message):
+        call_command("importsessions", "--from-database", alias, *options)
+    assert Session.objects.count() == 0

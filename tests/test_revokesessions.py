@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+
+from django_sql_sessions.models import Session
+
+
+def revoke(*args: str) -> str:
+    out = StringIO()
+    call_command("revokesessions", *args, stdout=out)
+    return out.getvalue().strip()
+
+
+def logged_in(user: Any) -> Client:
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    return client
+
+
+@pytest.mark.parametrize("by", ["--username", "--user-id"])
+def test_logs_the_user_out_everywhere(alias: str, make_user: Any, by: str) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    clients = [logged_in(alice), logged_in(alice)]
+    other = logged_in(bob)
+    value = "alice" if by == "--username" else str(alice.pk)
+    assert revoke(by, value).startswith("Revoked 2 sessions of user")
+    assert all(c.get("/whoami/").content == b"anonymous" for c in clients)
+    assert other.get("/whoami/").content == str(bob.pk).encode()
+    assert revoke(by, value).startswith("Revoked 0 sessions")
+
+
+def test_a_deleted_users_sessions_can_still_be_revoked(alias: str, make_user: Any) -> None:
+    user = make_user()
+    logged_in(user)
+    pk = user.pk
+    user.delete()
+    assert Session.objects.filter(user_id=str(pk)).count() == 1
+    assert revoke("--user-id", str(pk)) == (
+        f"Revoked 1 session of user id {pk} (no such user any more)."
+    )
+    assert Session.objects.count() == 0
+
+
+def test_uuid_user_ids(alias: str, settings: Any, make_user: Any) -> None:
+    settings.AUTH_USER_MODEL = "accounts.UUIDUser"
+    user = make_user()
+    logged_in(user)
+    assert revoke("--user-id", user.pk.hex).startswith("Revoked 1 session of user id")
+    with pytest.raises(CommandError, match="not a valid primary key"):
+        revoke("--user-id", "42")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--username", "nobody"], "There is no user with username 'nobody'"),
+        (["--user-id", "abc"], "'abc' is not a valid primary key for User"),
+        (["--user-id", ""], "is not a valid primary key"),
+        ([], "one of the arguments --username --user-id is required"),
+        (["--username", "alice", "--user-id", "1"], "not allowed with argument"),
+    ],
+)
+def test_bad_input(alias: str, make_user: Any, args: list[str], message: str) -> None:
+    user = make_user("alice")
+    logged_in(user)
+    with pytest.raises(CommandError, match=message):
+        revoke(*args)
+    assert Session.objects.count() == 1
