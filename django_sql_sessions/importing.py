@@ -35,6 +35,7 @@ from .sql import from_db_datetime, to_db_datetime
 from .user_sessions import user_id_from_session
 
 DEFAULT_SOURCE_TABLE = "django_session"
+LOOKUP_CHUNK = 500
 
 
 @dataclasses.dataclass
@@ -102,9 +103,7 @@ def import_django_sessions(
                 updated_at=now,
                 user_id=user_id_from_session(decoded),
             )
-        present = set(
-            Session.objects.filter(key_hash__in=list(sessions)).values_list("key_hash", flat=True)
-        )
+        present = _present(list(sessions))
         new = [session for key_hash, session in sessions.items() if key_hash not in present]
         if new and not dry_run:
             # Where the backend can, a row that appeared since the check above
@@ -117,6 +116,16 @@ def import_django_sessions(
         result.batches += 1
         if progress:
             progress(result)
+
+
+def _present(key_hashes: list[str]) -> set[str]:
+    """Which of these key hashes are already in our table."""
+    found: set[str] = set()
+    # In pieces: SQLite builds before 3.32 take at most 999 parameters.
+    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
+        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+        found.update(Session.objects.filter(key_hash__in=chunk).values_list("key_hash", flat=True))
+    return found
 
 
 def _source(alias: str, table: str) -> BaseDatabaseWrapper:

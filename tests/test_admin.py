@@ -138,3 +138,15 @@ def test_revoking_needs_the_delete_permission(alias: str, make_user: Any) -> Non
         },
     )
     assert Session.objects.for_key(key(victim)).exists()
+
+
+def test_the_search_is_an_exact_indexed_lookup(alias: str, admin_client: Client) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    stored(**{SESSION_KEY: "1001"})
+    with CaptureQueriesContext(connections[alias]) as queries:
+        admin_client.get(CHANGELIST + "?q=+1001+")
+    searches = [q["sql"] for q in queries.captured_queries if "user_id" in q["sql"]]
+    assert searches
+    assert all("LIKE" not in sql and "UPPER" not in sql for sql in searches)

@@ -175,3 +175,29 @@ class TestLastActivity:
             client.get("/plain/")
         assert counted.count == 0
         assert row_of(client).updated_at == then
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_record_activity_and_its_async_twin(alias: str, settings: Any, run: str) -> None:
+    from asgiref.sync import async_to_sync
+
+    from django_sql_sessions.devices import Device
+
+    store = SessionStore()
+    store["value"] = 1
+    store.save()
+    assert store.session_key is not None
+    then = timezone.now() - datetime.timedelta(hours=1)
+    Session.objects.for_key(store.session_key).update(updated_at=then)
+    loaded = SessionStore(store.session_key)
+    assert loaded["value"] == 1
+    loaded.device = Device("192.0.2.0", "agent")
+    record = loaded.record_activity if run == "sync" else async_to_sync(loaded.arecord_activity)
+    record()
+    row = Session.objects.for_key(store.session_key).get()
+    assert row.updated_at > then + datetime.timedelta(minutes=59)
+    assert (row.ip, row.user_agent, row.version) == ("192.0.2.0", "agent", 1)
+    # Once per interval: a second call in the same request sends nothing.
+    with count_statements(alias) as counted:
+        record()
+    assert counted.count == 0

@@ -181,3 +181,14 @@ def test_bad_options(alias: str, options: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         call_command("importsessions", "--from-database", alias, *options)
     assert Session.objects.count() == 0
+
+
+def test_presence_is_checked_in_pieces(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sql_sessions import importing
+
+    monkeypatch.setattr(importing, "LOOKUP_CHUNK", 2)
+    keys = [django_row(alias, encoded({"i": i})) for i in range(5)]
+    assert run(alias).imported == 5
+    SessionStore(keys[4]).delete()
+    again = run(alias)
+    assert (again.imported, again.present) == (1, 4)

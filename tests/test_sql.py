@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
 from django_sql_sessions.models import Session
@@ -115,8 +116,7 @@ class TestSqlServerOffline:
         assert create_index.startswith("CREATE INDEX [test_web_sessions_expire_date_")
         assert create_index.endswith("ON [test_web_sessions] ([expire_date]);")
         assert user_index == (
-            "CREATE INDEX [sql_sessions_user_idx] ON [test_web_sessions] "
-            "([user_id], [expire_date]);"
+            "CREATE INDEX [sql_sessions_user_idx] ON [test_web_sessions] ([user_id]);"
         )
 
     def test_manager_queries_compile(self) -> None:
@@ -127,3 +127,19 @@ class TestSqlServerOffline:
         assert sql.startswith("SELECT TOP 5 [test_web_sessions].[key_hash]")
         assert "WHERE [test_web_sessions].[expire_date] <= %s" in sql
         assert params == (now,)
+
+    def test_user_queries_compile(self) -> None:
+        connection = offline_connection()
+        query = Session.objects.active().filter(user_id="42").order_by("-updated_at").query
+        sql, params = query.get_compiler(connection=connection).as_sql()
+        assert "WHERE ([test_web_sessions].[expire_date] > %s AND " in sql
+        assert "[test_web_sessions].[user_id] = %s)" in sql
+        assert params[1] == "42"
+        delete = Session.objects.filter(key_hash="0" * 64, user_id="42").query
+        delete.__class__ = DeleteQuery
+        sql, params = delete.get_compiler(connection=connection).as_sql()
+        assert sql == (
+            "SET NOCOUNT OFF; DELETE FROM [test_web_sessions] WHERE "
+            "([test_web_sessions].[key_hash] = %s AND [test_web_sessions].[user_id] = %s)"
+        )
+        assert params == ("0" * 64, "42")

@@ -25,6 +25,10 @@ did not change is skipped unless its stored expiry is more than N seconds
 behind the one it would get now: SESSION_SAVE_EVERY_REQUEST then costs one
 write per session every N seconds instead of one per request.
 
+Every write also records whose session it is (user_id, from the data that
+login() wrote) and, when the middleware supplies them, the device details;
+see user_sessions.py and devices.py.
+
 Encoding, decoding and signing are SessionBase's, so stored data is what
 Django's own engines would store.
 """

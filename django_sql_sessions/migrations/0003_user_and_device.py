@@ -22,6 +22,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="session",
-            index=models.Index(fields=["user_id", "expire_date"], name="sql_sessions_user_idx"),
+            index=models.Index(fields=["user_id"], name="sql_sessions_user_idx"),
         ),
     ]
