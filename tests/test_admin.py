@@ -150,3 +150,24 @@ def test_the_search_is_an_exact_indexed_lookup(alias: str, admin_client: Client)
     searches = [q["sql"] for q in queries.captured_queries if "user_id" in q["sql"]]
     assert searches
     assert all("LIKE" not in sql and "UPPER" not in sql for sql in searches)
+
+
+def test_the_changelist_counts_no_further_than_the_cap(
+    alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from django_sql_sessions import admin
+
+    monkeypatch.setattr(admin, "COUNT_CAP", 3)
+    for user in range(5):
+        stored(**{SESSION_KEY: str(user)})
+    with CaptureQueriesContext(connections[alias]) as queries:
+        response = admin_client.get(CHANGELIST)
+    # The admin's own session makes six rows; the count stops at four.
+    assert response.context["cl"].result_count == 4
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts
+    assert all("LIMIT 4" in sql or "FETCH" in sql or "TOP" in sql for sql in counts)
+    assert admin_client.get(CHANGELIST + "?q=4").context["cl"].result_count == 1
