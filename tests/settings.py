@@ -101,7 +101,10 @@ DATABASES: dict[str, dict[str, Any]] = {
     # to one database: a file, waiting up to 20 s for SQLite's write lock.
     "sqlitefile": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": "unused",
+        # Never used by the tests (they get TEST["NAME"]), but a command run
+        # with these settings outside pytest (tests/test_migrations.py) opens
+        # it: keep it out of the working tree.
+        "NAME": os.path.join(tempfile.gettempdir(), f"sql_sessions_unused_{RUN_ID}.db"),
         "OPTIONS": {"timeout": 20},
         "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"test_sql_sessions_{RUN_ID}.db")},
     },
