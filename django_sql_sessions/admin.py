@@ -14,19 +14,18 @@ their key hash.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .conf import device_details
-from .models import Session
+from .models import Session, SessionQuerySet
 
 DEVICE_COLUMNS = ("ip", "user_agent")
 # Rows per DELETE: within every backend's parameter limit (SQLite's is 999
@@ -64,11 +63,13 @@ class StateFilter(admin.SimpleListFilter):
         return [("active", str(_("Active"))), ("expired", str(_("Expired")))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
-        now = timezone.now()
+        # The admin's queryset comes from the model's manager: a
+        # SessionQuerySet, whose active()/expired() are the engine's rule.
+        sessions = cast(SessionQuerySet, queryset)
         if self.value() == "active":
-            return queryset.filter(expire_date__gt=now)
+            return sessions.active()
         if self.value() == "expired":
-            return queryset.filter(expire_date__lte=now)
+            return sessions.expired()
         return queryset
 
 

@@ -28,7 +28,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .backends.db import SessionStore
-from .conf import MAX_TABLE_NAME_LENGTH, TABLE_NAME_RE, db_alias, table_name
+from .conf import db_alias, table_name, table_name_problem
 from .keys import hash_key, is_valid_key
 from .models import Session
 from .sql import from_db_datetime, to_db_datetime
@@ -134,7 +134,8 @@ def _source(alias: str, table: str) -> BaseDatabaseWrapper:
             f"{alias!r} is not an alias in DATABASES (the aliases are "
             f"{', '.join(map(repr, settings.DATABASES))})."
         )
-    if not TABLE_NAME_RE.fullmatch(table) or len(table) > MAX_TABLE_NAME_LENGTH:
+    # The rule SQL_SESSIONS_TABLE follows, so no SQL is built from anything else.
+    if table_name_problem(table):
         raise ImportProblem(f"{table!r} is not a plain SQL table name.")
     if alias == db_alias() and table == table_name():
         raise ImportProblem(f"{table!r} on {alias!r} is this package's own session table.")

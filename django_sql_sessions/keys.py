@@ -23,12 +23,18 @@ from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 SESSION_KEY_RE = re.compile(r"[a-z0-9]{8,64}")
 
 HASH_LENGTH = 64  # hex digits of a SHA-256 digest
+KEY_HASH_RE = re.compile(rf"[0-9a-f]{{{HASH_LENGTH}}}")
 KEY_LENGTH = 32
 _KEY_SPACE = len(VALID_KEY_CHARS) ** KEY_LENGTH
 
 
 def is_valid_key(key: object) -> TypeGuard[str]:
     return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
+
+
+def is_key_hash(value: object) -> TypeGuard[str]:
+    """Whether value could be a digest hash_key() returned."""
+    return isinstance(value, str) and KEY_HASH_RE.fullmatch(value) is not None
 
 
 def hash_key(key: str) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -36,10 +35,8 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from .keys import hash_key, is_valid_key
+from .keys import hash_key, is_key_hash, is_valid_key
 from .models import USER_ID_MAX_LENGTH, Session
-
-SESSION_ID_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +129,7 @@ def revoke_session(user: object, session_id: str) -> bool:
     come straight from a form.
     """
     owner = user_id(user)
-    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
+    if not is_key_hash(session_id):
         return False
     deleted, _per_model = Session.objects.filter(key_hash=session_id, user_id=owner).delete()
     return deleted > 0

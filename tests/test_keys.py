@@ -6,7 +6,7 @@ import pytest
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.utils.crypto import get_random_string
 
-from django_sql_sessions.keys import hash_key, is_valid_key, new_key
+from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key, new_key
 
 
 def test_keys_django_generates_are_valid() -> None:
@@ -42,3 +42,9 @@ def test_new_keys_are_valid_unique_and_use_the_whole_alphabet() -> None:
     # Uniform: each of the 36 characters near 1/36 of 64,000 (±25%).
     expected = len(seen) / len(VALID_KEY_CHARS)
     assert all(0.75 * expected < seen.count(c) < 1.25 * expected for c in VALID_KEY_CHARS)
+
+
+def test_is_key_hash_accepts_what_hash_key_returns_and_nothing_else() -> None:
+    assert is_key_hash(hash_key("abcdefgh12345678"))
+    for value in ["", "0" * 63, "0" * 65, "A" * 64, "g" * 64, None, 64, b"0" * 64]:
+        assert not is_key_hash(value), value

@@ -316,8 +316,12 @@ class SessionStore(SessionBase):
 
     def _owner(self, data: dict[str, Any]) -> list[str | None]:
         """The user_id, ip and user_agent parameters of a write of `data`."""
-        device = self.device or Device(None, None)
-        return [user_id_from_session(data), device.ip, device.user_agent]
+        return [user_id_from_session(data), *self._device_params()]
+
+    def _device_params(self) -> list[str | None]:
+        """The ip and user_agent parameters: NULL (keep what is stored) without a device."""
+        device = self.device
+        return [device.ip, device.user_agent] if device else [None, None]
 
     def record_activity(self) -> None:
         """
@@ -341,13 +345,11 @@ class SessionStore(SessionBase):
         due = now - datetime.timedelta(seconds=interval)
         if from_db_datetime(connection, row.updated_at) > due:
             return
-        device = self.device or Device(None, None)
         run(
             connection,
             statements(connection).touch_activity,
             [
-                device.ip,
-                device.user_agent,
+                *self._device_params(),
                 to_db_datetime(connection, now),
                 hash_key(self.session_key),
                 to_db_datetime(connection, due),
