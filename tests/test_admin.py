@@ -9,15 +9,10 @@ from django.contrib.auth import SESSION_KEY
 from django.test import Client
 from django.utils import timezone
 
-from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.models import Session
+from tests.helpers import key, saved_session
 
 CHANGELIST = "/admin/django_sql_sessions/session/"
-
-
-def key(store: SessionStore) -> str:
-    assert store.session_key is not None
-    return store.session_key
 
 
 @pytest.fixture
@@ -28,15 +23,8 @@ def admin_client(alias: str, make_user: Any) -> Client:
     return client
 
 
-def stored(**data: Any) -> SessionStore:
-    store = SessionStore()
-    store.update(data)
-    store.save()
-    return store
-
-
 def test_lists_who_is_logged_in_without_keys_or_data(alias: str, admin_client: Client) -> None:
-    store = stored(**{SESSION_KEY: "4242", "secret": "the-cart-token"})
+    store = saved_session(**{SESSION_KEY: "4242", "secret": "the-cart-token"})
     page = admin_client.get(CHANGELIST).content.decode()
     row = Session.objects.for_key(key(store)).get()
     assert "4242" in page
@@ -49,7 +37,7 @@ def test_lists_who_is_logged_in_without_keys_or_data(alias: str, admin_client: C
 
 
 def test_detail_view_is_read_only_and_shows_no_data(alias: str, admin_client: Client) -> None:
-    store = stored(**{SESSION_KEY: "4242", "secret": "the-cart-token"})
+    store = saved_session(**{SESSION_KEY: "4242", "secret": "the-cart-token"})
     row = Session.objects.for_key(key(store)).get()
     response = admin_client.get(f"{CHANGELIST}{row.pk}/change/")
     page = response.content.decode()
@@ -68,8 +56,8 @@ def test_no_add_form(alias: str, admin_client: Client) -> None:
 
 
 def test_state_filter_and_user_search(alias: str, admin_client: Client) -> None:
-    live = stored(**{SESSION_KEY: "1001"})
-    gone = stored(**{SESSION_KEY: "1002"})
+    live = saved_session(**{SESSION_KEY: "1001"})
+    gone = saved_session(**{SESSION_KEY: "1002"})
     Session.objects.for_key(key(gone)).update(
         expire_date=timezone.now() - datetime.timedelta(minutes=1)
     )
@@ -97,8 +85,8 @@ def test_device_columns_when_tracked(alias: str, admin_client: Client, settings:
 
 
 def test_revoke_action(alias: str, admin_client: Client) -> None:
-    victims = [stored(**{SESSION_KEY: "77"}) for _ in range(2)]
-    bystander = stored(**{SESSION_KEY: "78"})
+    victims = [saved_session(**{SESSION_KEY: "77"}) for _ in range(2)]
+    bystander = saved_session(**{SESSION_KEY: "78"})
     rows = [Session.objects.for_key(key(v)).get() for v in victims]
     actions = admin_client.get(CHANGELIST).context["action_form"].fields["action"].choices
     assert [name for name, _label in actions if name] == ["revoke"]
@@ -126,7 +114,7 @@ def test_revoking_needs_the_delete_permission(alias: str, make_user: Any) -> Non
     )
     client = Client()
     client.force_login(viewer)
-    victim = stored(**{SESSION_KEY: "77"})
+    victim = saved_session(**{SESSION_KEY: "77"})
     response = client.get(CHANGELIST)
     assert response.status_code == 200
     assert response.context["action_form"] is None
@@ -144,7 +132,7 @@ def test_the_search_is_an_exact_indexed_lookup(alias: str, admin_client: Client)
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
 
-    stored(**{SESSION_KEY: "1001"})
+    saved_session(**{SESSION_KEY: "1001"})
     with CaptureQueriesContext(connections[alias]) as queries:
         admin_client.get(CHANGELIST + "?q=+1001+")
     searches = [q["sql"] for q in queries.captured_queries if "user_id" in q["sql"]]
@@ -162,7 +150,7 @@ def test_the_changelist_counts_no_further_than_the_cap(
 
     monkeypatch.setattr(admin, "COUNT_CAP", 3)
     for user in range(5):
-        stored(**{SESSION_KEY: str(user)})
+        saved_session(**{SESSION_KEY: str(user)})
     with CaptureQueriesContext(connections[alias]) as queries:
         response = admin_client.get(CHANGELIST)
     # The admin's own session makes six rows; the count stops at four.

@@ -22,6 +22,7 @@ from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.conf import table_name
 from django_sql_sessions.models import Session
 from tests.counting import count_statements
+from tests.helpers import saved_session
 
 # A sync test body and its async twin run against the same expectations.
 sync_and_async = pytest.mark.parametrize("run", ["sync", "async"])
@@ -49,13 +50,6 @@ def key_of(store: SessionStore) -> str | None:
     # A function call, so that type checkers do not carry an earlier
     # narrowing of store.session_key past the operation that changed it.
     return store.session_key
-
-
-def saved_session(**data: Any) -> SessionStore:
-    store = SessionStore()
-    store.update(data)
-    store.save()
-    return store
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from django_sql_sessions.devices import anonymize_ip, clean_user_agent
 from django_sql_sessions.models import Session
 from django_sql_sessions.user_sessions import list_sessions
 from tests.counting import count_statements
+from tests.helpers import key, row_of, saved_session
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
 both_paths = pytest.mark.parametrize("prefix", ["", "/async"], ids=["sync", "async"])
@@ -59,10 +60,6 @@ def test_anonymize_ip(
 )
 def test_clean_user_agent(header: object, stored: str | None) -> None:
     assert clean_user_agent(header) == stored
-
-
-def row_of(client: Client) -> Session:
-    return Session.objects.for_key(client.cookies["sessionid"].value).get()
 
 
 class TestDeviceDetails:
@@ -183,18 +180,15 @@ def test_record_activity_and_its_async_twin(alias: str, settings: Any, run: str)
 
     from django_sql_sessions.devices import Device
 
-    store = SessionStore()
-    store["value"] = 1
-    store.save()
-    assert store.session_key is not None
+    store = saved_session(value=1)
     then = timezone.now() - datetime.timedelta(hours=1)
-    Session.objects.for_key(store.session_key).update(updated_at=then)
-    loaded = SessionStore(store.session_key)
+    Session.objects.for_key(key(store)).update(updated_at=then)
+    loaded = SessionStore(key(store))
     assert loaded["value"] == 1
     loaded.device = Device("192.0.2.0", "agent")
     record = loaded.record_activity if run == "sync" else async_to_sync(loaded.arecord_activity)
     record()
-    row = Session.objects.for_key(store.session_key).get()
+    row = Session.objects.for_key(key(store)).get()
     assert row.updated_at > then + datetime.timedelta(minutes=59)
     assert (row.ip, row.user_agent, row.version) == ("192.0.2.0", "agent", 1)
     # Once per interval: a second call in the same request sends nothing.

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import Client
 
 from django_sql_sessions.models import Session
+from tests.helpers import logged_in_client
 
 
 def revoke(*args: str) -> str:
@@ -17,17 +17,11 @@ def revoke(*args: str) -> str:
     return out.getvalue().strip()
 
 
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.get(f"/login/{user.pk}/")
-    return client
-
-
 @pytest.mark.parametrize("by", ["--username", "--user-id"])
 def test_logs_the_user_out_everywhere(alias: str, make_user: Any, by: str) -> None:
     alice, bob = make_user("alice"), make_user("bob")
-    clients = [logged_in(alice), logged_in(alice)]
-    other = logged_in(bob)
+    clients = [logged_in_client(alice), logged_in_client(alice)]
+    other = logged_in_client(bob)
     value = "alice" if by == "--username" else str(alice.pk)
     assert revoke(by, value).startswith("Revoked 2 sessions of user")
     assert all(c.get("/whoami/").content == b"anonymous" for c in clients)
@@ -37,7 +31,7 @@ def test_logs_the_user_out_everywhere(alias: str, make_user: Any, by: str) -> No
 
 def test_a_deleted_users_sessions_can_still_be_revoked(alias: str, make_user: Any) -> None:
     user = make_user()
-    logged_in(user)
+    logged_in_client(user)
     pk = user.pk
     user.delete()
     assert Session.objects.filter(user_id=str(pk)).count() == 1
@@ -50,7 +44,7 @@ def test_a_deleted_users_sessions_can_still_be_revoked(alias: str, make_user: An
 def test_uuid_user_ids(alias: str, settings: Any, make_user: Any) -> None:
     settings.AUTH_USER_MODEL = "accounts.UUIDUser"
     user = make_user()
-    logged_in(user)
+    logged_in_client(user)
     assert revoke("--user-id", user.pk.hex).startswith("Revoked 1 session of user id")
     with pytest.raises(CommandError, match="not a valid primary key"):
         revoke("--user-id", "42")
@@ -68,7 +62,7 @@ def test_uuid_user_ids(alias: str, settings: Any, make_user: Any) -> None:
 )
 def test_bad_input(alias: str, make_user: Any, args: list[str], message: str) -> None:
     user = make_user("alice")
-    logged_in(user)
+    logged_in_client(user)
     with pytest.raises(CommandError, match=message):
         revoke(*args)
     assert Session.objects.count() == 1

@@ -9,7 +9,6 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.base import UpdateError
-from django.test import Client
 from django.utils import timezone
 
 from django_sql_sessions import user_sessions
@@ -24,13 +23,9 @@ from django_sql_sessions.user_sessions import (
     user_id_from_session,
 )
 from tests.counting import count_statements
+from tests.helpers import key, logged_in_client, row_of, saved_session
 
 sync_and_async = pytest.mark.parametrize("run", ["sync", "async"])
-
-
-def key(store: SessionStore) -> str:
-    assert store.session_key is not None
-    return store.session_key
 
 
 def api(run: str, name: str, *args: Any) -> Any:
@@ -38,23 +33,6 @@ def api(run: str, name: str, *args: Any) -> Any:
     if run == "sync":
         return getattr(user_sessions, name)(*args)
     return async_to_sync(getattr(user_sessions, "a" + name))(*args)
-
-
-def logged_in_client(user: Any, path: str = "/login/{}/") -> Client:
-    client = Client()
-    assert client.get(path.format(user.pk)).status_code == 200
-    return client
-
-
-def row_of(client: Client) -> Session:
-    return Session.objects.for_key(client.cookies["sessionid"].value).get()
-
-
-def session_with(**data: Any) -> SessionStore:
-    store = SessionStore()
-    store.update(data)
-    store.save()
-    return store
 
 
 class TestUserIndex:
@@ -86,7 +64,7 @@ class TestUserIndex:
         assert row.get_decoded() == {"cart": [1]}
 
     def test_a_merged_save_records_the_user_of_the_merged_data(self, alias: str) -> None:
-        first = session_with(visits=1)
+        first = saved_session(visits=1)
         second = SessionStore(first.session_key)
         assert second.get("visits") == 1  # read before the login below
         first[SESSION_KEY] = "7"
@@ -115,7 +93,7 @@ class TestUserIndex:
     def test_malformed_user_ids_are_not_indexed_and_the_session_still_works(
         self, alias: str, stored: object, indexed: str | None
     ) -> None:
-        store = session_with(**{SESSION_KEY: stored, "other": 1})
+        store = saved_session(**{SESSION_KEY: stored, "other": 1})
         assert Session.objects.get().user_id == indexed
         assert SessionStore(store.session_key).load() == {SESSION_KEY: stored, "other": 1}
 
@@ -130,17 +108,17 @@ class TestListSessions:
         self, alias: str, make_user: Any, run: str
     ) -> None:
         alice, bob = make_user("alice"), make_user("bob")
-        older = session_with(**{SESSION_KEY: str(alice.pk)})
-        newer = session_with(**{SESSION_KEY: str(alice.pk)})
+        older = saved_session(**{SESSION_KEY: str(alice.pk)})
+        newer = saved_session(**{SESSION_KEY: str(alice.pk)})
         Session.objects.for_key(key(older)).update(
             updated_at=timezone.now() - datetime.timedelta(hours=1)
         )
-        expired = session_with(**{SESSION_KEY: str(alice.pk)})
+        expired = saved_session(**{SESSION_KEY: str(alice.pk)})
         Session.objects.for_key(key(expired)).update(
             expire_date=timezone.now() - datetime.timedelta(seconds=1)
         )
-        session_with(**{SESSION_KEY: str(bob.pk)})
-        session_with(anonymous=True)
+        saved_session(**{SESSION_KEY: str(bob.pk)})
+        saved_session(anonymous=True)
 
         listed = api(run, "list_sessions", alice, newer)
         assert [s.id for s in listed] == [
@@ -161,15 +139,15 @@ class TestListSessions:
 
     def test_sync_and_async_agree(self, alias: str, make_user: Any) -> None:
         user = make_user()
-        current = session_with(**{SESSION_KEY: str(user.pk)})
-        session_with(**{SESSION_KEY: str(user.pk)})
+        current = saved_session(**{SESSION_KEY: str(user.pk)})
+        saved_session(**{SESSION_KEY: str(user.pk)})
         assert api("sync", "list_sessions", user, current) == api(
             "async", "list_sessions", user, current
         )
 
     def test_by_primary_key_value(self, alias: str, make_user: Any) -> None:
         user = make_user()
-        session_with(**{SESSION_KEY: str(user.pk)})
+        saved_session(**{SESSION_KEY: str(user.pk)})
         assert len(list_sessions(user.pk)) == len(list_sessions(str(user.pk))) == 1
 
 
@@ -230,7 +208,7 @@ class TestRevoke:
         self, alias: str, make_user: Any
     ) -> None:
         user = make_user()
-        store = session_with(**{SESSION_KEY: str(user.pk)})
+        store = saved_session(**{SESSION_KEY: str(user.pk)})
         in_flight = SessionStore(store.session_key)
         assert in_flight.get(SESSION_KEY) == str(user.pk)  # the request read it
         revoke_all_sessions(user)

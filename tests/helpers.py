@@ -1,0 +1,36 @@
+"""Small helpers that several test modules share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import Client
+
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.models import Session
+
+
+def saved_session(**data: Any) -> SessionStore:
+    """A new session holding `data`, saved through the engine."""
+    store = SessionStore()
+    store.update(data)
+    store.save()
+    return store
+
+
+def key(store: SessionStore) -> str:
+    """The store's key, which the test knows is set."""
+    assert store.session_key is not None
+    return store.session_key
+
+
+def row_of(client: Client) -> Session:
+    """The row of the session in the client's cookie."""
+    return Session.objects.for_key(client.cookies["sessionid"].value).get()
+
+
+def logged_in_client(user: Any, path: str = "/login/{}/") -> Client:
+    """A browser that logged `user` in through a view (so through the middleware)."""
+    client = Client()
+    assert client.get(path.format(user.pk)).status_code == 200
+    return client
