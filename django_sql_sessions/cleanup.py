@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .conf import batch_size_problem, cleanup_batch_size, db_alias, table_name
 from .locks import single_runner
-from .sql import Statements, run, statements
+from .sql import Statements, run, statements, to_db_datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ Progress = Callable[[int, int, float], None]
 def count_expired(*, now: datetime.datetime | None = None) -> int:
     """Return how many sessions have expired (expire_date <= now)."""
     connection = connections[db_alias()]
-    cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    cutoff = to_db_datetime(connection, now or timezone.now())
     _rowcount, (count,) = run(
         connection, statements(connection).count_expired, [cutoff], fetch=True
     )
@@ -89,7 +89,7 @@ def delete_expired(
     alias = db_alias()
     connection = connections[alias]
     sql = statements(connection)
-    cutoff = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
     with single_runner(connection, table_name()) as holding:
