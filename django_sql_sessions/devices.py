@@ -52,8 +52,11 @@ def anonymize_ip(value: object) -> str | None:
     bits = ipv4_bits if address.version == 4 else ipv6_bits
     if not bits:
         return None
-    # From the integer, which drops an IPv6 zone ("%eth0") along the way.
-    network = ipaddress.ip_network((int(address), bits), strict=False)
+    # From the integer, which drops an IPv6 zone ("%eth0") along the way; the
+    # network class by the address's version, since ip_network() would take
+    # a small IPv6 address (::203.0.113.7) for an IPv4 one.
+    network_class = ipaddress.IPv4Network if address.version == 4 else ipaddress.IPv6Network
+    network = network_class((int(address), bits), strict=False)
     return str(network.network_address)
 
 

@@ -29,7 +29,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
         response = super().process_response(request, response)
         session = getattr(request, "session", None)
         # Only a session this request looked at: recording activity must not
-        # cost a SELECT on requests that never touched the session.
-        if isinstance(session, SessionStore) and session.accessed:
+        # cost a SELECT on requests that never touched the session. Not after
+        # a server error either, where Django skips the save too.
+        if isinstance(session, SessionStore) and session.accessed and response.status_code < 500:
             session.record_activity()
         return response

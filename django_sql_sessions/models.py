@@ -3,13 +3,14 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import conf, db_alias
 from .fields import KeyHashField
-from .keys import hash_key
+from .keys import hash_key, is_key_hash, is_valid_key
 
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see
@@ -22,7 +23,30 @@ if TYPE_CHECKING:
     from .backends.db import SessionStore
 
 
+# Matches no row: not hex, so never a key hash.
+NO_SUCH_HASH = "-"
+
+
+def _hashed(session_key: object) -> str:
+    """The key_hash a raw session key is stored under (NO_SUCH_HASH if it is not a key)."""
+    return hash_key(session_key) if is_valid_key(session_key) else NO_SUCH_HASH
+
+
 class SessionQuerySet(models.QuerySet["Session"]):
+    """
+    Also accepts the lookups code written for Django's session model uses:
+    ``session_key=<raw key>`` and ``session_key__in=[...]`` (hashed before
+    the query; keys are never stored), and ``pk=<raw key>``. A pk that could
+    be a key hash (64 hex digits) is taken as one, since key_hash is the
+    primary key.
+    """
+
+    def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SessionQuerySet:
+        return super()._filter_or_exclude(negate, args, _hash_raw_keys(kwargs))  # type: ignore[misc, no-any-return]
+
+    def _filter_or_exclude_inplace(self, negate: bool, args: Any, kwargs: Any) -> None:
+        super()._filter_or_exclude_inplace(negate, args, _hash_raw_keys(kwargs))  # type: ignore[misc]
+
     def active(self) -> SessionQuerySet:
         return self.filter(expire_date__gt=timezone.now())
 
@@ -33,6 +57,21 @@ class SessionQuerySet(models.QuerySet["Session"]):
     def for_key(self, session_key: str) -> SessionQuerySet:
         """Filter on a raw session key (as found in the cookie)."""
         return self.filter(key_hash=hash_key(session_key))
+
+
+def _hash_raw_keys(lookups: dict[str, Any]) -> dict[str, Any]:
+    found = dict(lookups)
+    for name in ("session_key", "session_key__exact", "pk", "pk__exact"):
+        if name not in found:
+            continue
+        value = found.pop(name)
+        if name.startswith("pk") and (is_key_hash(value) or not is_valid_key(value)):
+            found[name] = value  # a key hash, or not a key at all
+        else:
+            found["key_hash"] = _hashed(value)
+    if "session_key__in" in found:
+        found["key_hash__in"] = [_hashed(value) for value in found.pop("session_key__in")]
+    return found
 
 
 class SessionManager(models.Manager["Session"]):
@@ -57,9 +96,15 @@ class SessionManager(models.Manager["Session"]):
     def save(
         self, session_key: str, session_dict: dict[str, Any], expire_date: datetime.datetime
     ) -> Session:
-        """Store ``session_dict`` under a raw key, or delete the row if it is empty."""
+        """
+        Store ``session_dict`` under a raw key, or delete the row if it is
+        empty, as Django's SessionManager.save() does. The version moves on,
+        so a request that loaded the session earlier merges its changes onto
+        this data instead of overwriting it.
+        """
+        sessions = self.get_queryset()
         if not session_dict:
-            self.for_key(session_key).delete()
+            sessions.for_key(session_key).delete()
             return self.model(key_hash=hash_key(session_key), expire_date=expire_date)
         from .user_sessions import user_id_from_session
 
@@ -70,12 +115,14 @@ class SessionManager(models.Manager["Session"]):
             "updated_at": now,
             "user_id": user_id_from_session(session_dict),
         }
-        session, _created = self.get_queryset().update_or_create(
-            key_hash=hash_key(session_key),
-            defaults=values,
-            create_defaults={**values, "created_at": now},
-        )
-        return session
+        key_hash = hash_key(session_key)
+        if not sessions.filter(key_hash=key_hash).update(**values, version=F("version") + 1):
+            try:
+                with transaction.atomic(using=sessions.db):
+                    return sessions.create(key_hash=key_hash, created_at=now, **values)
+            except IntegrityError:  # inserted meanwhile: update that row
+                sessions.filter(key_hash=key_hash).update(**values, version=F("version") + 1)
+        return sessions.get(key_hash=key_hash)
 
 
 class Session(models.Model):
@@ -141,3 +188,30 @@ class Session(models.Model):
         # Every write sets updated_at; so does the middleware for sessions
         # read but not written (SQL_SESSIONS_ACTIVITY_INTERVAL).
         return self.updated_at
+
+
+class ImportedSessionManager(models.Manager["ImportedSession"]):
+    def get_queryset(self) -> models.QuerySet[ImportedSession]:
+        # On the sessions alias, as SessionManager.
+        return models.QuerySet(self.model, using=db_alias())
+
+
+class ImportedSession(models.Model):
+    """
+    A session key that importsessions copied from Django's table, so that a
+    later run never copies it again after this engine deleted it (a logout,
+    a revocation). Kept until the session's expiry as it was when last seen.
+    """
+
+    key_hash = KeyHashField(_("session key hash"), primary_key=True, editable=False)
+    expire_date = models.DateTimeField(_("expire date"))
+
+    objects = ImportedSessionManager()
+
+    class Meta:
+        db_table = "django_sql_sessions_imported"
+        verbose_name = _("imported session")
+        verbose_name_plural = _("imported sessions")
+
+    def __str__(self) -> str:
+        return str(self.key_hash)[:12]

@@ -31,6 +31,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .conf import conf, table_name
@@ -90,11 +91,22 @@ _compiled: dict[tuple[str, object], Statements] = {}
 
 
 def statements(connection: BaseDatabaseWrapper) -> Statements:
-    """Return the statements for this connection's vendor and the current table."""
+    """Return the statements for this connection's vendor and the session table."""
     try:
         return _compiled[connection.vendor, conf.TABLE]
     except (KeyError, TypeError):  # TypeError: an unhashable (so invalid) name
         name = table_name()
+        from .models import Session  # the model imports this module's settings
+
+        if name != Session._meta.db_table:
+            # The model's table was fixed when it was imported; an engine that
+            # followed the setting would write one table while the model's
+            # queries (user_sessions, the admin) read another.
+            raise ImproperlyConfigured(
+                f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with "
+                f"{Session._meta.db_table!r}: the table cannot change while the process "
+                "runs (override_settings included). Set it before Django starts."
+            ) from None
         compiled = _compile(connection.vendor, connection.ops.quote_name(name))
         _compiled[connection.vendor, name] = compiled
         return compiled

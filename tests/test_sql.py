@@ -67,9 +67,17 @@ def test_invalid_table_name_builds_no_sql(settings: Any) -> None:
         statements(connections["default"])
 
 
-def test_table_name_is_quoted_by_the_backend(settings: Any) -> None:
-    settings.SQL_SESSIONS_TABLE = "select"  # a reserved word is fine once quoted
-    assert 'FROM "select" WHERE' in statements(connections["default"]).load
+def test_the_table_cannot_change_at_run_time(settings: Any) -> None:
+    # The model's table is fixed at import; an engine following the new
+    # setting would write a table that list_sessions() and the admin never read.
+    settings.SQL_SESSIONS_TABLE = "another_valid_table"
+    with pytest.raises(ImproperlyConfigured, match="cannot change while the process runs"):
+        statements(connections["default"])
+
+
+def test_table_name_is_quoted_by_the_backend() -> None:
+    table = connections["default"].ops.quote_name("select")  # a reserved word, once quoted
+    assert 'FROM "select" WHERE' in _compile("sqlite", table).load
 
 
 class TestSqlServerOffline:

@@ -5,10 +5,22 @@ version, so both paths are proved to record the same thing.
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib import admin
-from django.contrib.auth import alogin, alogout, get_user_model, login, logout
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth import (
+    alogin,
+    alogout,
+    aupdate_session_auth_hash,
+    get_user_model,
+    login,
+    logout,
+    update_session_auth_hash,
+)
+from django.http import HttpRequest, HttpResponse, HttpResponseServerError
 from django.urls import path
+
+from django_sql_sessions.user_sessions import arevoke_all_sessions, revoke_all_sessions
 
 
 def whoami(request: HttpRequest) -> HttpResponse:
@@ -63,8 +75,50 @@ def plain(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def expire_in(request: HttpRequest, seconds: int) -> HttpResponse:
+    request.session["value"] = "short"
+    request.session.set_expiry(seconds)
+    return HttpResponse("ok")
+
+
+def expire_at_naive(request: HttpRequest, iso: str) -> HttpResponse:
+    # A datetime without a time zone, which set_expiry() accepts.
+    request.session["value"] = "naive"
+    request.session.set_expiry(datetime.datetime.fromisoformat(iso))
+    return HttpResponse("ok")
+
+
+def revoked_then_password_changed(request: HttpRequest) -> HttpResponse:
+    # Another device revokes every session of the user (as after a password
+    # reset there) while this request is under way; this request then changes
+    # the password, which cycles the key of a session that no longer exists.
+    user = request.user
+    assert user.is_authenticated
+    revoke_all_sessions(user)
+    update_session_auth_hash(request, user)
+    return HttpResponse("ok")
+
+
+async def arevoked_then_password_changed(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    assert user.is_authenticated
+    await arevoke_all_sessions(user)
+    await aupdate_session_auth_hash(request, user)
+    return HttpResponse("ok")
+
+
+def read_then_fail(request: HttpRequest) -> HttpResponse:
+    request.session.get("value")
+    return HttpResponseServerError("failed")
+
+
 urlpatterns = [
     path("plain/", plain),
+    path("expire-in/<int:seconds>/", expire_in),
+    path("expire-at-naive/<str:iso>/", expire_at_naive),
+    path("revoked-then-password-changed/", revoked_then_password_changed),
+    path("async/revoked-then-password-changed/", arevoked_then_password_changed),
+    path("read-then-fail/", read_then_fail),
     path("admin/", admin.site.urls),
     path("whoami/", whoami),
     path("async/whoami/", awhoami),

@@ -18,12 +18,20 @@ are applied on top of the newer data, then the save is retried. After
 clear(), the whole session is written as it is (the last writer wins). A row
 that is gone (logout elsewhere, revocation, cleanup) raises UpdateError and is
 never re-inserted. The stored expiry only moves forward, unless this request
-set the expiry itself (set_expiry()).
+set the expiry itself (set_expiry()). Without a conflict, a save stores the
+expiry it computes, so a shorter SESSION_COOKIE_AGE takes effect at once.
 
 With SQL_SESSIONS_TOUCH_AFTER = N (seconds), a save of a session whose data
 did not change is skipped unless its stored expiry is more than N seconds
-behind the one it would get now: SESSION_SAVE_EVERY_REQUEST then costs one
-write per session every N seconds instead of one per request.
+behind the one it would get now (or half the session's own lifetime, if that
+is shorter, so that a short set_expiry() never lets an active session lapse):
+SESSION_SAVE_EVERY_REQUEST then costs one write per session every N seconds
+instead of one per request.
+
+A _session_expiry datetime without a time zone (set_expiry() accepts one, and
+sessions stored before a USE_TZ switch hold them) is read in TIME_ZONE, as
+Django's DateTimeField reads one, with the same RuntimeWarning; one that is not
+a date at all falls back to SESSION_COOKIE_AGE.
 
 Every write also records whose session it is (user_id, from the data that
 login() wrote) and, when the middleware supplies them, the device details;
@@ -37,11 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import random
 import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.sessions.backends.base import (
     CreateError,
     SessionBase,
@@ -74,6 +84,8 @@ KEY_ATTEMPTS = 10
 # between; this many in a row only happens under a flood of writes to it.
 SAVE_ATTEMPTS = 20
 EXPIRY_KEY = "_session_expiry"
+
+logger = logging.getLogger("django_sql_sessions")
 
 
 @dataclasses.dataclass
@@ -109,6 +121,29 @@ class SessionStore(SessionBase):
 
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()
+
+    def get_expiry_date(self, **kwargs: Any) -> datetime.datetime:
+        return _in_project_time(super().get_expiry_date(**self._expiry_kwargs(kwargs)))
+
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        # Django subtracts the expiry from an aware "now": a naive stored
+        # expiry would raise TypeError in SessionMiddleware.
+        return int(super().get_expiry_age(**self._expiry_kwargs(kwargs)))
+
+    def _expiry_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """kwargs with the expiry made a datetime in the project's time, or a number."""
+        expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
+        if isinstance(expiry, str):
+            try:
+                expiry = datetime.datetime.fromisoformat(expiry)
+            except ValueError:
+                logger.warning("Ignoring a session expiry that is not a date: %r", expiry)
+                expiry = None
+        if isinstance(expiry, datetime.datetime):
+            expiry = _in_project_time(expiry)
+        elif isinstance(expiry, bool) or not isinstance(expiry, int | float | None):
+            expiry = None  # not something set_expiry() stores
+        return {**kwargs, "expiry": expiry}
 
     def load(self) -> dict[str, Any]:
         self._row = None
@@ -216,7 +251,7 @@ class SessionStore(SessionBase):
     ) -> None:
         key_hash = hash_key(str(self.session_key))
         row = self._row
-        if row is not None and self._write(connection, sql, key_hash, data, row, now):
+        if row is not None and self._write(connection, sql, key_hash, data, row, now, exact=True):
             return
         # Another request saved first, or this store never read the row
         # (clear() without a load): read it again, merge, write.
@@ -226,7 +261,7 @@ class SessionStore(SessionBase):
             # optimistic retry can lose every race.
             with transaction.atomic(using=connection.alias):
                 data, row = self._reread(connection, sql.reload_locked, key_hash, data, row)
-                if self._write(connection, sql, key_hash, data, row, now):
+                if self._write(connection, sql, key_hash, data, row, now, exact=False):
                     return
         else:
             # SQLite has no row locks, but serializes writers, so optimistic
@@ -237,7 +272,7 @@ class SessionStore(SessionBase):
                     # the lockstep of writers that keep colliding.
                     time.sleep(random.random() * attempt / 1000)
                 data, row = self._reread(connection, sql.reload, key_hash, data, row)
-                if self._write(connection, sql, key_hash, data, row, now):
+                if self._write(connection, sql, key_hash, data, row, now, exact=False):
                     return
         raise SessionSaveConflict(
             "Other requests kept saving the session while this request tried to save "
@@ -252,14 +287,20 @@ class SessionStore(SessionBase):
         data: dict[str, Any],
         row: _Row,
         now: datetime.datetime,
+        *,
+        exact: bool,
     ) -> bool:
-        """Update the row if it still has row.version; return whether it did."""
+        """
+        Update the row if it still has row.version; return whether it did.
+
+        Not exact (after a conflict): keep a later stored expiry, which a
+        newer request wrote, unless this request set the expiry itself.
+        """
         encoded = self._encode_within_limit(data)
         expire_date = to_db_datetime(connection, self.get_expiry_date(modification=now))
-        if self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
+        if exact or self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
             statement, expiry = sql.update_exact, [expire_date]
         else:
-            # Never shorten an expiry that a newer request extended.
             statement, expiry = sql.update, [expire_date, expire_date]
         params = [
             encoded,
@@ -307,7 +348,11 @@ class SessionStore(SessionBase):
             return False
         stored_expiry = from_db_datetime(connection, row.expire_date)
         expire_date = self.get_expiry_date(modification=now)
-        if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=seconds):
+        # A session that lives 120 s (set_expiry(120)) must not wait 300 s
+        # for its expiry to move: skipping at most half its lifetime leaves
+        # an active user at least the other half.
+        window = min(seconds, (expire_date - now).total_seconds() / 2)
+        if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=window):
             return False
         # Compared as serialized data, so that a change made in place (a list
         # in the session appended to without setting modified) is written.
@@ -401,6 +446,12 @@ class SessionStore(SessionBase):
         both keys, or neither, are valid. The data is not rewritten here, so a
         concurrent request's changes are not overwritten; the session is
         marked modified and its data is saved (merged) by the next save().
+
+        If the row is gone (logged out in another tab, revoked), its data is
+        not carried over: Django's engines would insert it again under the
+        new key, login included, and undo the revocation. The session starts
+        empty under a new key instead, so login() still logs in and
+        update_session_auth_hash() leaves the revoked user logged out.
         """
         self._get_session()  # type: ignore[attr-defined]
         old_key = self.session_key
@@ -409,26 +460,32 @@ class SessionStore(SessionBase):
             return
         connection = _connection()
         sql = statements(connection)
-        new_key = self._get_new_session_key()
-        new_hash = hash_key(new_key)
-        params = [new_hash, to_db_datetime(connection, timezone.now()), hash_key(old_key)]
-        if sql.rekey_guarded:
-            params.append(new_hash)
-        try:
-            moved, _row = run(connection, sql.rekey, params)
-        except IntegrityError:
-            moved = 0  # the new key is taken; take Django's path below
-        if moved:
-            self._session_key = new_key
-            if self._row is not None:
-                self._row.version += 1
-                self._row.updated_at = None  # the rekey set it
-            self.modified = True
-            return
-        # The old row is gone (deleted by a concurrent request) or the new key
-        # collided: do what Django does, a new row and no old one.
+        old_hash = hash_key(old_key)
+        for _attempt in range(KEY_ATTEMPTS):
+            new_key = self._get_new_session_key()
+            new_hash = hash_key(new_key)
+            params = [new_hash, to_db_datetime(connection, timezone.now()), old_hash]
+            if sql.rekey_guarded:
+                params.append(new_hash)
+            try:
+                moved, _row = run(connection, sql.rekey, params)
+            except IntegrityError:
+                continue  # the new key is taken: draw another
+            if moved:
+                self._session_key = new_key
+                if self._row is not None:
+                    self._row.version += 1
+                    self._row.updated_at = None  # the rekey set it
+                self.modified = True
+                return
+            if not self.exists(old_key):
+                break
+            # PostgreSQL's guard reports a taken new key as 0 rows: draw again.
+        else:
+            raise CreateError(f"No new session key could be taken in {KEY_ATTEMPTS} attempts.")
+        self._session_cache = {}
+        self._row = None
         self.create()
-        self.delete(old_key)
 
     async def acycle_key(self) -> None:
         """See cycle_key()."""
@@ -457,3 +514,14 @@ def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any])
 
 def _connection() -> BaseDatabaseWrapper:
     return connections[db_alias()]
+
+
+def _in_project_time(value: datetime.datetime) -> datetime.datetime:
+    """An expiry datetime as a DateTimeField would store it under USE_TZ."""
+    if settings.USE_TZ:
+        # Naive: read in TIME_ZONE, with Django's RuntimeWarning.
+        prepared: datetime.datetime = Session._meta.get_field("expire_date").get_prep_value(value)
+        return prepared
+    if timezone.is_aware(value):
+        return timezone.make_naive(value)
+    return value

@@ -1,0 +1,217 @@
+"""
+Bugs found by using the package as a site does: through the middleware, the
+test client and the model's manager. Each test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.keys import hash_key
+from django_sql_sessions.models import Session
+from tests.helpers import key, logged_in_client, row_of, saved_session
+
+CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Move the engine's clock to t0 + the given seconds."""
+    t0 = timezone.now().replace(microsecond=0)
+
+    def at(seconds: float) -> None:
+        moment = t0 + datetime.timedelta(seconds=seconds)
+        monkeypatch.setattr(timezone, "now", lambda: moment)
+
+    at(0)
+    return at
+
+
+def stored_expiry(client: Client) -> datetime.datetime:
+    return row_of(client).expire_date
+
+
+class TestTouchAfterWithAShortExpiry:
+    def test_an_active_user_is_never_logged_out(
+        self, alias: str, settings: Any, clock: Callable[[float], None]
+    ) -> None:
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        settings.SQL_SESSIONS_TOUCH_AFTER = 300
+        client = Client()
+        client.get("/expire-in/120/")
+        # A request every 50 s keeps a 120-second session alive, as it does
+        # without SQL_SESSIONS_TOUCH_AFTER.
+        for step in range(1, 13):
+            clock(step * 50)
+            assert client.get("/read/").content == b"short", f"logged out at {step * 50}s"
+
+    def test_long_sessions_still_skip_writes(
+        self, alias: str, settings: Any, clock: Callable[[float], None]
+    ) -> None:
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        settings.SQL_SESSIONS_TOUCH_AFTER = 300
+        client = Client()
+        client.get("/write/x/")
+        first = stored_expiry(client)
+        clock(200)
+        client.get("/read/")
+        assert stored_expiry(client) == first  # skipped: within 300 s
+        clock(400)
+        client.get("/read/")
+        assert stored_expiry(client) > first
+
+
+class TestCycleKeyAfterRevocation:
+    @pytest.mark.parametrize("prefix", ["", "/async"])
+    def test_a_revoked_login_stays_revoked(self, alias: str, make_user: Any, prefix: str) -> None:
+        user = make_user()
+        client = logged_in_client(user)
+        assert client.get("/whoami/").content == str(user.pk).encode()
+        response = client.get(prefix + "/revoked-then-password-changed/")
+        assert response.status_code == 200
+        assert client.get("/whoami/").content == b"anonymous"
+        assert not Session.objects.filter(user_id=str(user.pk)).exists()
+
+
+class TestNaiveExpiry:
+    def test_read_in_time_zone_as_djangos_datetime_field_does(
+        self, alias: str, settings: Any
+    ) -> None:
+        settings.SQL_SESSIONS_TOUCH_AFTER = 60
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        naive = (timezone.now() + datetime.timedelta(days=2)).astimezone(CHICAGO)
+        naive = naive.replace(tzinfo=None, microsecond=0)
+        client = Client()
+        with pytest.warns(RuntimeWarning, match="naive datetime"):
+            assert client.get(f"/expire-at-naive/{naive.isoformat()}/").status_code == 200
+        assert stored_expiry(client) == naive.replace(tzinfo=CHICAGO)
+        # Later requests, which compare the stored expiry with this one when
+        # SQL_SESSIONS_TOUCH_AFTER is set, neither crash nor move it.
+        with pytest.warns(RuntimeWarning, match="naive datetime"):
+            assert client.get("/read/").content == b"naive"
+        assert stored_expiry(client) == naive.replace(tzinfo=CHICAGO)
+
+    def test_a_stored_expiry_that_is_not_a_date_falls_back_to_the_cookie_age(
+        self, alias: str, settings: Any
+    ) -> None:
+        store = saved_session(value="v", _session_expiry="next tuesday")
+        client = Client()
+        client.cookies["sessionid"] = key(store)
+        assert client.get("/read/").content == b"v"
+        client.get("/write/w/")
+        expected = timezone.now() + datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+        assert abs((stored_expiry(client) - expected).total_seconds()) < 60
+
+
+class TestExpiryFollowsTheCookieAge:
+    def test_a_lower_session_cookie_age_takes_effect_on_the_next_save(
+        self, alias: str, settings: Any
+    ) -> None:
+        client = Client()
+        client.get("/write/a/")
+        settings.SESSION_COOKIE_AGE = 600
+        client.get("/write/b/")
+        remaining = (stored_expiry(client) - timezone.now()).total_seconds()
+        assert 500 < remaining <= 600
+
+    def test_get_session_cookie_age_overrides_are_honoured(
+        self, alias: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store = saved_session(n=1)
+        monkeypatch.setattr(SessionStore, "get_session_cookie_age", lambda self: 60)
+        loaded = SessionStore(key(store))
+        loaded["n"] = 2
+        loaded.save()
+        remaining = Session.objects.for_key(key(store)).get().expire_date - timezone.now()
+        assert 0 < remaining.total_seconds() <= 60
+
+
+class TestManagerSave:
+    def test_a_request_that_loaded_earlier_merges_instead_of_overwriting(self, alias: str) -> None:
+        store = saved_session(cart=[1], theme="light")
+        request = SessionStore(key(store))
+        assert request["cart"] == [1]
+        Session.objects.save(
+            key(store),
+            {"cart": [1], "theme": "dark"},
+            timezone.now() + datetime.timedelta(days=1),
+        )
+        request["cart"] = [1, 2]
+        request.save()
+        assert SessionStore(key(store)).load() == {"cart": [1, 2], "theme": "dark"}
+
+    def test_creates_and_updates_rows(self, alias: str) -> None:
+        later = timezone.now() + datetime.timedelta(hours=1)
+        row = Session.objects.save("a" * 32, {"n": 1}, later)
+        assert (row.version, row.get_decoded()) == (1, {"n": 1})
+        row = Session.objects.save("a" * 32, {"n": 2}, later)
+        assert (row.version, row.get_decoded()) == (2, {"n": 2})
+        Session.objects.save("a" * 32, {}, later)
+        assert not Session.objects.for_key("a" * 32).exists()
+
+
+def by(**lookups: Any) -> dict[str, Any]:
+    # Lookups the type checker's Django plugin does not know: the manager
+    # translates them.
+    return lookups
+
+
+class TestDjangoModelLookups:
+    """Code written for Django's session model finds our rows by raw key."""
+
+    def test_session_key_lookups(self, alias: str) -> None:
+        store = saved_session(n=1)
+        other = saved_session(n=2)
+        assert Session.objects.get(**by(session_key=key(store))).get_decoded() == {"n": 1}
+        assert Session.objects.filter(**by(session_key=key(store))).count() == 1
+        assert Session.objects.exclude(**by(session_key=key(store))).get().get_decoded() == {
+            "n": 2
+        }
+        found = Session.objects.filter(**by(session_key__in=[key(store), key(other), "!bad"]))
+        assert found.count() == 2
+        assert Session.objects.get(pk=key(store)).key_hash == hash_key(key(store))
+        assert Session.objects.get(pk=hash_key(key(store))).get_decoded() == {"n": 1}
+        Session.objects.filter(**by(session_key=key(store))).delete()
+        assert SessionStore(key(store)).load() == {}
+
+    @pytest.mark.parametrize("value", ["", "short", "UPPER" * 4, "x" * 65, "ключ" * 4, None])
+    def test_values_that_are_not_keys_match_nothing(self, alias: str, value: object) -> None:
+        saved_session(n=1)
+        assert not Session.objects.filter(**by(session_key=value)).exists()
+        assert not Session.objects.filter(**by(session_key__in=[value])).exists()
+
+
+class TestDevicesOnSmallIpv6Addresses:
+    @pytest.mark.parametrize(
+        ("address", "stored"),
+        [("::203.0.113.7", "::"), ("::1", "::"), ("2001:db8:1:2::1", "2001:db8::")],
+    )
+    def test_truncated_as_ipv6(self, alias: str, settings: Any, address: str, stored: str) -> None:
+        settings.SQL_SESSIONS_DEVICE_DETAILS = True
+        settings.SQL_SESSIONS_IPV6_PREFIX = 32
+        client = Client(REMOTE_ADDR=address)
+        client.get("/write/a/")
+        assert row_of(client).ip == stored
+
+
+class TestActivityAfterAServerError:
+    def test_no_write_after_a_5xx(
+        self, alias: str, settings: Any, clock: Callable[[float], None]
+    ) -> None:
+        settings.SQL_SESSIONS_ACTIVITY_INTERVAL = 60
+        client = Client()
+        client.get("/write/a/")
+        before = row_of(client).updated_at
+        clock(120)
+        assert client.get("/read-then-fail/").status_code == 500
+        assert row_of(client).updated_at == before
+        client.get("/read/")
+        assert row_of(client).updated_at > before
