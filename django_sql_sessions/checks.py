@@ -12,6 +12,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections, router
+from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import (
     activity_interval_problem,
@@ -26,7 +27,7 @@ from .conf import (
     touch_after_problem,
 )
 from .models import Session
-from .routers import SessionRouter
+from .routers import APP_LABEL, SessionRouter
 from .sql import SUPPORTED_VENDORS
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
@@ -99,6 +100,17 @@ def check_settings(
         for find_problem, hint, check_id in SETTING_PROBLEMS
         if (problem := find_problem())
     ]
+    table = conf.TABLE
+    if not table_name_problem(table) and table != Session._meta.db_table:
+        errors.append(
+            Error(
+                f"SQL_SESSIONS_TABLE is {table!r}, but the session model was loaded with "
+                f"{Session._meta.db_table!r}.",
+                hint="The table cannot change while the process runs (override_settings "
+                "included): set SQL_SESSIONS_TABLE in the settings module, before Django starts.",
+                id="django_sql_sessions.E014",
+            )
+        )
     touch_after = conf.TOUCH_AFTER
     if (
         not touch_after_problem(touch_after)
@@ -203,20 +215,40 @@ def check_table_exists(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
+    """
+    The session table is missing although its migration is recorded as
+    applied: the table was renamed, dropped, or SQL_SESSIONS_TABLE changed
+    after the first migrate. A table that is missing because the migrations
+    have not run yet is not reported: Django's migrate runs this check on the
+    alias it is about to migrate, and an error would block the very command
+    that creates the table (Django reports unapplied migrations itself).
+    """
     alias = conf.DB_ALIAS
     if not databases or alias not in databases:
         return []
     if db_alias_problem(alias) or table_name_problem(conf.TABLE):
         return []  # reported as E001 or E002
     connection = connections[str(alias)]
+    table = Session._meta.db_table
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)
-    if conf.TABLE in tables:
+    if table in tables:
+        return []
+    recorder = MigrationRecorder(connection)
+    if not recorder.has_table() or not any(
+        app == APP_LABEL for app, _name in recorder.applied_migrations()
+    ):
         return []
     return [
         Error(
-            f"The session table {conf.TABLE!r} does not exist in database {alias!r}.",
-            hint=f"Run 'manage.py migrate django_sql_sessions --database={alias}'.",
+            f"The session table {table!r} does not exist in database {alias!r}, but "
+            f"django_sql_sessions' migrations are recorded as applied there.",
+            hint="The table was renamed or dropped, or SQL_SESSIONS_TABLE changed after the "
+            "first migrate: rename the table in the database to match the setting (or set "
+            "the setting back). To start afresh instead, run "
+            f"'manage.py migrate django_sql_sessions zero --fake --skip-checks "
+            f"--database={alias}' and then "
+            f"'manage.py migrate --database={alias}'.",
             id="django_sql_sessions.E006",
         )
     ]

@@ -1,10 +1,15 @@
 """
 DATABASE_ROUTERS = ["django_sql_sessions.routers.SessionRouter", ...]
 
-Pins every read, write and migration of the session model to
+SessionRouter pins every read, write and migration of the session model to
 SQL_SESSIONS_DB_ALIAS, and has no opinion (None) on anything else, so it
 composes with the project's own routers. Put it first: a router listed before
 it that sends reads to a replica would win for the session model.
+
+DedicatedSessionRouter does the same and also keeps every other app's tables
+out of that alias, for a database that holds nothing but sessions: then
+``migrate --database=<alias>`` creates the session table (and Django's
+django_migrations) there, and not a copy of auth, admin and contenttypes.
 """
 
 from __future__ import annotations
@@ -30,4 +35,17 @@ class SessionRouter:
     ) -> bool | None:
         if app_label == APP_LABEL:
             return db == db_alias()
+        return None
+
+
+class DedicatedSessionRouter(SessionRouter):
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        if app_label == APP_LABEL:
+            return db == db_alias()
+        # On "default" the project's tables belong there; elsewhere the
+        # alias is the sessions' own.
+        if db == db_alias() and db != "default":
+            return False
         return None

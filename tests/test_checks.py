@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -7,8 +9,11 @@ from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connections
+from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions.checks import check_routers, check_settings, check_table_exists
+from django_sql_sessions.models import Session
+from django_sql_sessions.routers import APP_LABEL
 
 ROUTER = "django_sql_sessions.routers.SessionRouter"
 
@@ -109,22 +114,59 @@ def test_checks_are_registered() -> None:
     assert checks.Tags.database in getattr(check_table_exists, "tags", ())
 
 
+@contextmanager
+def table_renamed(alias: str) -> Iterator[None]:
+    """The session table under another name for the block (a setting changed after migrate)."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    table = Session._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote('moved_away')}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {quote('moved_away')} RENAME TO {quote(table)}")
+
+
 class TestTableExists:
     def test_present(self, alias: str) -> None:
         assert check_table_exists(None, databases=[alias]) == []
 
-    def test_missing(self, alias: str, settings: Any) -> None:
-        settings.SQL_SESSIONS_TABLE = "never_migrated"
-        messages = check_table_exists(None, databases=[alias])
-        assert ids(messages) == ["django_sql_sessions.E006"]
-        assert f"--database={alias}" in str(messages[0].hint)
-        with pytest.raises(SystemCheckError, match="E006"):
-            call_command("check", "--database", alias)
+    def test_missing_after_its_migration_ran(self, alias: str) -> None:
+        with table_renamed(alias):
+            messages = check_table_exists(None, databases=[alias])
+            assert ids(messages) == ["django_sql_sessions.E006"]
+            assert f"--database={alias}" in str(messages[0].hint)
+            with pytest.raises(SystemCheckError, match="E006"):
+                call_command("check", "--database", alias)
 
-    def test_only_with_the_database_tag_and_alias(self, alias: str, settings: Any) -> None:
-        settings.SQL_SESSIONS_TABLE = "never_migrated"
-        assert check_table_exists(None, databases=None) == []
-        assert check_table_exists(None, databases=["some_other_alias"]) == []
+    def test_not_migrated_yet_is_left_to_migrate(self, alias: str) -> None:
+        # migrate runs this check on the alias it is about to migrate: an
+        # error here would block the command that creates the table.
+        recorder = MigrationRecorder(connections[alias])
+        applied = [name for app, name in recorder.applied_migrations() if app == APP_LABEL]
+        assert applied
+        with table_renamed(alias):
+            for name in applied:
+                recorder.record_unapplied(APP_LABEL, name)
+            try:
+                assert check_table_exists(None, databases=[alias]) == []
+            finally:
+                for name in applied:
+                    recorder.record_applied(APP_LABEL, name)
+
+    def test_only_with_the_database_tag_and_alias(self, alias: str) -> None:
+        with table_renamed(alias):
+            assert check_table_exists(None, databases=None) == []
+            assert check_table_exists(None, databases=["some_other_alias"]) == []
+
+
+def test_table_changed_after_the_model_was_loaded(settings: Any) -> None:
+    settings.SQL_SESSIONS_TABLE = "another_valid_table"
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.E014"]
+    assert "'another_valid_table'" in messages[0].msg
 
 
 @pytest.mark.parametrize("value", [-1, "60", 1.5, None])
