@@ -9,8 +9,11 @@ SECRET_KEY_FALLBACKS, compressed or not (what Django's SessionBase still
 reads). The data is copied as it is, so it means exactly what it meant; the
 key is stored hashed; the expiry is kept; the user index is filled from the
 data. Expired rows, and rows Django itself would read as an empty session,
-are skipped. Rows already in our table are left alone, so a second run only
-adds what the first did not see.
+are skipped, and so are sessions larger than SQL_SESSIONS_MAX_SIZE (our
+engine could load them but would refuse every save). Rows already in our
+table are left alone, and every key copied is remembered (ImportedSession):
+a second run only adds what the first did not see, and never brings back a
+session that our engine deleted since (a logout, a revocation).
 
 The source is read in primary-key order, one batch per query, so the run
 holds no long transaction on either database.
@@ -23,14 +26,14 @@ import datetime
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .backends.db import SessionStore
-from .conf import db_alias, table_name, table_name_problem
+from .conf import db_alias, max_size, table_name, table_name_problem
 from .keys import hash_key, is_valid_key
-from .models import Session
+from .models import ImportedSession, Session
 from .sql import from_db_datetime, to_db_datetime
 from .user_sessions import user_id_from_session
 
@@ -42,6 +45,8 @@ LOOKUP_CHUNK = 500
 class ImportResult:
     imported: int = 0  # copied (or, in a dry run, would be)
     present: int = 0  # already in our table: left as they are
+    gone: int = 0  # copied by an earlier run and deleted since (logged out, revoked)
+    too_large: int = 0  # larger than SQL_SESSIONS_MAX_SIZE: skipped
     unreadable: int = 0  # a key or data that Django would not load: skipped
     expired: int = 0  # expired in the source: skipped
     batches: int = 0
@@ -79,6 +84,10 @@ def import_django_sessions(
         result.expired = int(cursor.fetchone()[0])
     store = SessionStore()
     target = connections[db_alias()]
+    max_bytes = max_size()
+    if not dry_run:
+        # Expired in the source too, so the source row is skipped anyway.
+        ImportedSession.objects.filter(expire_date__lte=now).delete()
     last_key = ""
     while True:
         with source.cursor() as cursor:
@@ -93,6 +102,9 @@ def import_django_sessions(
             if not decoded:
                 result.unreadable += 1
                 continue
+            if len(data) > max_bytes:
+                result.too_large += 1
+                continue
             key_hash = hash_key(key)
             sessions[key_hash] = Session(
                 key_hash=key_hash,
@@ -103,28 +115,36 @@ def import_django_sessions(
                 updated_at=now,
                 user_id=user_id_from_session(decoded),
             )
-        present = _present(list(sessions))
-        new = [session for key_hash, session in sessions.items() if key_hash not in present]
+        present = _present(Session, list(sessions))
+        seen_before = _present(ImportedSession, list(sessions))
+        gone = seen_before - present
+        new = [s for key_hash, s in sessions.items() if key_hash not in present | seen_before]
         if new and not dry_run:
             # Where the backend can, a row that appeared since the check above
             # (another import running) is skipped rather than an error.
-            Session.objects.bulk_create(
-                new, ignore_conflicts=target.features.supports_ignore_conflicts
-            )
+            conflicts = target.features.supports_ignore_conflicts
+            with transaction.atomic(using=target.alias):
+                Session.objects.bulk_create(new, ignore_conflicts=conflicts)
+                ImportedSession.objects.bulk_create(
+                    [ImportedSession(s.key_hash, s.expire_date) for s in new],
+                    ignore_conflicts=conflicts,
+                )
         result.present += len(present)
+        result.gone += len(gone)
         result.imported += len(new)
         result.batches += 1
         if progress:
             progress(result)
 
 
-def _present(key_hashes: list[str]) -> set[str]:
-    """Which of these key hashes are already in our table."""
+def _present(model: type[Session] | type[ImportedSession], key_hashes: list[str]) -> set[str]:
+    """Which of these key hashes are already in the model's table."""
     found: set[str] = set()
     # In pieces: SQLite builds before 3.32 take at most 999 parameters.
     for start in range(0, len(key_hashes), LOOKUP_CHUNK):
         chunk = key_hashes[start : start + LOOKUP_CHUNK]
-        found.update(Session.objects.filter(key_hash__in=chunk).values_list("key_hash", flat=True))
+        rows = model.objects.filter(key_hash__in=chunk).values_list("key_hash", flat=True)
+        found.update(rows)
     return found
 
 

@@ -4,8 +4,13 @@ One cleanup at a time across every process and node that shares the table.
 The lock is the database's own, taken without waiting and tied to the
 connection's session: PostgreSQL's advisory locks, MySQL/MariaDB's GET_LOCK
 and SQL Server's sp_getapplock all go away with the connection, so a runner
-that is killed leaves nothing behind. SQLite needs none: one file, one writer
-at a time.
+that is killed leaves nothing behind. Inside a caller's atomic() block on
+PostgreSQL the lock belongs to the transaction instead, so a batch that fails
+there cannot leave it held. SQLite needs none: one file, one writer at a time.
+
+Session-level locks do not mix with a transaction-mode pooler (PgBouncer's
+pool_mode = transaction): the lock stays on whichever server connection took
+it. Run the cleanup over a direct or session-mode connection there.
 """
 
 from __future__ import annotations
@@ -39,12 +44,20 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
         return
     name = lock_name(connection, table)
     params: list[object]
+    if vendor == "postgresql" and connection.in_atomic_block:
+        # Inside a caller's transaction, a lock tied to the transaction: a
+        # failed batch aborts the transaction, after which the unlock below
+        # could not run and a session lock would outlive the run on that
+        # connection. This one ends with the transaction, whatever happens.
+        key = _pg_key(name)
+        _rowcount, row = run(connection, "SELECT pg_try_advisory_xact_lock(%s)", [key], fetch=True)
+        yield bool(row and row[0])
+        return
     if vendor == "postgresql":
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         acquire, release, params = (
             "SELECT pg_try_advisory_lock(%s)",
             "SELECT pg_advisory_unlock(%s)",
-            [key],
+            [_pg_key(name)],
         )
     elif vendor == "mysql":
         acquire, release, params = "SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)", [name]
@@ -68,3 +81,7 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
         except DatabaseError:
             # The connection is gone, and the server dropped the lock with it.
             logger.warning("Could not release the session cleanup lock", exc_info=True)
+
+
+def _pg_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.importing import ImportResult, import_django_sessions
 from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.user_sessions import list_sessions
+from django_sql_sessions.user_sessions import list_sessions, revoke_session
 
 DJANGO_ENGINE = "django.contrib.sessions.backends.db"
 SALT = DjangoStore().key_salt
@@ -191,4 +192,43 @@ def test_presence_is_checked_in_pieces(alias: str, monkeypatch: pytest.MonkeyPat
     assert run(alias).imported == 5
     SessionStore(keys[4]).delete()
     again = run(alias)
-    assert (again.imported, again.present) == (1, 4)
+    assert (again.imported, again.present, again.gone) == (0, 4, 1)
+
+
+@pytest.mark.parametrize("how", ["logout", "revocation"])
+def test_a_second_run_never_brings_back_a_deleted_session(
+    alias: str, how: str, make_user: Any
+) -> None:
+    # The README's procedure runs the import again after the engine switch;
+    # sessions logged out or revoked in between must stay gone.
+    user = make_user()
+    data = encoded({"_auth_user_id": str(user.pk), "n": 1})
+    logged_out, revoked, kept = (django_row(alias, data) for _ in range(3))
+    assert run(alias).imported == 3
+    if how == "logout":
+        SessionStore(logged_out).flush()
+    else:
+        revoke_session(user, hash_key(revoked))
+    new = django_row(alias, encoded({"n": 2}))  # created under Django's engine meanwhile
+
+    again = run(alias)
+    assert (again.imported, again.present, again.gone) == (1, 2, 1)
+    gone = logged_out if how == "logout" else revoked
+    assert SessionStore(gone).load() == {}
+    assert SessionStore(kept).load()["n"] == 1
+    assert SessionStore(new).load() == {"n": 2}
+    # And a third run the same.
+    assert (run(alias).imported, run(alias).gone) == (0, 1)
+
+
+def test_sessions_over_the_size_limit_are_skipped(alias: str, settings: Any) -> None:
+    small = django_row(alias, encoded({"n": 1}))
+    big = django_row(alias, encoded({"blob": "x" * 5000}))
+    settings.SQL_SESSIONS_MAX_SIZE = 1000
+    result = run(alias)
+    assert (result.imported, result.too_large) == (1, 1)
+    assert SessionStore(small).load() == {"n": 1}
+    assert SessionStore(big).load() == {}
+    out = StringIO()
+    call_command("importsessions", "--from-database", alias, "--dry-run", stdout=out)
+    assert "1 larger than SQL_SESSIONS_MAX_SIZE" in out.getvalue()

@@ -58,3 +58,45 @@ def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "@LockOwner = 'Session', @LockTimeout = 0" in acquire
     assert release.startswith("EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'")
     assert params == same == [lock_name(connection, "web_sessions")]
+
+
+def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
+    threaded_alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from django.db import DatabaseError, transaction
+    from django.db import connections as per_thread
+
+    from django_sql_sessions import cleanup
+
+    connection = per_thread[threaded_alias]
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: elsewhere a failed statement leaves the transaction usable")
+
+    def failing_batch(connection: Any, *args: Any) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")  # aborts the caller's transaction
+
+    monkeypatch.setattr(cleanup, "_delete_batch", failing_batch)
+    with pytest.raises(DatabaseError), transaction.atomic(using=threaded_alias):
+        cleanup.delete_expired()
+    seen: list[bool] = []
+
+    def other() -> None:
+        try:
+            with single_runner(per_thread[threaded_alias], locks_table()) as theirs:
+                seen.append(theirs)
+        finally:
+            per_thread.close_all()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen == [True]
+
+
+def locks_table() -> str:
+    from django_sql_sessions.conf import table_name
+
+    return table_name()

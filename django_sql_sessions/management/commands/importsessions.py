@@ -2,7 +2,8 @@
 manage.py importsessions: copy the live sessions of Django's own session
 table into ours, so that switching SESSION_ENGINE logs nobody out.
 
-Safe to run more than once: sessions already copied are left as they are.
+Safe to run more than once: sessions already copied are left as they are,
+and a session copied once and logged out since is never copied again.
 The README's "Moving in from Django's engine" gives the order of steps.
 """
 
@@ -95,5 +96,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {plural(result.imported, 'session')} from '{from_database}'.{from_table} "
             f"into {target}; skipped {result.present:,} already present, "
-            f"{result.unreadable:,} unreadable and {result.expired:,} expired."
+            f"{result.gone:,} logged out or revoked since an earlier import, "
+            f"{result.unreadable:,} unreadable, {result.too_large:,} larger than "
+            f"SQL_SESSIONS_MAX_SIZE and {result.expired:,} expired."
         )
