@@ -6,28 +6,49 @@ It never shows session data, decoded or not. Session data holds what an app
 put there (CSRF secrets, the password hash fragment that keeps a login
 valid, carts, flags), and none of it is needed to decide whether to revoke a
 session; showing it would turn the admin into a way to read other users'
-secrets, which no permission in Django's model can scope. Developers who need
-the data have get_decoded() in a shell. Raw keys are not stored at all, so
-the admin cannot show, search or log them: rows are named by a prefix of
-their key hash.
+secrets, which no permission in Django's model can scope. Nor does the list
+answer questions about it: which rows match a lookup in the query string
+would reveal the data as surely as showing it, so every lookup but the
+admin's own filter is refused (see SessionAdmin.lookup_allowed()).
+Developers who need the data have get_decoded() in a shell. Raw keys are
+not stored at all, so the admin cannot show, search or log them: rows are
+named by a prefix of their key hash.
+
+Users are named by their username, looked up with one query per page
+through the user model's own manager: users may live in another database
+than sessions, so the sessions' query cannot join them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from .conf import device_details
 from .models import Session, SessionQuerySet
 
-DEVICE_COLUMNS = ("ip", "user_agent")
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+DEVICE_FIELDS = ("ip", "user_agent")
+# The list shows user agents shortened: whole ones, up to 255 characters
+# each, push the table wider than any screen. The detail page has them whole.
+DEVICE_COLUMNS = ("ip", "short_user_agent")
+USER_AGENT_COLUMN_LENGTH = 60
+# Where label_users() leaves each row's user label.
+USER_LABEL = "_sql_sessions_user_label"
 # Rows per DELETE: within every backend's parameter limit (SQLite's is 999
 # on old builds), and short enough not to hold many row locks.
 REVOKE_CHUNK = 500
@@ -55,6 +76,52 @@ class CappedPaginator(_Paginator):
         return sessions[: COUNT_CAP + 1].count()
 
 
+def users_by_id(user_ids: Collection[str]) -> dict[str, AbstractBaseUser]:
+    """The users of these user_id values, with one query; missing ones are left out."""
+    user_model = get_user_model()
+    pk_field = user_model._meta.pk
+    assert pk_field is not None
+    pks: dict[str, Any] = {}
+    for user_id in user_ids:
+        try:
+            pk = pk_field.to_python(user_id)
+            # Out of the column's range, an integer would make the query
+            # fail rather than match nothing.
+            pk_field.run_validators(pk)
+        except ValidationError:
+            continue  # not a key of this user model, so no user has it
+        pks[user_id] = pk
+    if not pks:
+        return {}
+    # The user model's manager, so that the project's routers choose the
+    # users' database, which may not be the sessions' one.
+    found = {user.pk: user for user in user_model._default_manager.filter(pk__in=pks.values())}
+    return {user_id: found[pk] for user_id, pk in pks.items() if pk in found}
+
+
+def label_users(rows: Iterable[Session]) -> None:
+    """Name the user of each row on the row, with one query for all of them."""
+    rows = list(rows)
+    users = users_by_id({row.user_id for row in rows if row.user_id is not None})
+    for row in rows:
+        if row.user_id is None:
+            label = gettext("anonymous")
+        elif row.user_id in users:
+            label = users[row.user_id].get_username()
+        else:
+            label = gettext("%(user_id)s (deleted)") % {"user_id": row.user_id}
+        setattr(row, USER_LABEL, label)
+
+
+class SessionChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # The page's queryset is evaluated here, and keeps its rows for the
+        # template, so that all their users are named with one query rather
+        # than one per row.
+        label_users(self.result_list)
+
+
 class StateFilter(admin.SimpleListFilter):
     title = _("state")
     parameter_name = "state"
@@ -77,6 +144,7 @@ class StateFilter(admin.SimpleListFilter):
 class SessionAdmin(_ModelAdmin):
     list_display = (
         "short_id",
+        "user",
         "user_id",
         "created_at",
         "last_activity",
@@ -92,32 +160,70 @@ class SessionAdmin(_ModelAdmin):
     # The expire_date index serves this order; a user's sessions are found
     # through the search, which uses the user index.
     ordering = ("-expire_date",)
-    fields = ("short_id", "user_id", "created_at", "last_activity", "expire_date", "active")
+    fields = (
+        "short_id",
+        "user",
+        "user_id",
+        "created_at",
+        "last_activity",
+        "expire_date",
+        "active",
+    )
     readonly_fields = fields
     actions = ["revoke"]
     paginator = CappedPaginator
     show_full_result_count = False
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
-        return self._with_device(tuple(self.list_display))
+        return self._with_device(tuple(self.list_display), DEVICE_COLUMNS)
 
     def get_fields(self, request: HttpRequest, obj: Session | None = None) -> tuple[str, ...]:
-        return self._with_device(self.fields)
+        return self._with_device(self.fields, DEVICE_FIELDS)
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Session | None = None
     ) -> tuple[str, ...]:
         return self.get_fields(request, obj)
 
-    def _with_device(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SessionChangeList
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        # Django allows any lookup on the model's own columns, and which rows
+        # match ?data__startswith=... tells the data one character at a time
+        # to anyone with the view permission; no other column needs one
+        # either. So only the parameters of the list's own filters pass (a
+        # field filter added to list_filter would need its lookups here);
+        # the search, ordering and paging parameters never come here. Django
+        # answers any other with a 400.
+        return lookup in {
+            list_filter.parameter_name
+            for list_filter in self.get_list_filter(request)
+            if isinstance(list_filter, type) and issubclass(list_filter, admin.SimpleListFilter)
+        }
+
+    def _with_device(self, columns: tuple[str, ...], device: tuple[str, ...]) -> tuple[str, ...]:
         # Device columns only when they are recorded: empty columns would
         # suggest the data exists somewhere.
-        columns = tuple(column for column in columns if column not in DEVICE_COLUMNS)
-        return columns + DEVICE_COLUMNS if device_details() else columns
+        columns = tuple(column for column in columns if column not in device)
+        return columns + device if device_details() else columns
 
     @admin.display(description=_("session"))
     def short_id(self, obj: Session) -> str:
         return str(obj)
+
+    @admin.display(description=_("user"))
+    def user(self, obj: Session) -> str:
+        if not hasattr(obj, USER_LABEL):  # not from the changelist: the detail page
+            label_users([obj])
+        return str(getattr(obj, USER_LABEL))
+
+    @admin.display(description=_("user agent"), ordering="user_agent")
+    def short_user_agent(self, obj: Session) -> str | None:
+        agent = obj.user_agent
+        if agent is None or len(agent) <= USER_AGENT_COLUMN_LENGTH:
+            return agent
+        return format_html('<span title="{}">{}…</span>', agent, agent[:USER_AGENT_COLUMN_LENGTH])
 
     @admin.display(description=_("last activity"), ordering="updated_at")
     def last_activity(self, obj: Session) -> Any:

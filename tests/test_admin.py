@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime
+import html
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_sql_sessions.models import Session
-from tests.helpers import key, saved_session
+from tests.helpers import key, logged_in_client, row_of, saved_session
 
 CHANGELIST = "/admin/django_sql_sessions/session/"
 
@@ -21,6 +23,82 @@ def admin_client(alias: str, make_user: Any) -> Client:
     client = Client()
     client.force_login(admin)
     return client
+
+
+@pytest.fixture
+def viewer_client(alias: str, make_user: Any) -> Client:
+    """Staff with the view permission on sessions and nothing else."""
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(
+            codename="view_session", content_type__app_label="django_sql_sessions"
+        )
+    )
+    client = Client()
+    client.force_login(viewer)
+    return client
+
+
+# Every kind of lookup a query string could try on a column: comparisons
+# narrow a value down as well as a prefix does.
+PROBES = (
+    *("", "__exact", "__iexact", "__startswith", "__contains", "__regex"),
+    *("__gte", "__lt", "__in", "__isnull", "__year"),
+)
+
+
+def test_no_lookup_on_a_column_is_allowed(
+    alias: str, viewer_client: Client, make_user: Any, settings: Any
+) -> None:
+    settings.SQL_SESSIONS_DEVICE_DETAILS = True
+    victim = logged_in_client(make_user("victim"))
+    victim.get("/write/the-cart-token/", REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT="Lynx/2.9")
+    row = row_of(victim)
+    assert all(getattr(row, field.attname) is not None for field in Session._meta.concrete_fields)
+
+    statuses, bodies = {}, []
+    # Every column, so that a column added later is covered without a test
+    # change; and the other names a filter takes for the key.
+    terms = {field.name: field.value_to_string(row) for field in Session._meta.concrete_fields}
+    terms |= {"pk": terms["key_hash"], "session_key": victim.cookies["sessionid"].value}
+    for name, value in terms.items():
+        for probe in PROBES:
+            term = {"__isnull": "False", "__year": value[:4]}.get(probe, value)
+            if probe in ("__startswith", "__contains", "__regex"):
+                term = value[: len(value) // 2]  # grown a character at a time
+            response = viewer_client.get(CHANGELIST, {name + probe: term})
+            statuses[name + probe] = response.status_code
+            bodies.append(response.content.decode())
+    assert {lookup: status for lookup, status in statuses.items() if status != 400} == {}
+    assert not [body for body in bodies if row.data in body or str(row) in body]
+    # Not beside an allowed parameter either.
+    query = {"state": "active", "data__startswith": row.data[:10]}
+    assert viewer_client.get(CHANGELIST, query).status_code == 400
+
+
+def test_the_lookups_the_admin_offers_still_work(
+    alias: str, viewer_client: Client, make_user: Any
+) -> None:
+    victim = make_user("victim")
+    row = row_of(logged_in_client(victim))
+    for query in (
+        "",
+        "?state=active",
+        f"?q={victim.pk}",
+        "?o=1",
+        "?o=-5.2",
+        "?p=1",
+        "?all=",
+        "?_facets=1",
+    ):
+        response = viewer_client.get(CHANGELIST + query)
+        assert response.status_code == 200, query
+        assert str(row) in response.content.decode(), query
+    response = viewer_client.get(CHANGELIST + "?state=expired")
+    assert response.status_code == 200
+    assert str(row) not in response.content.decode()
 
 
 def test_lists_who_is_logged_in_without_keys_or_data(alias: str, admin_client: Client) -> None:
@@ -84,6 +162,139 @@ def test_device_columns_when_tracked(alias: str, admin_client: Client, settings:
     assert "Lynx/2.9" in page
 
 
+def cells(page: str, column: str) -> list[str]:
+    """The changelist's cells of one column, as HTML."""
+    return re.findall(rf'<td class="field-{column}">(.*?)</td>', page, re.DOTALL)
+
+
+def test_the_user_column_names_users(alias: str, admin_client: Client, make_user: Any) -> None:
+    alice = make_user("alice")
+    saved_session(**{SESSION_KEY: str(alice.pk)})
+    carol = make_user("carol")
+    carol_id = str(carol.pk)
+    saved_session(**{SESSION_KEY: carol_id})
+    carol.delete()
+    saved_session(value="anonymous cart")
+    # Ids no user of this model can have: not an integer, out of range.
+    saved_session(**{SESSION_KEY: "abc"})
+    saved_session(**{SESSION_KEY: "9" * 30})
+
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert sorted(cells(page, "user")) == sorted(
+        [
+            "admin",  # the admin's own session
+            "alice",
+            f"{carol_id} (deleted)",
+            "anonymous",
+            "abc (deleted)",
+            f"{'9' * 30} (deleted)",
+        ]
+    )
+    # The exact user id search is unchanged, and names the user as well.
+    assert cells(admin_client.get(CHANGELIST, {"q": alice.pk}).content.decode(), "user") == [
+        "alice"
+    ]
+    row = Session.objects.get(user_id=str(alice.pk))
+    assert "alice" in admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+
+
+def test_a_page_of_users_is_named_with_one_query(
+    alias: str, admin_client: Client, make_user: Any
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.db import connections, router
+    from django.test.utils import CaptureQueriesContext
+
+    user_model = get_user_model()
+    users_db = connections[router.db_for_read(user_model)]
+    sessions_db = connections[alias]
+    user_table = users_db.ops.quote_name(user_model._meta.db_table)
+    session_table = sessions_db.ops.quote_name(Session._meta.db_table)
+
+    def get_page() -> tuple[str, list[str], list[str]]:
+        with (
+            CaptureQueriesContext(users_db) as on_users,
+            CaptureQueriesContext(sessions_db) as on_sessions,
+        ):
+            page = admin_client.get(CHANGELIST).content.decode()
+        return (
+            page,
+            [q["sql"] for q in on_users.captured_queries if user_table in q["sql"]],
+            [q["sql"] for q in on_sessions.captured_queries],
+        )
+
+    _page, alone, _sql = get_page()  # the admin's own session only
+    users = [make_user(f"user{n}") for n in range(30)]
+    for user in users:
+        for _device in range(2):
+            saved_session(**{SESSION_KEY: str(user.pk)})
+    page, on_users, on_sessions = get_page()
+
+    assert {f"user{n}" for n in range(30)} <= set(cells(page, "user"))
+    # As many queries on users for 61 rows of 31 users as for one row.
+    assert len(on_users) == len(alone)
+    lookups = [sql for sql in on_users if " IN (" in sql]
+    assert len(lookups) == 1
+    # No join: the sessions' query never reads the users' table, which on
+    # every server but SQLite's is in another database.
+    assert not [
+        sql for sql in on_users + on_sessions if user_table in sql and session_table in sql
+    ]
+    if sessions_db is not users_db:
+        assert not [sql for sql in on_sessions if user_table in sql]
+    # The page's rows are read once, though named before the template runs.
+    reads = [sql for sql in on_sessions if "ORDER BY" in sql and "COUNT(" not in sql.upper()]
+    assert len(reads) == 1
+
+
+def test_the_user_column_converts_ids_to_the_user_models_keys(
+    alias: str, settings: Any, make_user: Any
+) -> None:
+    from django_sql_sessions.admin import USER_LABEL, label_users
+
+    settings.AUTH_USER_MODEL = "accounts.UUIDUser"
+    user = make_user("dora")
+    rows = [
+        Session(user_id=str(user.pk)),
+        Session(user_id=user.pk.hex),  # the same user, written otherwise
+        Session(user_id="not-a-uuid"),
+        Session(user_id=None),
+    ]
+    label_users(rows)
+    assert [getattr(row, USER_LABEL) for row in rows] == [
+        "dora",
+        "dora",
+        "not-a-uuid (deleted)",
+        "anonymous",
+    ]
+
+
+def test_the_user_agent_column_is_short_and_escaped(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.SQL_SESSIONS_DEVICE_DETAILS = True
+    agent = "<script>alert(1)</script> Mozilla/5.0 " + "(X11; Linux x86_64) " * 20
+    Client(REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT=agent).get("/write/x/")
+    stored = Session.objects.get(user_agent__isnull=False).user_agent
+    assert stored is not None
+    assert len(stored) == 255
+
+    page = admin_client.get(CHANGELIST).content.decode()
+    [cell] = [cell for cell in cells(page, "short_user_agent") if "Mozilla" in cell]
+    span = re.fullmatch(r'<span title="(.*)">(.*)</span>', cell)
+    assert span is not None
+    title, text = span.groups()
+    assert html.unescape(title) == stored
+    assert html.unescape(text) == stored[:60] + "…"
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in cell
+    # Whole on the detail page.
+    row = Session.objects.get(user_agent__isnull=False)
+    assert (
+        html.escape(stored) in admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+    )
+
+
 def test_revoke_action(alias: str, admin_client: Client) -> None:
     victims = [saved_session(**{SESSION_KEY: "77"}) for _ in range(2)]
     bystander = saved_session(**{SESSION_KEY: "78"})
@@ -103,17 +314,8 @@ def test_revoke_action(alias: str, admin_client: Client) -> None:
     assert admin_client.get(CHANGELIST).status_code == 200
 
 
-def test_revoking_needs_the_delete_permission(alias: str, make_user: Any) -> None:
-    from django.contrib.auth.models import Permission
-
-    viewer = make_user("viewer", is_staff=True)
-    viewer.user_permissions.add(
-        Permission.objects.get(
-            codename="view_session", content_type__app_label="django_sql_sessions"
-        )
-    )
-    client = Client()
-    client.force_login(viewer)
+def test_revoking_needs_the_delete_permission(alias: str, viewer_client: Client) -> None:
+    client = viewer_client
     victim = saved_session(**{SESSION_KEY: "77"})
     response = client.get(CHANGELIST)
     assert response.status_code == 200
