@@ -1,6 +1,13 @@
 """
-The test matrix. `nox` runs the suite on every supported Django, each on the
-oldest Python we can pair it with that is installed, plus the linters.
+How the tests run.
+
+- ``nox`` (README's test command): the suite on the Python running nox, with
+  the newest Django that Python supports, on SQLite and every database server
+  whose settings are in the environment. It says what it ran and skipped,
+  and fails if no test ran.
+- ``nox -s matrix lint`` (.ci/run): every supported Django on every supported
+  Python, then ruff and mypy. With --error-on-missing-interpreters a missing
+  Python fails the run instead of being skipped.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
 settings are in the environment (see README.rst); SQLite always runs.
@@ -9,18 +16,21 @@ settings are in the environment (see README.rst); SQLite always runs.
 from __future__ import annotations
 
 import os
+import platform
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["here"]
 nox.options.reuse_existing_virtualenvs = True
 
-# Keep in step with the classifiers in setup.cfg and the README (a test checks).
-MATRIX = [
-    {"python": "3.12", "django": "6.1"},
-    {"python": "3.13", "django": "6.0"},
-    {"python": "3.10", "django": "5.2"},
-]
+# Which Pythons each supported Django runs on. Keep in step with the
+# classifiers in setup.cfg and the README (tests/test_packaging.py checks).
+SUPPORTED = {
+    "6.1": ("3.12", "3.13"),
+    "6.0": ("3.12", "3.13"),
+    "5.2": ("3.10", "3.11", "3.12", "3.13"),
+}
+MATRIX = [(python, django) for django, pythons in SUPPORTED.items() for python in pythons]
 
 TEST_REQUIREMENTS = [
     "pytest>=8.3",
@@ -29,6 +39,8 @@ TEST_REQUIREMENTS = [
     "setuptools>=77",  # the packaging test builds the wheel
     "psycopg[binary]>=3.1.8",
     "mssql-django>=1.6",  # SQL Server SQL is compiled offline even without a server
+    "selenium>=4.20",  # drives Debian's chromium; never downloads a browser (see tests)
+    "uvicorn>=0.30",  # the example behind an ASGI server
 ]
 
 
@@ -41,16 +53,35 @@ def requirements(django: str) -> list[str]:
     return found
 
 
-@nox.session
-@nox.parametrize(
-    ("python", "django"),
-    [(entry["python"], entry["django"]) for entry in MATRIX],
-    ids=[f"django{entry['django']}" for entry in MATRIX],
-)
-def tests(session: nox.Session, django: str) -> None:
+def run_suite(session: nox.Session, django: str) -> None:
     session.install(*requirements(django))
     session.install("--no-deps", ".")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=None)
+def here(session: nox.Session) -> None:
+    """The suite on this Python with the newest Django it supports."""
+    python = ".".join(platform.python_version_tuple()[:2])
+    usable = [django for django, pythons in SUPPORTED.items() if python in pythons]
+    if not usable:
+        supported = sorted({p for pythons in SUPPORTED.values() for p in pythons})
+        session.error(f"Python {python} is not supported; use one of {', '.join(supported)}.")
+    django, others = usable[0], [d for d in SUPPORTED if d != usable[0]]
+    run_suite(session, django)
+    session.log(f"Ran: Django {django} on Python {python}.")
+    session.log(
+        f"Not run here: Django {', '.join(others)} and the other Pythons; "
+        "`nox -s matrix` runs every Django on every installed supported Python."
+    )
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"), MATRIX, ids=[f"django{django}-py{python}" for python, django in MATRIX]
+)
+def matrix(session: nox.Session, django: str) -> None:
+    run_suite(session, django)
 
 
 @nox.session(python="3.12")

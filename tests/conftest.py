@@ -20,11 +20,19 @@ VENDORS = {
 }
 
 
+# Also accepted in SQL_SESSIONS_TEST_REQUIRE; each is checked where it is used.
+REQUIRABLE_ELSEWHERE = {
+    "mssql_offline": "tests/mssql_offline.py",
+    "browser": "tests/test_example_browser.py",
+    "asgi": "tests/test_example_server.py",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     required = [v for v in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", "").split(",") if v]
     for vendor in required:
-        if vendor == "mssql_offline":
-            continue  # checked where mssql-django is imported: tests/mssql_offline.py
+        if vendor in REQUIRABLE_ELSEWHERE:
+            continue
         if vendor not in VENDORS:
             raise pytest.UsageError(f"SQL_SESSIONS_TEST_REQUIRE names unknown {vendor!r}.")
         alias, env = VENDORS[vendor]
@@ -61,7 +69,39 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
         teardown_databases(config, verbosity=0)
 
 
+_passed = 0
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _passed
+    if report.when == "call" and report.passed:
+        _passed += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A run in which every test was skipped (no database, no browser, a -k
+    # that matched nothing runnable) proves nothing: it must not pass.
+    if exitstatus == pytest.ExitCode.OK and not _passed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    import platform
+
+    import django
+
+    if not _passed and not terminalreporter.stats.get("failed"):
+        terminalreporter.write_line("FAILED: no test ran (all were skipped).", red=True)
+    ran = [vendor for vendor, (alias, _env) in VENDORS.items() if alias in settings.DATABASES]
+    missing = [
+        f"{vendor} ({env} is not set)"
+        for vendor, (alias, env) in VENDORS.items()
+        if alias not in settings.DATABASES
+    ]
+    terminalreporter.write_line(
+        f"Ran on Django {django.get_version()}, Python {platform.python_version()}, "
+        f"databases: {', '.join(ran)}" + (f"; not run: {', '.join(missing)}" if missing else "")
+    )
     skipped: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):
         reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""

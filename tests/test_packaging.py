@@ -66,17 +66,24 @@ def test_wheel_ships_no_tests_or_example(wheel: zipfile.ZipFile) -> None:
 
 
 def test_support_claims_agree(wheel: zipfile.ZipFile) -> None:
-    """The classifiers, the test matrix and the README name the same Django versions."""
+    """The classifiers, the test matrix and the README name the same versions."""
     classifiers = metadata(wheel).get_all("Classifier") or []
     classified = {
         c.rsplit(" ", 1)[1] for c in classifiers if c.startswith("Framework :: Django ::")
     }
     noxfile = (ROOT / "noxfile.py").read_text()
-    tested = set(re.findall(r'"django": "(\d+\.\d+)"', noxfile))
+    supported = re.search(r"SUPPORTED = \{(.*?)\n\}", noxfile, re.DOTALL)
+    assert supported
+    tested = set(re.findall(r'"(\d+\.\d+)": \(', supported[1]))
     readme = (ROOT / "README.rst").read_text()
     [requirements] = re.findall(r"Django versions? ([\d., and]+)\.", readme)
     documented = set(re.findall(r"\d+\.\d+", requirements))
     assert classified == tested == documented
+    pythons = {c.rsplit(" ", 1)[1] for c in classifiers if re.fullmatch(r".*Python :: 3\.\d+", c)}
+    tested_pythons = set(re.findall(r'"(3\.\d+)"[,)]', supported[1]))
+    [python_range] = re.findall(r"Python (3\.\d+) to (3\.\d+)\.", readme)
+    low, high = (int(v.split(".")[1]) for v in python_range)
+    assert pythons == tested_pythons == {f"3.{minor}" for minor in range(low, high + 1)}
 
 
 def test_metadata(wheel: zipfile.ZipFile) -> None:

@@ -17,13 +17,15 @@ def test_two_setup_commands_and_ci_runs_the_test_one() -> None:
     assert tests.endswith("-m nox")
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines
+    # Then the whole matrix, where a missing Python is a failure.
+    assert any("--error-on-missing-interpreters -s matrix" in line for line in ci_lines)
 
 
 def test_every_check_id_is_documented() -> None:
     source = (ROOT / "django_sql_sessions" / "checks.py").read_text()
     in_code = set(re.findall(r'"(?:django_sql_sessions\.)?([EW]\d{3})"', source))
     in_readme = set(re.findall(r"django_sql_sessions\.([EW]\d{3})", README))
-    assert len(in_code) == 18
+    assert len(in_code) == 19
     assert in_code == in_readme
 
 
