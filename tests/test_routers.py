@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.sessions.models import Session as DjangoSession
 
 from django_sql_sessions.models import Session
-from django_sql_sessions.routers import SessionRouter
+from django_sql_sessions.routers import DedicatedSessionRouter, SessionRouter
 
 
 def test_session_model_goes_to_the_configured_alias(settings: Any) -> None:
@@ -32,3 +32,23 @@ def test_migrations_only_on_the_configured_alias(settings: Any) -> None:
     assert router.allow_migrate("secondary", "django_sql_sessions") is True
     assert router.allow_migrate("secondary", "django_sql_sessions", model_name="session") is True
     assert router.allow_migrate("default", "django_sql_sessions") is False
+
+
+def test_dedicated_router_keeps_other_apps_out_of_the_sessions_database(settings: Any) -> None:
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    router = DedicatedSessionRouter()
+    assert router.db_for_read(Session) == router.db_for_write(Session) == "secondary"
+    assert router.db_for_read(DjangoSession) is None
+    assert router.allow_migrate("secondary", "django_sql_sessions") is True
+    assert router.allow_migrate("default", "django_sql_sessions") is False
+    for app in ("auth", "admin", "contenttypes", "sessions"):
+        assert router.allow_migrate("secondary", app) is False
+        assert router.allow_migrate("default", app) is None  # left to the project
+
+
+def test_dedicated_router_on_default_decides_nothing_else(settings: Any) -> None:
+    # Sessions on "default" share it with the project: nothing is kept out.
+    settings.SQL_SESSIONS_DB_ALIAS = "default"
+    router = DedicatedSessionRouter()
+    assert router.allow_migrate("default", "auth") is None
+    assert router.allow_migrate("default", "django_sql_sessions") is True
