@@ -5,8 +5,9 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix lint`` (.ci/run): every supported Django on every supported
-  Python, then ruff and mypy. With --error-on-missing-interpreters a missing
+- ``nox -s matrix without_time_zones lint`` (.ci/run): every supported Django
+  on every supported Python, the suite once with USE_TZ = False, then ruff and
+  mypy. With --error-on-missing-interpreters a missing
   Python fails the run instead of being skipped.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
@@ -82,6 +83,13 @@ def here(session: nox.Session) -> None:
 )
 def matrix(session: nox.Session, django: str) -> None:
     run_suite(session, django)
+
+
+@nox.session(python="3.12")
+def without_time_zones(session: nox.Session) -> None:
+    """The suite with USE_TZ = False, on the newest Django."""
+    session.env["SQL_SESSIONS_TEST_USE_TZ"] = "0"
+    run_suite(session, next(iter(SUPPORTED)))
 
 
 @nox.session(python="3.12")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import datetime
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.db import connections
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from django_sql_sessions.backends.db import SessionStore
@@ -81,7 +82,19 @@ class TestCycleKeyAfterRevocation:
         assert not Session.objects.filter(user_id=str(user.pk)).exists()
 
 
+@pytest.fixture
+def with_time_zones(alias: str) -> Iterator[None]:
+    """USE_TZ = True, also when the suite runs without (SQL_SESSIONS_TEST_USE_TZ=0)."""
+    # A connection keeps the time zone handling it was opened with: close it
+    # on the way in and out.
+    connections[alias].close()
+    with override_settings(USE_TZ=True):
+        yield
+    connections[alias].close()
+
+
 class TestNaiveExpiry:
+    @pytest.mark.usefixtures("with_time_zones")
     def test_read_in_time_zone_as_djangos_datetime_field_does(
         self, alias: str, settings: Any
     ) -> None:

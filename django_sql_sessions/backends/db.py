@@ -517,11 +517,12 @@ def _connection() -> BaseDatabaseWrapper:
 
 
 def _in_project_time(value: datetime.datetime) -> datetime.datetime:
-    """An expiry datetime as a DateTimeField would store it under USE_TZ."""
-    if settings.USE_TZ:
-        # Naive: read in TIME_ZONE, with Django's RuntimeWarning.
-        prepared: datetime.datetime = Session._meta.get_field("expire_date").get_prep_value(value)
-        return prepared
-    if timezone.is_aware(value):
-        return timezone.make_naive(value)
-    return value
+    """An expiry datetime as a DateTimeField would store it (aware under USE_TZ)."""
+    if timezone.is_naive(value):
+        if settings.USE_TZ:
+            # Read in TIME_ZONE, with Django's RuntimeWarning.
+            field = Session._meta.get_field("expire_date")
+            prepared: datetime.datetime = field.get_prep_value(value)
+            return prepared
+        return value
+    return value if settings.USE_TZ else timezone.make_naive(value)
