@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.humanize",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_sql_sessions",
@@ -37,6 +38,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "example.urls"
+WSGI_APPLICATION = "example.wsgi.application"
 
 TEMPLATES = [
     {
