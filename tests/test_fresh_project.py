@@ -182,7 +182,7 @@ def admin_sql(vendor: str, statement: str) -> None:
             dbname="postgres",
             autocommit=True,
         ) as connection:
-            connection.execute(statement)  # type: ignore[arg-type]
+            connection.execute(statement.encode())
     else:
         import MySQLdb
 
