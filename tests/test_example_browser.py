@@ -297,8 +297,7 @@ def test_log_in_look_around_and_log_out(laptop: WebDriver, wsgi_server: Server) 
     # Django's admin scrolls a wide result table inside its own box, which
     # hides columns instead of widening the page: that box must not scroll.
     assert table_fits(laptop, ".results"), laptop.execute_script(
-        "const box = document.querySelector('.results');"
-        "return [box.scrollWidth, box.clientWidth]"
+        "const box = document.querySelector('.results');return [box.scrollWidth, box.clientWidth]"
     )
 
     laptop.get(server.url + "/")
