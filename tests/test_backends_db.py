@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
 from django.contrib.sessions.exceptions import SessionInterrupted
@@ -243,14 +244,12 @@ class TestStorage:
         assert SessionStore(store.session_key).load() == {"user": "ada"}
 
     @sync_and_async
-    def test_cycle_key_after_a_concurrent_delete_starts_an_empty_session(
-        self, alias: str, run: str
-    ) -> None:
-        # A logout or revocation elsewhere deleted the row: its data (a login)
-        # must not come back under the new key.
-        key = saved_session(user="ada").session_key
+    def test_cycle_key_after_a_concurrent_delete_drops_a_login(self, alias: str, run: str) -> None:
+        # A logout or revocation elsewhere deleted the row: its login must not
+        # come back under the new key.
+        key = saved_session(**{SESSION_KEY: "7", "cart": [1]}).session_key
         store = SessionStore(key)
-        assert store["user"] == "ada"
+        assert store[SESSION_KEY] == "7"
         SessionStore(key).delete()
 
         call(run, store, "cycle_key")
@@ -262,6 +261,23 @@ class TestStorage:
         assert SessionStore(store.session_key).load() == {"after": 1}
         assert SessionStore(key).load() == {}
         assert len(rows(alias)) == 1
+
+    @sync_and_async
+    def test_cycle_key_after_a_parallel_cycle_keeps_anonymous_data(
+        self, alias: str, run: str
+    ) -> None:
+        # A double-clicked login button: the first request moved the row, the
+        # second finds it gone. An anonymous session's cart survives.
+        key = saved_session(cart=[1]).session_key
+        first, second = SessionStore(key), SessionStore(key)
+        assert first["cart"] == second["cart"] == [1]
+        call(run, first, "cycle_key")
+
+        call(run, second, "cycle_key")
+        assert second.session_key not in (key, first.session_key)
+        second[SESSION_KEY] = "7"
+        call(run, second, "save")
+        assert SessionStore(second.session_key).load() == {"cart": [1], SESSION_KEY: "7"}
 
     @sync_and_async
     def test_cycle_key_collision_leaves_the_other_session_alone(

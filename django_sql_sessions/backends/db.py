@@ -52,6 +52,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import (
     CreateError,
     SessionBase,
@@ -128,7 +129,8 @@ class SessionStore(SessionBase):
     def get_expiry_age(self, **kwargs: Any) -> int:
         # Django subtracts the expiry from an aware "now": a naive stored
         # expiry would raise TypeError in SessionMiddleware.
-        return int(super().get_expiry_age(**self._expiry_kwargs(kwargs)))
+        age: int = super().get_expiry_age(**self._expiry_kwargs(kwargs))
+        return age
 
     def _expiry_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """kwargs with the expiry made a datetime in the project's time, or a number."""
@@ -141,8 +143,8 @@ class SessionStore(SessionBase):
                 expiry = None
         if isinstance(expiry, datetime.datetime):
             expiry = _in_project_time(expiry)
-        elif isinstance(expiry, bool) or not isinstance(expiry, int | float | None):
-            expiry = None  # not something set_expiry() stores
+        elif not isinstance(expiry, int | float | None):
+            expiry = None  # not something set_expiry() stores: Django would crash
         return {**kwargs, "expiry": expiry}
 
     def load(self) -> dict[str, Any]:
@@ -447,11 +449,15 @@ class SessionStore(SessionBase):
         concurrent request's changes are not overwritten; the session is
         marked modified and its data is saved (merged) by the next save().
 
-        If the row is gone (logged out in another tab, revoked), its data is
-        not carried over: Django's engines would insert it again under the
-        new key, login included, and undo the revocation. The session starts
-        empty under a new key instead, so login() still logs in and
-        update_session_auth_hash() leaves the revoked user logged out.
+        If the row is gone, this request cannot tell a logout or revocation
+        elsewhere from a parallel request that moved the row first (a
+        double-clicked login button). Django's engines insert the data again
+        under the new key, login included, which undoes a revocation. Here
+        the data of a logged-in session is not carried over: the session
+        starts empty under a new key, so login() still logs in and
+        update_session_auth_hash() leaves a revoked user logged out. An
+        anonymous session's data (a cart, a "next" URL) is carried over, as
+        Django does, since no login can come back with it.
         """
         self._get_session()  # type: ignore[attr-defined]
         old_key = self.session_key
@@ -483,9 +489,12 @@ class SessionStore(SessionBase):
             # PostgreSQL's guard reports a taken new key as 0 rows: draw again.
         else:
             raise CreateError(f"No new session key could be taken in {KEY_ATTEMPTS} attempts.")
-        self._session_cache = {}
+        data = self._session_cache
         self._row = None
+        self._session_cache = {}
         self.create()
+        if SESSION_KEY not in data:
+            self._session_cache = data
 
     async def acycle_key(self) -> None:
         """See cycle_key()."""
