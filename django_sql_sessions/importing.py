@@ -85,18 +85,21 @@ def import_django_sessions(
     store = SessionStore()
     target = connections[db_alias()]
     max_bytes = max_size()
-    if not dry_run:
-        # Expired in the source too, so the source row is skipped anyway.
-        ImportedSession.objects.filter(expire_date__lte=now).delete()
     last_key = ""
     while True:
         with source.cursor() as cursor:
             cursor.execute(select, [last_key, cutoff, batch_size])
             rows = cursor.fetchall()
         if not rows:
-            return result
+            break
         last_key = rows[-1][0]
         sessions = {}
+        # The source's current expiry of every live key in the batch.
+        expiries = {
+            hash_key(key): from_db_datetime(source, expire_date)
+            for key, _data, expire_date in rows
+            if is_valid_key(key)
+        }
         for key, data, expire_date in rows:
             decoded = store.decode(data) if is_valid_key(key) else {}
             if not decoded:
@@ -116,9 +119,11 @@ def import_django_sessions(
                 user_id=user_id_from_session(decoded),
             )
         present = _present(Session, list(sessions))
-        seen_before = _present(ImportedSession, list(sessions))
-        gone = seen_before - present
-        new = [s for key_hash, s in sessions.items() if key_hash not in present | seen_before]
+        markers = _markers(list(expiries))
+        gone = set(markers) & set(sessions) - present
+        new = [s for key_hash, s in sessions.items() if key_hash not in present | set(markers)]
+        if not dry_run:
+            _extend_markers(markers, expiries)
         if new and not dry_run:
             # Where the backend can, a row that appeared since the check above
             # (another import running) is skipped rather than an error.
@@ -135,6 +140,38 @@ def import_django_sessions(
         result.batches += 1
         if progress:
             progress(result)
+    if not dry_run:
+        # Every live source row's marker now lasts at least as long as the
+        # row (extended above), so an expired marker has no live row left
+        # to guard.
+        ImportedSession.objects.filter(expire_date__lte=now).delete()
+    return result
+
+
+def _markers(key_hashes: list[str]) -> dict[str, datetime.datetime]:
+    """The ImportedSession expiries of these key hashes, expired or not."""
+    found: dict[str, datetime.datetime] = {}
+    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
+        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+        rows = ImportedSession.objects.filter(key_hash__in=chunk)
+        found.update(rows.values_list("key_hash", "expire_date"))
+    return found
+
+
+def _extend_markers(
+    markers: dict[str, datetime.datetime], expiries: dict[str, datetime.datetime]
+) -> None:
+    """
+    Keep each marker until its source row expires. Django's engine may have
+    pushed the row's expiry on since it was copied (the site runs it until
+    the switch); a marker that expired before its row would let a later run
+    copy back a session this engine has deleted since.
+    """
+    for key_hash, marker_expiry in markers.items():
+        if expiries[key_hash] > marker_expiry:
+            ImportedSession.objects.filter(key_hash=key_hash).update(
+                expire_date=expiries[key_hash]
+            )
 
 
 def _present(model: type[Session] | type[ImportedSession], key_hashes: list[str]) -> set[str]:

@@ -232,3 +232,25 @@ def test_sessions_over_the_size_limit_are_skipped(alias: str, settings: Any) -> 
     out = StringIO()
     call_command("importsessions", "--from-database", alias, "--dry-run", stdout=out)
     assert "1 larger than SQL_SESSIONS_MAX_SIZE" in out.getvalue()
+
+
+def test_a_session_extended_under_djangos_engine_stays_gone_after_logout(alias: str) -> None:
+    # Copied with a 30-minute expiry; Django's engine, still live until the
+    # switch, then pushes the source row to 50 minutes. The user logs out
+    # under our engine, and the next import runs 35 minutes after the first,
+    # when the expiry recorded at the copy has passed but the row has not.
+    t0 = timezone.now()
+    key = django_row(alias, encoded({SESSION_KEY: "1"}), minutes=30)
+    assert run(alias, now=t0).imported == 1
+    DjangoSession.objects.using(alias).filter(session_key=key).update(
+        expire_date=t0 + datetime.timedelta(minutes=50)
+    )
+    SessionStore(key).flush()
+
+    later = t0 + datetime.timedelta(minutes=35)
+    dry = run(alias, now=later, dry_run=True)
+    again = run(alias, now=later)
+    assert (dry.imported, dry.gone) == (again.imported, again.gone) == (0, 1)
+    assert SessionStore(key).load() == {}
+    # The memory of the copy now lasts as long as the source row.
+    assert (run(alias, now=t0 + datetime.timedelta(minutes=45)).imported) == 0
