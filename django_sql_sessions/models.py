@@ -36,16 +36,19 @@ class SessionQuerySet(models.QuerySet["Session"]):
     """
     Also accepts the lookups code written for Django's session model uses:
     ``session_key=<raw key>`` and ``session_key__in=[...]`` (hashed before
-    the query; keys are never stored), and ``pk=<raw key>``. A pk that could
-    be a key hash (64 hex digits) is taken as one, since key_hash is the
-    primary key.
+    the query; keys are never stored), and ``pk=`` / ``pk__in=`` with raw
+    keys. A pk that could be a key hash (64 hex digits) is taken as one,
+    since key_hash is the primary key. Lookups inside Q objects are not
+    translated.
     """
 
     def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SessionQuerySet:
-        return super()._filter_or_exclude(negate, args, _hash_raw_keys(kwargs))  # type: ignore[misc, no-any-return]
+        args, kwargs = _hash_raw_keys(args, kwargs)
+        return super()._filter_or_exclude(negate, args, kwargs)  # type: ignore[misc, no-any-return]
 
     def _filter_or_exclude_inplace(self, negate: bool, args: Any, kwargs: Any) -> None:
-        super()._filter_or_exclude_inplace(negate, args, _hash_raw_keys(kwargs))  # type: ignore[misc]
+        args, kwargs = _hash_raw_keys(args, kwargs)
+        super()._filter_or_exclude_inplace(negate, args, kwargs)  # type: ignore[misc]
 
     def active(self) -> SessionQuerySet:
         return self.filter(expire_date__gt=timezone.now())
@@ -59,19 +62,30 @@ class SessionQuerySet(models.QuerySet["Session"]):
         return self.filter(key_hash=hash_key(session_key))
 
 
-def _hash_raw_keys(lookups: dict[str, Any]) -> dict[str, Any]:
-    found = dict(lookups)
+def _hash_raw_keys(args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """
+    The filter's arguments with raw-key lookups turned into key_hash ones,
+    each its own condition (ANDed with the rest, never replacing one).
+    """
+    conditions = []
+    kwargs = dict(kwargs)
     for name in ("session_key", "session_key__exact", "pk", "pk__exact"):
-        if name not in found:
-            continue
-        value = found.pop(name)
-        if name.startswith("pk") and (is_key_hash(value) or not is_valid_key(value)):
-            found[name] = value  # a key hash, or not a key at all
-        else:
-            found["key_hash"] = _hashed(value)
-    if "session_key__in" in found:
-        found["key_hash__in"] = [_hashed(value) for value in found.pop("session_key__in")]
-    return found
+        if name in kwargs and (name.startswith("session_key") or _is_raw_key(kwargs[name])):
+            conditions.append(models.Q(key_hash=_hashed(kwargs.pop(name))))
+    for name in ("session_key__in", "pk__in"):
+        if name in kwargs:
+            values = list(kwargs.pop(name))
+            hashed = [
+                _hashed(v) if name.startswith("session_key") or _is_raw_key(v) else v
+                for v in values
+            ]
+            conditions.append(models.Q(key_hash__in=hashed))
+    return (*args, *conditions), kwargs
+
+
+def _is_raw_key(value: object) -> bool:
+    """A session key that cannot be mistaken for a key hash."""
+    return is_valid_key(value) and not is_key_hash(value)
 
 
 class SessionManager(models.Manager["Session"]):
@@ -170,6 +184,21 @@ class Session(models.Model):
     def __str__(self) -> str:
         # The hash, not the key: the key is not stored anywhere.
         return str(self.key_hash)[:12]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """
+        Save as Django's ORM does, moving the version on for an existing row,
+        so that a request that loaded the session earlier merges its changes
+        onto this write instead of overwriting it (see backends/db.py).
+        """
+        bumped = not self._state.adding
+        if bumped:
+            self.version = F("version") + 1
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
+        super().save(*args, **kwargs)
+        if bumped:
+            self.refresh_from_db(fields=["version"])
 
     @classmethod
     def get_session_store_class(cls) -> type[SessionStore]:

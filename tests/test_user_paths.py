@@ -192,8 +192,25 @@ class TestDjangoModelLookups:
         assert found.count() == 2
         assert Session.objects.get(pk=key(store)).key_hash == hash_key(key(store))
         assert Session.objects.get(pk=hash_key(key(store))).get_decoded() == {"n": 1}
+        assert Session.objects.filter(pk__in=[key(store), key(other)]).count() == 2
+        assert Session.objects.filter(pk__in=[hash_key(key(store))]).count() == 1
         Session.objects.filter(**by(session_key=key(store))).delete()
         assert SessionStore(key(store)).load() == {}
+        assert SessionStore(key(other)).load() == {"n": 2}
+
+    def test_translated_lookups_add_conditions_never_replace_them(self, alias: str) -> None:
+        first, second = saved_session(n=1), saved_session(n=2)
+        second_hash = hash_key(key(second))
+        # Each of these asks for both sessions at once: nothing matches.
+        assert not Session.objects.filter(**by(session_key=key(first), pk=key(second))).exists()
+        assert not Session.objects.filter(
+            **by(session_key=key(first), key_hash=second_hash)
+        ).exists()
+        assert not Session.objects.filter(
+            **by(key_hash__in=[second_hash], session_key__in=[key(first)])
+        ).exists()
+        Session.objects.filter(**by(session_key=key(first), pk=key(second))).delete()
+        assert SessionStore(key(second)).load() == {"n": 2}
 
     @pytest.mark.parametrize("value", ["", "short", "UPPER" * 4, "x" * 65, "ключ" * 4, None])
     def test_values_that_are_not_keys_match_nothing(self, alias: str, value: object) -> None:
@@ -228,3 +245,23 @@ class TestActivityAfterAServerError:
         assert row_of(client).updated_at == before
         client.get("/read/")
         assert row_of(client).updated_at > before
+
+
+class TestModelInstanceSave:
+    def test_moves_the_version_on_so_a_slower_request_merges(self, alias: str) -> None:
+        store = saved_session(cart=[1])
+        slower = SessionStore(key(store))
+        assert slower["cart"] == [1]
+        row = Session.objects.get(**by(session_key=key(store)))
+        later = timezone.now() + datetime.timedelta(days=30)
+        row.expire_date = later
+        row.save(update_fields=["expire_date"])
+        assert row.version == 2
+
+        slower["flag"] = True
+        slower.save()
+        stored = Session.objects.for_key(key(store)).get()
+        assert stored.get_decoded() == {"cart": [1], "flag": True}
+        # The merge keeps the later expiry the instance save wrote.
+        assert abs((stored.expire_date - later).total_seconds()) < 1
+        assert stored.version == 3  # the instance save, then the merged write
