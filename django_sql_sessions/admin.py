@@ -128,17 +128,17 @@ class SessionChangeList(ChangeList):
 
 
 def _relative(moment: datetime.datetime) -> str:
-    """ "5 minutes ago" or "in 2 weeks", with the date and time in a title."""
+    """'5 minutes ago' or 'in 2 weeks', with the date and time in a title."""
     now = timezone.now()
+    # Naive under USE_TZ = False, where localtime() would refuse it.
+    shown = localtime(moment) if timezone.is_aware(moment) else moment
     if abs((now - moment).total_seconds()) < 60:
         text = gettext("just now")
     elif moment <= now:
         text = gettext("%(time)s ago") % {"time": timesince(moment, now, depth=1)}
     else:
         text = gettext("in %(time)s") % {"time": timeuntil(moment, now, depth=1)}
-    return format_html(
-        '<span title="{}">{}</span>', date_format(localtime(moment), "DATETIME_FORMAT"), text
-    )
+    return format_html('<span title="{}">{}</span>', date_format(shown, "DATETIME_FORMAT"), text)
 
 
 class StateFilter(admin.SimpleListFilter):

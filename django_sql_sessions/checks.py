@@ -120,8 +120,9 @@ def check_settings(
         errors.append(
             Warning(
                 f"SQL_SESSIONS_TOUCH_AFTER ({touch_after}s) is not shorter than "
-                f"SESSION_COOKIE_AGE ({settings.SESSION_COOKIE_AGE}s): sessions in use would "
-                "expire because their expiry is never pushed forward.",
+                f"SESSION_COOKIE_AGE ({settings.SESSION_COOKIE_AGE}s): saves are skipped for "
+                "at most half a session's lifetime anyway, so the setting does not mean "
+                "what it says.",
                 hint="Choose a small fraction of SESSION_COOKIE_AGE, such as 60 seconds.",
                 id="django_sql_sessions.W004",
             )
@@ -216,12 +217,12 @@ def check_table_exists(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """
-    The session table is missing although its migration is recorded as
-    applied: the table was renamed, dropped, or SQL_SESSIONS_TABLE changed
-    after the first migrate. A table that is missing because the migrations
-    have not run yet is not reported: Django's migrate runs this check on the
-    alias it is about to migrate, and an error would block the very command
-    that creates the table (Django reports unapplied migrations itself).
+    The session table is missing. An error (E006) when its migration is
+    recorded as applied: the table was renamed, dropped, or
+    SQL_SESSIONS_TABLE changed after the first migrate, which migrate cannot
+    mend. A warning (W006) when the migrations have not run there yet:
+    Django's migrate runs this check on the alias it is about to migrate,
+    and an error would block the very command that creates the table.
     """
     alias = conf.DB_ALIAS
     if not databases or alias not in databases:
@@ -238,17 +239,22 @@ def check_table_exists(
     if not recorder.has_table() or not any(
         app == APP_LABEL for app, _name in recorder.applied_migrations()
     ):
-        return []
+        return [
+            Warning(
+                f"The session table {table!r} has not been created in database {alias!r} "
+                "yet: django_sql_sessions' migrations have not run there.",
+                hint=f"Run 'manage.py migrate --database={alias}' (if that is what is "
+                "running now, it is about to).",
+                id="django_sql_sessions.W006",
+            )
+        ]
     return [
         Error(
             f"The session table {table!r} does not exist in database {alias!r}, but "
             f"django_sql_sessions' migrations are recorded as applied there.",
             hint="The table was renamed or dropped, or SQL_SESSIONS_TABLE changed after the "
-            "first migrate: rename the table in the database to match the setting (or set "
-            "the setting back). To start afresh instead, run "
-            f"'manage.py migrate django_sql_sessions zero --fake --skip-checks "
-            f"--database={alias}' and then "
-            f"'manage.py migrate --database={alias}'.",
+            "first migrate: rename the table in the database to match the setting, or set "
+            "the setting back to the table's name.",
             id="django_sql_sessions.E006",
         )
     ]

@@ -204,6 +204,8 @@ def test_installation_with_a_dedicated_database(tmp_path: Path, sessions_databas
     )
     # The README's steps, in its order.
     project.manage("migrate")
+    before = project.manage("check", "--database", "sessions")
+    assert "django_sql_sessions.W006" in before.stderr  # a warning: migrate still runs
     project.manage("migrate", "--database=sessions")
     # Only the session tables, and Django's record of migrations, in the
     # sessions database; no session table in the default one.
