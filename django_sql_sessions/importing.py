@@ -12,8 +12,10 @@ data. Expired rows, and rows Django itself would read as an empty session,
 are skipped, and so are sessions larger than SQL_SESSIONS_MAX_SIZE (our
 engine could load them but would refuse every save). Rows already in our
 table are left alone, and every key copied is remembered (ImportedSession):
-a second run only adds what the first did not see, and never brings back a
-session that our engine deleted since (a logout, a revocation).
+a second run only adds what the first did not see, never brings back a
+session that our engine deleted since (a logout, a revocation), and deletes
+the copy of a session that Django's engine deleted since (a logout before
+the switch), which would otherwise keep the old cookie working.
 
 The source is read in primary-key order, one batch per query, so the run
 holds no long transaction on either database.
@@ -47,6 +49,9 @@ class ImportResult:
     present: int = 0  # already in our table: left as they are
     gone: int = 0  # copied by an earlier run and deleted since (logged out, revoked)
     too_large: int = 0  # larger than SQL_SESSIONS_MAX_SIZE: skipped
+    # Copied by an earlier run, then deleted from the source by Django's
+    # engine (a logout before the switch): the copies are deleted too.
+    vanished: int = 0
     unreadable: int = 0  # a key or data that Django would not load: skipped
     expired: int = 0  # expired in the source: skipped
     batches: int = 0
@@ -85,6 +90,8 @@ def import_django_sessions(
     store = SessionStore()
     target = connections[db_alias()]
     max_bytes = max_size()
+    label = f"{source_alias}.{source_table}"
+    seen: set[str] = set()  # in a dry run, which writes no seen_at
     last_key = ""
     while True:
         with source.cursor() as cursor:
@@ -122,8 +129,10 @@ def import_django_sessions(
         markers = _markers(list(expiries))
         gone = set(markers) & set(sessions) - present
         new = [s for key_hash, s in sessions.items() if key_hash not in present | set(markers)]
-        if not dry_run:
-            _extend_markers(markers, expiries)
+        if dry_run:
+            seen.update(markers)
+        else:
+            _extend_markers(markers, expiries, now)
         if new and not dry_run:
             # Where the backend can, a row that appeared since the check above
             # (another import running) is skipped rather than an error.
@@ -131,7 +140,7 @@ def import_django_sessions(
             with transaction.atomic(using=target.alias):
                 Session.objects.bulk_create(new, ignore_conflicts=conflicts)
                 ImportedSession.objects.bulk_create(
-                    [ImportedSession(s.key_hash, s.expire_date) for s in new],
+                    [ImportedSession(s.key_hash, s.expire_date, label, now) for s in new],
                     ignore_conflicts=conflicts,
                 )
         result.present += len(present)
@@ -140,11 +149,26 @@ def import_django_sessions(
         result.batches += 1
         if progress:
             progress(result)
-    if not dry_run:
-        # Every live source row's marker now lasts at least as long as the
-        # row (extended above), so an expired marker has no live row left
-        # to guard.
-        ImportedSession.objects.filter(expire_date__lte=now).delete()
+    # A marker that should still have a live row in the source, but was not
+    # seen there: Django's engine deleted the row (a logout, or a login's
+    # new key) after it was copied. The copy would keep the old cookie
+    # working, so it goes too.
+    vanished = ImportedSession.objects.filter(source=label, expire_date__gt=now)
+    if dry_run:
+        result.vanished = sum(
+            1 for h in vanished.values_list("key_hash", flat=True) if h not in seen
+        )
+        return result
+    vanished_hashes = list(vanished.filter(seen_at__lt=now).values_list("key_hash", flat=True))
+    for start in range(0, len(vanished_hashes), LOOKUP_CHUNK):
+        chunk = vanished_hashes[start : start + LOOKUP_CHUNK]
+        with transaction.atomic(using=target.alias):
+            Session.objects.filter(key_hash__in=chunk).delete()
+            ImportedSession.objects.filter(key_hash__in=chunk).delete()
+    result.vanished = len(vanished_hashes)
+    # Every live source row's marker now lasts at least as long as the row
+    # (extended above), so an expired marker has no live row left to guard.
+    ImportedSession.objects.filter(expire_date__lte=now).delete()
     return result
 
 
@@ -159,14 +183,21 @@ def _markers(key_hashes: list[str]) -> dict[str, datetime.datetime]:
 
 
 def _extend_markers(
-    markers: dict[str, datetime.datetime], expiries: dict[str, datetime.datetime]
+    markers: dict[str, datetime.datetime],
+    expiries: dict[str, datetime.datetime],
+    now: datetime.datetime,
 ) -> None:
     """
-    Keep each marker until its source row expires. Django's engine may have
-    pushed the row's expiry on since it was copied (the site runs it until
-    the switch); a marker that expired before its row would let a later run
-    copy back a session this engine has deleted since.
+    Record that these markers' rows are still in the source, and keep each
+    marker until its row expires. Django's engine may have pushed the row's
+    expiry on since it was copied (the site runs it until the switch); a
+    marker that expired before its row would let a later run copy back a
+    session this engine has deleted since.
     """
+    key_hashes = list(markers)
+    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
+        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+        ImportedSession.objects.filter(key_hash__in=chunk).update(seen_at=now)
     for key_hash, marker_expiry in markers.items():
         if expiries[key_hash] > marker_expiry:
             ImportedSession.objects.filter(key_hash=key_hash).update(

@@ -229,11 +229,17 @@ class ImportedSession(models.Model):
     """
     A session key that importsessions copied from Django's table, so that a
     later run never copies it again after this engine deleted it (a logout,
-    a revocation). Kept until the session's expiry as it was when last seen.
+    a revocation), and can tell when Django's engine deleted it (a logout
+    before the switch) to delete the copy too. Kept until the session's
+    expiry as it was when last seen.
     """
 
     key_hash = KeyHashField(_("session key hash"), primary_key=True, editable=False)
     expire_date = models.DateTimeField(_("expire date"))
+    # Where it was copied from ("alias.table") and when a run last found it
+    # there.
+    source = models.CharField(_("source"), max_length=200)
+    seen_at = models.DateTimeField(_("last seen at"))
 
     objects = ImportedSessionManager()
 

@@ -254,3 +254,39 @@ def test_a_session_extended_under_djangos_engine_stays_gone_after_logout(alias: 
     assert SessionStore(key).load() == {}
     # The memory of the copy now lasts as long as the source row.
     assert (run(alias, now=t0 + datetime.timedelta(minutes=45)).imported) == 0
+
+
+def test_a_logout_under_djangos_engine_after_the_copy_deletes_the_copy(alias: str) -> None:
+    # Copied at step 2; the user then logs out while Django's engine still
+    # runs, which deletes the source row. The copy must not keep the old
+    # cookie working after the switch.
+    t0 = timezone.now()
+    logged_out, kept = django_row(alias, encoded({"n": 1})), django_row(alias, encoded({"n": 2}))
+    assert run(alias, now=t0).imported == 2
+    DjangoSession.objects.using(alias).filter(session_key=logged_out).delete()
+    # Django's cycle_key() (a login under its engine) moves a session too.
+    moved = DjangoSession.objects.using(alias).get(session_key=kept)
+    moved.delete()
+    new_key = django_row(alias, moved.session_data)
+
+    later = t0 + datetime.timedelta(minutes=5)
+    dry = run(alias, now=later, dry_run=True)
+    assert (dry.vanished, dry.imported) == (2, 1)
+    assert SessionStore(logged_out).load() == {"n": 1}  # a dry run deletes nothing
+    again = run(alias, now=later)
+    assert (again.vanished, again.imported) == (2, 1)
+    assert SessionStore(logged_out).load() == {}
+    assert SessionStore(kept).load() == {}
+    assert SessionStore(new_key).load() == {"n": 2}
+    assert run(alias, now=later + datetime.timedelta(minutes=1)).vanished == 0
+
+
+def test_copies_from_another_source_are_left_alone(alias: str, settings: Any) -> None:
+    key = django_row(alias, encoded({"n": 1}))
+    assert run(alias).imported == 1
+    # A second source that does not hold that key: its import deletes nothing
+    # copied from the first.
+    other = "default" if alias != "default" else "sqlitefile"
+    result = run(other, now=timezone.now() + datetime.timedelta(minutes=1))
+    assert result.vanished == 0
+    assert SessionStore(key).load() == {"n": 1}

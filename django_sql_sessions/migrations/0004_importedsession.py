@@ -20,6 +20,8 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("expire_date", models.DateTimeField(verbose_name="expire date")),
+                ("source", models.CharField(max_length=200, verbose_name="source")),
+                ("seen_at", models.DateTimeField(verbose_name="last seen at")),
             ],
             options={
                 "verbose_name": "imported session",

@@ -100,3 +100,8 @@ class Command(BaseCommand):
             f"{result.unreadable:,} unreadable, {result.too_large:,} larger than "
             f"SQL_SESSIONS_MAX_SIZE and {result.expired:,} expired."
         )
+        revoked = "Would delete" if dry_run else "Deleted"
+        self.stdout.write(
+            f"{revoked} {plural(result.vanished, 'copied session')} that Django's engine "
+            "deleted since an earlier import (logged out before the switch)."
+        )
