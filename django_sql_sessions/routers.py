@@ -18,23 +18,32 @@ from typing import Any
 
 from django.db.models import Model
 
-from .conf import db_alias
+from .conf import conf, db_alias_problem
 
 APP_LABEL = "django_sql_sessions"
 
 
+def _alias() -> str | None:
+    # Routers run inside Django's own checks (and migrate's): a bad setting
+    # must reach check E001, not end them with a traceback. With no valid
+    # alias the router has no opinion, and the session engine itself raises.
+    alias = conf.DB_ALIAS
+    return None if db_alias_problem(alias) else str(alias)
+
+
 class SessionRouter:
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
-        return db_alias() if model._meta.app_label == APP_LABEL else None
+        return _alias() if model._meta.app_label == APP_LABEL else None
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return db_alias() if model._meta.app_label == APP_LABEL else None
+        return _alias() if model._meta.app_label == APP_LABEL else None
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
         if app_label == APP_LABEL:
-            return db == db_alias()
+            alias = _alias()
+            return None if alias is None else db == alias
         return None
 
 
@@ -43,9 +52,9 @@ class DedicatedSessionRouter(SessionRouter):
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
         if app_label == APP_LABEL:
-            return db == db_alias()
+            return super().allow_migrate(db, app_label, model_name, **hints)
         # On "default" the project's tables belong there; elsewhere the
         # alias is the sessions' own.
-        if db == db_alias() and db != "default":
+        if db == _alias() and db != "default":
             return False
         return None

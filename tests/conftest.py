@@ -91,7 +91,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     import django
 
     if not _passed and not terminalreporter.stats.get("failed"):
-        terminalreporter.write_line("FAILED: no test ran (all were skipped).", red=True)
+        terminalreporter.write_line(
+            "FAILED: no test ran (every test was skipped or deselected).", red=True
+        )
     ran = [vendor for vendor, (alias, _env) in VENDORS.items() if alias in settings.DATABASES]
     missing = [
         f"{vendor} ({env} is not set)"
@@ -109,7 +111,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             skipped.get(reason.removeprefix("Skipped: "), 0) + 1
         )
     for reason, count in sorted(skipped.items()):
-        terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
+        tests = "test" if count == 1 else "tests"
+        terminalreporter.write_line(f"SKIPPED {count} {tests}: {reason}", yellow=True)
 
 
 def _alias_params(sqlite_alias: str = "default") -> list[Any]:

@@ -244,3 +244,17 @@ def test_a_renamed_table_is_reported_by_check_and_migrate(tmp_path: Path) -> Non
         result = project.manage(*command, check=False)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "django_sql_sessions.E006" in result.stderr
+    # The commands say so in a line, not a traceback.
+    purge = project.manage("purgesessions", check=False)
+    assert purge.returncode == 1
+    assert "Traceback" not in purge.stderr
+    assert "'manage.py check --database default' says why" in purge.stderr
+
+
+def test_a_wrong_alias_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    project = start_project(tmp_path, DEDICATED + '\nSQL_SESSIONS_DB_ALIAS = "sesions"\n')
+    for command in (["migrate"], ["check"]):
+        result = project.manage(*command, check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert "django_sql_sessions.E001" in result.stderr

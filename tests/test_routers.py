@@ -52,3 +52,14 @@ def test_dedicated_router_on_default_decides_nothing_else(settings: Any) -> None
     router = DedicatedSessionRouter()
     assert router.allow_migrate("default", "auth") is None
     assert router.allow_migrate("default", "django_sql_sessions") is True
+
+
+def test_an_invalid_alias_leaves_the_decision_to_check_e001(settings: Any) -> None:
+    # Routers run inside Django's checks: raising there would hide E001
+    # behind a traceback.
+    settings.SQL_SESSIONS_DB_ALIAS = "sesions"
+    for router in (SessionRouter(), DedicatedSessionRouter()):
+        assert router.db_for_read(Session) is None
+        assert router.db_for_write(Session) is None
+        assert router.allow_migrate("default", "django_sql_sessions") is None
+        assert router.allow_migrate("sesions", "auth") is None

@@ -23,7 +23,7 @@ from django_sql_sessions.importing import (
     import_django_sessions,
 )
 
-from .purgesessions import batch_size, plural
+from .purgesessions import batch_size, database_errors, plural
 
 
 class Command(BaseCommand):
@@ -81,13 +81,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"Batch {result.batches}: {line}")
 
         try:
-            result = import_django_sessions(
-                source_alias=from_database,
-                source_table=from_table,
-                batch_size=batch_size,
-                dry_run=dry_run,
-                progress=progress,
-            )
+            with database_errors(db_alias()):
+                result = import_django_sessions(
+                    source_alias=from_database,
+                    source_table=from_table,
+                    batch_size=batch_size,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
         except ImportProblem as exc:
             raise CommandError(str(exc)) from exc
         if on_terminal and not verbose and result.batches:

@@ -10,10 +10,13 @@ SQL_SESSIONS_DB_ALIAS only, so that is where the cleanup runs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
 from django_sql_sessions.conf import MAX_CLEANUP_BATCH_SIZE, batch_size_problem, db_alias
@@ -86,6 +89,17 @@ class Command(BaseCommand):
             alias = db_alias()
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
+        with database_errors(alias):
+            self.purge(alias, batch_size, max_seconds, sleep, dry_run)
+
+    def purge(
+        self,
+        alias: str,
+        batch_size: int | None,
+        max_seconds: float | None,
+        sleep: float,
+        dry_run: bool,
+    ) -> None:
         if dry_run:
             count = count_expired()
             self.stdout.write(
@@ -132,6 +146,18 @@ def summary(result: CleanupResult) -> str:
     if not result.finished:
         return f"{text}, then stopped at the time budget; expired sessions remain."
     return f"{text}."
+
+
+@contextmanager
+def database_errors(alias: str) -> Iterator[None]:
+    """Report a database error in one line, with where to look, not a traceback."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise CommandError(
+            f"Database {alias!r}: {exc} (for a missing session table, "
+            f"'manage.py check --database {alias}' says why)."
+        ) from exc
 
 
 def plural(count: int, singular: str, plural: str | None = None) -> str:

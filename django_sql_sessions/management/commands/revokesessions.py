@@ -17,10 +17,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from django_sql_sessions.conf import db_alias
 from django_sql_sessions.user_sessions import revoke_all_sessions
 from django_sql_sessions.user_sessions import user_id as stored_user_id
 
-from .purgesessions import plural
+from .purgesessions import database_errors, plural
 
 
 class Command(BaseCommand):
@@ -46,8 +47,9 @@ class Command(BaseCommand):
                 owner = stored_user_id(user_id)
                 label = f"user id {owner}"
                 if not model._default_manager.filter(pk=owner).exists():
-                    label += " (no such user any more)"
-            count = revoke_all_sessions(owner)
+                    label += " (no such user)"
+            with database_errors(db_alias()):
+                count = revoke_all_sessions(owner)
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Revoked {plural(count, 'session')} of {label}.")

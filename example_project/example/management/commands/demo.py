@@ -12,7 +12,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-serve", action="store_true", help="Set up the databases, then exit."
         )
-        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument(
+            "--addrport",
+            default="127.0.0.1:8000",
+            help="Where to serve (default: 127.0.0.1:8000), e.g. 127.0.0.1:8001 if that is taken.",
+        )
 
     def handle(self, *args: Any, no_serve: bool, addrport: str, **options: Any) -> None:
         call_command("migrate", database="default", interactive=False, verbosity=0)
