@@ -116,6 +116,17 @@ print(json.dumps({
 """
 
 
+def assert_logs_in(project: Project, alias: str) -> None:
+    """A login through the admin lands one hashed session row, of user 1, on `alias`."""
+    assert project.shell(LOG_IN) == {
+        "admin": 200,
+        "rows": 1,
+        "db": "1",
+        "raw_key_stored": False,
+        "alias": alias,
+    }
+
+
 def test_quick_start_on_sqlite(tmp_path: Path) -> None:
     project = start_project(tmp_path, QUICK_START)
     project.manage("migrate")
@@ -123,14 +134,7 @@ def test_quick_start_on_sqlite(tmp_path: Path) -> None:
     [default] = project.tables("default")
     assert "django_sql_sessions_session" in default
     project.manage("check", "--database", "default")
-    result = project.shell(LOG_IN)
-    assert result == {
-        "admin": 200,
-        "rows": 1,
-        "db": "1",
-        "raw_key_stored": False,
-        "alias": "default",
-    }
+    assert_logs_in(project, "default")
     project.manage("clearsessions")
 
 
@@ -218,14 +222,7 @@ def test_installation_with_a_dedicated_database(tmp_path: Path, sessions_databas
     assert "System check identified" in deploy.stderr
     assert "django_sql_sessions." not in deploy.stdout + deploy.stderr
 
-    result = project.shell(LOG_IN)
-    assert result == {
-        "admin": 200,
-        "rows": 1,
-        "db": "1",
-        "raw_key_stored": False,
-        "alias": "sessions",
-    }
+    assert_logs_in(project, "sessions")
     # The commands a user schedules or runs, as subprocesses with checks on.
     project.manage("clearsessions")
     assert "Would delete 0" in project.manage("purgesessions", "--dry-run").stdout

@@ -6,6 +6,7 @@ import pytest
 from django.db import connections
 
 from django_sql_sessions import locks
+from django_sql_sessions.conf import table_name
 from django_sql_sessions.locks import lock_name, single_runner
 from tests.mssql_offline import offline_connection
 
@@ -18,28 +19,36 @@ def test_lock_names_fit_mysql_and_differ_per_table() -> None:
 
 
 def test_held_lock_is_refused_to_another_connection(threaded_alias: str) -> None:
-    import threading
-
     from django.db import connections as per_thread
 
     if per_thread[threaded_alias].vendor == "sqlite":
         pytest.skip("SQLite needs no lock")
-    seen: list[bool] = []
     with single_runner(per_thread[threaded_alias], "t") as mine:
-
-        def other() -> None:
-            try:
-                with single_runner(per_thread[threaded_alias], "t") as theirs:
-                    seen.append(theirs)
-            finally:
-                per_thread.close_all()
-
-        thread = threading.Thread(target=other)
-        thread.start()
-        thread.join()
-    assert (mine, seen) == (True, [False])
+        theirs = taken_by_another_connection(threaded_alias, "t")
+    assert (mine, theirs) == (True, False)
     with single_runner(per_thread[threaded_alias], "t") as again:
         assert again  # released on exit
+
+
+def taken_by_another_connection(alias: str, table: str) -> bool:
+    """Whether another connection (another thread's) gets the cleanup lock now."""
+    import threading
+
+    from django.db import connections as per_thread
+
+    seen: list[bool] = []
+
+    def other() -> None:
+        try:
+            with single_runner(per_thread[alias], table) as theirs:
+                seen.append(theirs)
+        finally:
+            per_thread.close_all()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    return seen == [True]
 
 
 def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +72,6 @@ def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
     threaded_alias: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
 
     from django.db import DatabaseError, transaction
     from django.db import connections as per_thread
@@ -81,22 +89,4 @@ def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
     monkeypatch.setattr(cleanup, "_delete_batch", failing_batch)
     with pytest.raises(DatabaseError), transaction.atomic(using=threaded_alias):
         cleanup.delete_expired()
-    seen: list[bool] = []
-
-    def other() -> None:
-        try:
-            with single_runner(per_thread[threaded_alias], locks_table()) as theirs:
-                seen.append(theirs)
-        finally:
-            per_thread.close_all()
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    thread.join()
-    assert seen == [True]
-
-
-def locks_table() -> str:
-    from django_sql_sessions.conf import table_name
-
-    return table_name()
+    assert taken_by_another_connection(threaded_alias, table_name())
