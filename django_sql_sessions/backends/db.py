@@ -17,9 +17,10 @@ differ from what it loaded, including changes made in place and deletions)
 are applied on top of the newer data, then the save is retried. After
 clear(), the whole session is written as it is (the last writer wins). A row
 that is gone (logout elsewhere, revocation, cleanup) raises UpdateError and is
-never re-inserted. The stored expiry only moves forward, unless this request
-set the expiry itself (set_expiry()). Without a conflict, a save stores the
-expiry it computes, so a shorter SESSION_COOKIE_AGE takes effect at once.
+never re-inserted. A save merged after a conflict never moves the stored
+expiry backwards (a newer request set it), unless this request set the
+expiry itself (set_expiry()); without a conflict, a save stores the expiry it
+computes, so a shorter SESSION_COOKIE_AGE takes effect at once.
 
 With SQL_SESSIONS_TOUCH_AFTER = N (seconds), a save of a session whose data
 did not change is skipped unless its stored expiry is more than N seconds
