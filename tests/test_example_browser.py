@@ -315,7 +315,10 @@ def test_two_browsers_see_and_revoke_each_other(
         start_over(driver, server)
     log_in(server, sessions_path, laptop, phone)
     laptop_id, phone_id = key_hash(session_cookie(laptop)), key_hash(session_cookie(phone))
-    laptop.refresh()  # to list the phone, which logged in after it
+    # The two logins ran at once, so either page may have been drawn before
+    # the other browser's session was saved: draw both again.
+    laptop.refresh()
+    phone.refresh()
     stored = server.admin_sessions()
     assert {laptop_id, phone_id} <= stored
     assert listed_sessions(laptop) == stored - {laptop_id}
