@@ -42,6 +42,7 @@ TEST_REQUIREMENTS = [
     "mssql-django>=1.6",  # SQL Server SQL is compiled offline even without a server
     "selenium>=4.20",  # drives Debian's chromium; never downloads a browser (see tests)
     "uvicorn>=0.30",  # the example behind an ASGI server
+    "docutils>=0.22",  # the README must render on the package index (writer= by name)
 ]
 
 
