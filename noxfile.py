@@ -95,7 +95,14 @@ def without_time_zones(session: nox.Session) -> None:
 
 @nox.session(python="3.12")
 def lint(session: nox.Session) -> None:
-    session.install(*requirements("6.1"), "ruff>=0.8", "mypy>=1.13", "django-stubs>=5.1", "nox")
+    session.install(
+        *requirements("6.1"),
+        "ruff>=0.8",
+        "mypy>=1.13",
+        "django-stubs>=5.1",
+        "types-docutils",
+        "nox",
+    )
     session.install("--no-deps", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
