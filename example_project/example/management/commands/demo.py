@@ -19,8 +19,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, no_serve: bool, addrport: str, **options: Any) -> None:
-        call_command("migrate", database="default", interactive=False, verbosity=0)
-        call_command("migrate", database="sessions", interactive=False, verbosity=0)
+        # With the system checks, as `manage.py migrate` runs them
+        # (call_command skips them unless told).
+        for alias in ("default", "sessions"):
+            call_command(
+                "migrate", database=alias, interactive=False, verbosity=0, skip_checks=False
+            )
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Created the demo superuser admin (password: admin).")
