@@ -41,8 +41,8 @@ from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .conf import device_details
-from .models import Session, SessionQuerySet
+from django_sql_sessions import conf
+from django_sql_sessions.models import Session, SessionQuerySet, in_lists
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -54,9 +54,6 @@ DEVICE_COLUMNS = ("network", "short_user_agent")
 USER_AGENT_COLUMN_LENGTH = 32
 # Where label_users() leaves each row's user label.
 USER_LABEL = "_sql_sessions_user_label"
-# Rows per DELETE: within every backend's parameter limit (SQLite's is 999
-# on old builds), and short enough not to hold many row locks.
-REVOKE_CHUNK = 500
 # The changelist counts no further than this (plus one, to know there are
 # more). Counting a table of millions
 # of sessions on every page view would scan a whole index each time; past the
@@ -226,7 +223,7 @@ class SessionAdmin(_ModelAdmin):
         # Device columns only when they are recorded: empty columns would
         # suggest the data exists somewhere.
         columns = tuple(column for column in columns if column not in device)
-        return columns + device if device_details() else columns
+        return columns + device if conf.DEVICE_DETAILS.get() else columns
 
     @admin.display(description=_("session"))
     def short_id(self, obj: Session) -> str:
@@ -297,8 +294,8 @@ class SessionAdmin(_ModelAdmin):
         # neither every row in memory nor a lock on all of them at once.
         key_hashes = list(queryset.values_list("key_hash", flat=True))
         count = 0
-        for start in range(0, len(key_hashes), REVOKE_CHUNK):
-            chunk = Session.objects.filter(key_hash__in=key_hashes[start : start + REVOKE_CHUNK])
+        for key_hash_list in in_lists(key_hashes):
+            chunk = Session.objects.filter(key_hash__in=key_hash_list)
             self.log_deletions(request, chunk)
             deleted, _per_model = chunk.delete()
             count += deleted

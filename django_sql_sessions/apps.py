@@ -11,12 +11,14 @@ class SqlSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core.signals import request_finished
+        from django.core.signals import request_finished, setting_changed
 
-        from . import checks as sql_sessions_checks
-        from .garbage_collection import collector
+        from django_sql_sessions import checks as sql_sessions_checks
+        from django_sql_sessions import conf
+        from django_sql_sessions.garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
         checks.register(sql_sessions_checks.check_routers)
         checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
+        setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")

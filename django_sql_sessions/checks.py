@@ -5,7 +5,7 @@ the README.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -14,80 +14,13 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
-from .conf import (
-    activity_interval_problem,
-    batch_size_problem,
-    conf,
-    db_alias_problem,
-    device_details_problem,
-    gc_frequency_problem,
-    max_size_problem,
-    prefix_problem,
-    table_name_problem,
-    touch_after_problem,
-)
-from .models import Session
-from .routers import APP_LABEL, SessionRouter
-from .sql import SUPPORTED_VENDORS
+from django_sql_sessions import conf
+from django_sql_sessions.models import Session
+from django_sql_sessions.routers import APP_LABEL, SessionRouter
+from django_sql_sessions.sql import SUPPORTED_VENDORS
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
 MIDDLEWARE_PATH = "django_sql_sessions.middleware.SessionMiddleware"
-
-
-# Each setting's validity check (the same sentence the runtime raises), the
-# hint that fixes it, and its ID.
-SETTING_PROBLEMS: list[tuple[Callable[[], str | None], str, str]] = [
-    (
-        lambda: db_alias_problem(conf.DB_ALIAS),
-        "Set SQL_SESSIONS_DB_ALIAS to the DATABASES alias that holds the sessions.",
-        "E001",
-    ),
-    (
-        lambda: table_name_problem(conf.TABLE),
-        "Choose a name such as 'web_sessions'. No SQL is built from this name until it is valid.",
-        "E002",
-    ),
-    (
-        lambda: batch_size_problem(conf.CLEANUP_BATCH_SIZE, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"),
-        "Remove the setting to use the default of 1000.",
-        "E003",
-    ),
-    (
-        lambda: touch_after_problem(conf.TOUCH_AFTER),
-        "Use 0 (the default) to write every save, as Django does.",
-        "E007",
-    ),
-    (
-        lambda: max_size_problem(conf.MAX_SIZE),
-        "Remove the setting to use the default of 1 MiB.",
-        "E008",
-    ),
-    (
-        lambda: gc_frequency_problem(conf.GC_FREQUENCY),
-        "Use 0 to rely on a scheduled purgesessions alone.",
-        "E009",
-    ),
-    (
-        lambda: device_details_problem(conf.DEVICE_DETAILS),
-        "Use True to record IP networks and user agents, False (the default) not to.",
-        "E010",
-    ),
-    (
-        lambda: prefix_problem(conf.IPV4_PREFIX, 4),
-        "Remove the setting to keep /24 networks (the default).",
-        "E011",
-    ),
-    (
-        lambda: prefix_problem(conf.IPV6_PREFIX, 6),
-        "Remove the setting to keep /48 networks (the default).",
-        "E012",
-    ),
-    (
-        lambda: activity_interval_problem(conf.ACTIVITY_INTERVAL),
-        "Remove the setting to use the default of 300 seconds.",
-        "E013",
-    ),
-]
 
 
 def check_settings(
@@ -96,12 +29,12 @@ def check_settings(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     errors: list[CheckMessage] = [
-        Error(problem, hint=hint, id=f"django_sql_sessions.{check_id}")
-        for find_problem, hint, check_id in SETTING_PROBLEMS
-        if (problem := find_problem())
+        Error(problem, hint=setting.fix(), id=f"django_sql_sessions.{setting.check_id}")
+        for setting in conf.SETTINGS
+        if (problem := setting.problem())
     ]
-    table = conf.TABLE
-    if not table_name_problem(table) and table != Session._meta.db_table:
+    table = conf.TABLE.raw()
+    if not conf.TABLE.problem() and table != Session._meta.db_table:
         errors.append(
             Error(
                 f"SQL_SESSIONS_TABLE is {table!r}, but the session model was loaded with "
@@ -111,9 +44,9 @@ def check_settings(
                 id="django_sql_sessions.E014",
             )
         )
-    touch_after = conf.TOUCH_AFTER
+    touch_after = conf.TOUCH_AFTER.raw()
     if (
-        not touch_after_problem(touch_after)
+        not conf.TOUCH_AFTER.problem()
         and isinstance(touch_after, int)
         and touch_after >= settings.SESSION_COOKIE_AGE
     ):
@@ -127,7 +60,7 @@ def check_settings(
                 id="django_sql_sessions.W004",
             )
         )
-    if conf.DEVICE_DETAILS is True and MIDDLEWARE_PATH not in settings.MIDDLEWARE:
+    if conf.DEVICE_DETAILS.raw() is True and MIDDLEWARE_PATH not in settings.MIDDLEWARE:
         errors.append(
             Warning(
                 f"SQL_SESSIONS_DEVICE_DETAILS is True, but {MIDDLEWARE_PATH!r} is not in "
@@ -137,10 +70,10 @@ def check_settings(
                 id="django_sql_sessions.W005",
             )
         )
-    alias = conf.DB_ALIAS
-    if db_alias_problem(alias):
+    if conf.DB_ALIAS.problem():
         return errors
-    vendor = connections[str(alias)].vendor
+    alias = conf.DB_ALIAS.get()
+    vendor = connections[alias].vendor
     if vendor not in SUPPORTED_VENDORS:
         errors.append(
             Error(
@@ -151,7 +84,7 @@ def check_settings(
                 id="django_sql_sessions.E004",
             )
         )
-    if settings.DATABASES[str(alias)].get("TEST", {}).get("MIRROR"):
+    if settings.DATABASES[alias].get("TEST", {}).get("MIRROR"):
         errors.append(
             Warning(
                 f"SQL_SESSIONS_DB_ALIAS {alias!r} is configured as a test mirror, which "
@@ -170,9 +103,9 @@ def check_routers(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    alias = conf.DB_ALIAS
-    if db_alias_problem(alias):
+    if conf.DB_ALIAS.problem():
         return []  # reported as E001
+    alias = conf.DB_ALIAS.get()
     errors: list[CheckMessage] = []
     read_alias = router.db_for_read(Session)
     write_alias = router.db_for_write(Session)
@@ -225,12 +158,12 @@ def check_table_exists(
     and an error would block the very command that creates the table. Not
     for 'default', whose unapplied migrations Django reports itself.
     """
-    alias = conf.DB_ALIAS
+    if conf.DB_ALIAS.problem() or conf.TABLE.problem():
+        return []  # reported as E001 or E002
+    alias = conf.DB_ALIAS.get()
     if not databases or alias not in databases:
         return []
-    if db_alias_problem(alias) or table_name_problem(conf.TABLE):
-        return []  # reported as E001 or E002
-    connection = connections[str(alias)]
+    connection = connections[alias]
     table = Session._meta.db_table
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)

@@ -21,9 +21,10 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from .conf import batch_size_problem, cleanup_batch_size, db_alias, table_name
-from .locks import single_runner
-from .sql import Statements, run, statements, to_db_datetime
+from django_sql_sessions import conf
+from django_sql_sessions.locks import single_runner
+from django_sql_sessions.models import session_table
+from django_sql_sessions.sql import Statements, execute, fetch_one, statements, to_db_datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +46,14 @@ Progress = Callable[[int, int, float], None]
 
 def count_expired(*, now: datetime.datetime | None = None) -> int:
     """Return how many sessions have expired (expire_date <= now)."""
-    connection = connections[db_alias()]
-    cutoff = to_db_datetime(connection, now or timezone.now())
-    _rowcount, (count,) = run(
-        connection, statements(connection).count_expired, [cutoff], fetch=True
+    connection = connections[conf.DB_ALIAS.get()]
+    row = fetch_one(
+        connection,
+        statements(connection, session_table()).count_expired,
+        cutoff=to_db_datetime(connection, now or timezone.now()),
     )
-    return int(count)
+    assert row is not None
+    return int(row[0])
 
 
 def delete_expired(
@@ -75,8 +78,8 @@ def delete_expired(
     and ``pause`` (time.monotonic and time.sleep) are there for tests.
     """
     if batch_size is None:
-        batch_size = cleanup_batch_size()
-    elif problem := batch_size_problem(batch_size, "batch_size"):
+        batch_size = conf.CLEANUP_BATCH_SIZE.get()
+    elif problem := conf.cleanup_batch_size_rule("batch_size", batch_size):
         raise ValueError(problem)
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds is {max_seconds!r}; it must be more than 0.")
@@ -86,13 +89,14 @@ def delete_expired(
         raise ValueError(f"sleep is {sleep!r}; it must be 0 or more.")
     clock = clock or time.monotonic
     pause = pause or time.sleep
-    alias = db_alias()
+    alias = conf.DB_ALIAS.get()
     connection = connections[alias]
-    sql = statements(connection)
+    table = session_table()
+    sql = statements(connection, table)
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
-    with single_runner(connection, table_name()) as holding:
+    with single_runner(connection, table) as holding:
         if not holding:
             return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
         after = None  # the expiry where the last batch ended
@@ -128,15 +132,15 @@ def _delete_batch(
     it reached ``cutoff``, which makes it the last batch.
     """
     if after is None:
-        _rowcount, row = run(connection, sql.batch_end, [cutoff, size - 1], fetch=True)
+        row = fetch_one(connection, sql.batch_end, cutoff=cutoff, offset=size - 1)
     else:
-        _rowcount, row = run(
-            connection, sql.batch_end_after, [after, cutoff, size - 1], fetch=True
+        row = fetch_one(
+            connection, sql.batch_end_after, after=after, cutoff=cutoff, offset=size - 1
         )
     end = row[0] if row else None
     until = cutoff if end is None else end
     if after is None:
-        deleted, _row = run(connection, sql.delete_until, [until])
+        deleted = execute(connection, sql.delete_until, until=until)
     else:
-        deleted, _row = run(connection, sql.delete_between, [after, until])
-    return int(deleted), end
+        deleted = execute(connection, sql.delete_between, after=after, until=until)
+    return deleted, end

@@ -1,42 +1,24 @@
 """
-The package's settings, read from django.conf.settings each time they are used.
+The package's settings: one declaration each, from which its accessor, its
+runtime error and its system check all come.
 
-Nothing is cached, so override_settings() and per-test changes just work. The
-raw properties return what the project configured; the validated accessors
-raise ImproperlyConfigured with a message that names the setting, and the
-system checks report the same messages.
+Values are read from django.conf.settings when first used and kept until
+Django's setting_changed signal says a setting changed (override_settings,
+pytest-django's settings fixture), as Django does for its own cached
+settings; the request path then reads no setting at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-DEFAULT_DB_ALIAS = "default"
-DEFAULT_TABLE = "django_sql_sessions_session"
-DEFAULT_CLEANUP_BATCH_SIZE = 1000
-DEFAULT_TOUCH_AFTER = 0
-# About one request in 10,000 deletes one batch: the ancestor's default, a
-# table that stays clean without cron at a cost no request notices.
-DEFAULT_GC_FREQUENCY = 10_000
-# 1 MiB of encoded data: far more than a session should hold, and within
-# every supported column and MySQL's default max_allowed_packet (16 MiB on
-# MariaDB, 64 MiB on MySQL 8).
-DEFAULT_MAX_SIZE = 1024 * 1024
-# Off: an IP address and a user agent are personal data, recorded only when
-# the project decides to.
-DEFAULT_DEVICE_DETAILS = False
-# A /24 (IPv4) or /48 (IPv6) network tells a user "a different place" without
-# identifying a household; the defaults analytics tools use for the same reason.
-DEFAULT_IPV4_PREFIX = 24
-DEFAULT_IPV6_PREFIX = 48
-# Last activity is refreshed by at most one extra UPDATE per session every
-# five minutes: a "last active" column needs no finer grain.
-DEFAULT_ACTIVITY_INTERVAL = 300
+_T = TypeVar("_T")
 
 # Lower case only: MySQL and MariaDB on case-insensitive file systems fold table
 # names, and unquoted references in hand-written SQL fold on PostgreSQL.
@@ -48,193 +30,198 @@ MAX_TABLE_NAME_LENGTH = 63
 # at about 5,000 row locks, which would block live sessions.
 MAX_CLEANUP_BATCH_SIZE = 4000
 
+# Validated values by setting name; see clear_cache().
+_cache: dict[str, Any] = {}
 
-class Settings:
-    @property
-    def DB_ALIAS(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_DB_ALIAS", DEFAULT_DB_ALIAS)
-
-    @property
-    def TABLE(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_TABLE", DEFAULT_TABLE)
-
-    @property
-    def TOUCH_AFTER(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_TOUCH_AFTER", DEFAULT_TOUCH_AFTER)
-
-    @property
-    def GC_FREQUENCY(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_GC_FREQUENCY", DEFAULT_GC_FREQUENCY)
-
-    @property
-    def MAX_SIZE(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_MAX_SIZE", DEFAULT_MAX_SIZE)
-
-    @property
-    def CLEANUP_BATCH_SIZE(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_CLEANUP_BATCH_SIZE", DEFAULT_CLEANUP_BATCH_SIZE)
-
-    @property
-    def DEVICE_DETAILS(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_DEVICE_DETAILS", DEFAULT_DEVICE_DETAILS)
-
-    @property
-    def IPV4_PREFIX(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_IPV4_PREFIX", DEFAULT_IPV4_PREFIX)
-
-    @property
-    def IPV6_PREFIX(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_IPV6_PREFIX", DEFAULT_IPV6_PREFIX)
-
-    @property
-    def ACTIVITY_INTERVAL(self) -> object:
-        return getattr(settings, "SQL_SESSIONS_ACTIVITY_INTERVAL", DEFAULT_ACTIVITY_INTERVAL)
+# (setting or option name, value) -> what is wrong with the value, or None.
+Rule = Callable[[str, object], "str | None"]
 
 
-conf = Settings()
+@dataclasses.dataclass(frozen=True)
+class Setting(Generic[_T]):
+    name: str
+    default: _T
+    rule: Rule
+    check_id: str  # the system check that reports an invalid value
+    hint: str  # how to fix an invalid value; {default} is replaced
+
+    def raw(self) -> object:
+        """What the project configured, unchecked."""
+        return getattr(settings, self.name, self.default)
+
+    def problem(self) -> str | None:
+        """What is wrong with the configured value, naming the setting, or None."""
+        return self.rule(self.name, self.raw())
+
+    def get(self) -> _T:
+        """The configured value; ImproperlyConfigured if it is invalid."""
+        try:
+            return cast(_T, _cache[self.name])
+        except KeyError:
+            pass
+        value = self.raw()
+        if problem := self.rule(self.name, value):
+            raise ImproperlyConfigured(problem)
+        _cache[self.name] = value
+        return cast(_T, value)
+
+    def fix(self) -> str:
+        return self.hint.format(default=self.default)
 
 
-def db_alias() -> str:
-    """Return SQL_SESSIONS_DB_ALIAS, or raise if DATABASES has no such alias."""
-    return str(_valid(conf.DB_ALIAS, db_alias_problem))
+def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
+    """Forget validated values (connected to setting_changed in AppConfig.ready())."""
+    if setting.startswith("SQL_SESSIONS_") or setting == "DATABASES":
+        _cache.clear()
 
 
-def table_name() -> str:
-    """Return SQL_SESSIONS_TABLE, or raise if it is not a safe SQL identifier."""
-    return str(_valid(conf.TABLE, table_name_problem))
-
-
-def cleanup_batch_size() -> int:
-    """Return SQL_SESSIONS_CLEANUP_BATCH_SIZE, or raise if it is out of range."""
-    return int(
-        _valid(
-            conf.CLEANUP_BATCH_SIZE,
-            lambda size: batch_size_problem(size, "SQL_SESSIONS_CLEANUP_BATCH_SIZE"),
-        )
+def whole_number(
+    minimum: int, maximum: int | None = None, *, unit: str = "", low: str = "", high: str = ""
+) -> Rule:
+    """A rule for a whole number (not a bool) from minimum up to maximum, if any."""
+    span = (
+        f"from {minimum}{low} to {maximum}{high}"
+        if maximum is not None
+        else f"{minimum}{low} or more"
     )
+    of_unit = f" of {unit}" if unit else ""
+
+    def rule(name: str, value: object) -> str | None:
+        # bool is an int subclass; True as a number is a typo, not a 1.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            return f"{name} is {value!r}; it must be a whole number{of_unit}, {span}."
+        return None
+
+    return rule
 
 
-def touch_after() -> int:
-    """Return SQL_SESSIONS_TOUCH_AFTER, or raise if it is not a whole number of seconds."""
-    return int(_valid(conf.TOUCH_AFTER, touch_after_problem))
+def _boolean(name: str, value: object) -> str | None:
+    if not isinstance(value, bool):
+        return f"{name} is {value!r}; it must be True or False."
+    return None
 
 
-def gc_frequency() -> int:
-    """Return SQL_SESSIONS_GC_FREQUENCY, or raise if it is not a whole number >= 0."""
-    return int(_valid(conf.GC_FREQUENCY, gc_frequency_problem))
-
-
-def max_size() -> int:
-    """Return SQL_SESSIONS_MAX_SIZE, or raise if it is not a positive whole number."""
-    return int(_valid(conf.MAX_SIZE, max_size_problem))
-
-
-def device_details() -> bool:
-    """Return SQL_SESSIONS_DEVICE_DETAILS, or raise if it is not True or False."""
-    return bool(_valid(conf.DEVICE_DETAILS, device_details_problem))
-
-
-def ip_prefixes() -> tuple[int, int]:
-    """Return SQL_SESSIONS_IPV4_PREFIX and SQL_SESSIONS_IPV6_PREFIX, or raise."""
-    return (
-        int(_valid(conf.IPV4_PREFIX, lambda bits: prefix_problem(bits, 4))),
-        int(_valid(conf.IPV6_PREFIX, lambda bits: prefix_problem(bits, 6))),
-    )
-
-
-def activity_interval() -> int:
-    """Return SQL_SESSIONS_ACTIVITY_INTERVAL, or raise if it is not a whole number >= 0."""
-    return int(_valid(conf.ACTIVITY_INTERVAL, activity_interval_problem))
-
-
-def _valid(value: Any, problem: Callable[[Any], str | None]) -> Any:
-    if message := problem(value):
-        raise ImproperlyConfigured(message)
-    return value
-
-
-# Each *_problem() function returns what is wrong with a value, naming the
-# setting or option, or None. The accessors above, the system checks and the
-# command all report these same sentences.
-
-
-def db_alias_problem(alias: object) -> str | None:
-    if isinstance(alias, str) and alias in settings.DATABASES:
+def _alias(name: str, value: object) -> str | None:
+    if isinstance(value, str) and value in settings.DATABASES:
         return None
     return (
-        f"SQL_SESSIONS_DB_ALIAS is {alias!r}, which is not an alias in DATABASES "
+        f"{name} is {value!r}, which is not an alias in DATABASES "
         f"(the aliases are {', '.join(map(repr, settings.DATABASES))})."
     )
 
 
-def table_name_problem(name: object) -> str | None:
-    if not isinstance(name, str) or not TABLE_NAME_RE.fullmatch(name):
+def table_name_rule(name: str, value: object) -> str | None:
+    if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
         return (
-            f"SQL_SESSIONS_TABLE is {name!r}; it must be a plain SQL identifier: "
+            f"{name} is {value!r}; it must be a plain SQL identifier: "
             "lower-case letters, digits and underscores, not starting with a digit."
         )
-    if len(name) > MAX_TABLE_NAME_LENGTH:
+    if len(value) > MAX_TABLE_NAME_LENGTH:
         return (
-            f"SQL_SESSIONS_TABLE is {len(name)} characters long; the longest name that "
+            f"{name} is {len(value)} characters long; the longest name that "
             f"every supported database keeps intact is {MAX_TABLE_NAME_LENGTH}."
         )
     return None
 
 
-def batch_size_problem(value: object, name: str) -> str | None:
-    # bool is an int subclass; True as a batch size is a typo, not a 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"{name} is {value!r}; it must be a whole number."
-    if not 1 <= value <= MAX_CLEANUP_BATCH_SIZE:
-        return f"{name} is {value}; it must be between 1 and {MAX_CLEANUP_BATCH_SIZE}."
-    return None
+cleanup_batch_size_rule = whole_number(1, MAX_CLEANUP_BATCH_SIZE)
 
+DB_ALIAS = Setting[str](
+    "SQL_SESSIONS_DB_ALIAS",
+    "default",
+    _alias,
+    "E001",
+    "Set SQL_SESSIONS_DB_ALIAS to the DATABASES alias that holds the sessions.",
+)
+TABLE = Setting[str](
+    "SQL_SESSIONS_TABLE",
+    "django_sql_sessions_session",
+    table_name_rule,
+    "E002",
+    "Choose a name such as 'web_sessions'. No SQL is built from this name until it is valid.",
+)
+CLEANUP_BATCH_SIZE = Setting[int](
+    "SQL_SESSIONS_CLEANUP_BATCH_SIZE",
+    1000,
+    cleanup_batch_size_rule,
+    "E003",
+    "Remove the setting to use the default of {default}.",
+)
+TOUCH_AFTER = Setting[int](
+    "SQL_SESSIONS_TOUCH_AFTER",
+    0,
+    whole_number(0, unit="seconds"),
+    "E007",
+    "Use {default} (the default) to write every save, as Django does.",
+)
+MAX_SIZE = Setting[int](
+    "SQL_SESSIONS_MAX_SIZE",
+    # 1 MiB of encoded data: far more than a session should hold, and within
+    # every supported column and MySQL's default max_allowed_packet (16 MiB on
+    # MariaDB, 64 MiB on MySQL 8).
+    1024 * 1024,
+    whole_number(1, unit="bytes"),
+    "E008",
+    "Remove the setting to use the default of {default} bytes (1 MiB).",
+)
+GC_FREQUENCY = Setting[int](
+    "SQL_SESSIONS_GC_FREQUENCY",
+    # About one request in 10,000 deletes one batch: the ancestor's default, a
+    # table that stays clean without cron at a cost no request notices.
+    10_000,
+    whole_number(0, low=" (off)"),
+    "E009",
+    "Use 0 to rely on a scheduled purgesessions alone.",
+)
+DEVICE_DETAILS = Setting[bool](
+    "SQL_SESSIONS_DEVICE_DETAILS",
+    # Off: an IP address and a user agent are personal data, recorded only
+    # when the project decides to.
+    False,
+    _boolean,
+    "E010",
+    "Use True to record IP networks and user agents, {default} (the default) not to.",
+)
+# A /24 (IPv4) or /48 (IPv6) network tells a user "a different place" without
+# identifying a household; the defaults analytics tools use for the same reason.
+IPV4_PREFIX = Setting[int](
+    "SQL_SESSIONS_IPV4_PREFIX",
+    24,
+    whole_number(0, 32, low=" (record no IPv4 address)", high=" (the whole address)"),
+    "E011",
+    "Remove the setting to keep /{default} networks (the default).",
+)
+IPV6_PREFIX = Setting[int](
+    "SQL_SESSIONS_IPV6_PREFIX",
+    48,
+    whole_number(0, 128, low=" (record no IPv6 address)", high=" (the whole address)"),
+    "E012",
+    "Remove the setting to keep /{default} networks (the default).",
+)
+ACTIVITY_INTERVAL = Setting[int](
+    "SQL_SESSIONS_ACTIVITY_INTERVAL",
+    # Last activity is refreshed by at most one extra UPDATE per session every
+    # five minutes: a "last active" column needs no finer grain.
+    300,
+    whole_number(0, unit="seconds", low=" (only saves record activity)"),
+    "E013",
+    "Remove the setting to use the default of {default} seconds.",
+)
 
-def touch_after_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return (
-            f"SQL_SESSIONS_TOUCH_AFTER is {value!r}; it must be a whole number of seconds, "
-            "0 or more."
-        )
-    return None
-
-
-def max_size_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return (
-            f"SQL_SESSIONS_MAX_SIZE is {value!r}; it must be a whole number of bytes, 1 or more."
-        )
-    return None
-
-
-def gc_frequency_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return (
-            f"SQL_SESSIONS_GC_FREQUENCY is {value!r}; it must be a whole number, 0 (off) or more."
-        )
-    return None
-
-
-def device_details_problem(value: object) -> str | None:
-    if not isinstance(value, bool):
-        return f"SQL_SESSIONS_DEVICE_DETAILS is {value!r}; it must be True or False."
-    return None
-
-
-def prefix_problem(value: object, version: int) -> str | None:
-    bits = 32 if version == 4 else 128
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bits:
-        return (
-            f"SQL_SESSIONS_IPV{version}_PREFIX is {value!r}; it must be a prefix length "
-            f"from 0 (record no IPv{version} address) to {bits} (the whole address)."
-        )
-    return None
-
-
-def activity_interval_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return (
-            f"SQL_SESSIONS_ACTIVITY_INTERVAL is {value!r}; it must be a whole number of "
-            "seconds, 0 (only saves record activity) or more."
-        )
-    return None
+SETTINGS: tuple[Setting[Any], ...] = (
+    DB_ALIAS,
+    TABLE,
+    CLEANUP_BATCH_SIZE,
+    TOUCH_AFTER,
+    MAX_SIZE,
+    GC_FREQUENCY,
+    DEVICE_DETAILS,
+    IPV4_PREFIX,
+    IPV6_PREFIX,
+    ACTIVITY_INTERVAL,
+)

@@ -18,8 +18,8 @@ import ipaddress
 
 from django.http import HttpRequest
 
-from .conf import device_details, ip_prefixes
-from .models import USER_AGENT_MAX_LENGTH
+from django_sql_sessions import conf
+from django_sql_sessions.models import USER_AGENT_MAX_LENGTH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Device:
 
 def device_from_request(request: HttpRequest) -> Device | None:
     """The details to store for this request, or None when they are not recorded."""
-    if not device_details():
+    if not conf.DEVICE_DETAILS.get():
         return None
     return Device(
         ip=anonymize_ip(request.META.get("REMOTE_ADDR")),
@@ -48,8 +48,7 @@ def anonymize_ip(value: object) -> str | None:
         return None  # not an address (a test client, a misconfigured proxy)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped  # ::ffff:192.0.2.1 is an IPv4 client
-    ipv4_bits, ipv6_bits = ip_prefixes()
-    bits = ipv4_bits if address.version == 4 else ipv6_bits
+    bits = (conf.IPV4_PREFIX if address.version == 4 else conf.IPV6_PREFIX).get()
     if not bits:
         return None
     # From the integer, which drops an IPv6 zone ("%eth0") along the way; the

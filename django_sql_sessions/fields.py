@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .keys import HASH_LENGTH
+from django_sql_sessions.keys import HASH_LENGTH
 
 if TYPE_CHECKING:
     _CharField = models.CharField[str, str]

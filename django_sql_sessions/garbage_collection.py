@@ -18,8 +18,8 @@ from typing import Any
 
 from django.db import connections
 
-from .cleanup import delete_expired
-from .conf import db_alias, gc_frequency
+from django_sql_sessions import conf
+from django_sql_sessions.cleanup import delete_expired
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -31,7 +31,7 @@ class GarbageCollector:
 
     def __call__(self, sender: Any = None, **kwargs: Any) -> None:
         try:
-            frequency = gc_frequency()
+            frequency = conf.GC_FREQUENCY.get()
             if not frequency or self.draw() * frequency >= 1:
                 return
             if not self.running.acquire(blocking=False):
@@ -44,7 +44,7 @@ class GarbageCollector:
             logger.exception("Expired-session garbage collection failed")
 
     def collect(self) -> None:
-        connection = connections[db_alias()]
+        connection = connections[conf.DB_ALIAS.get()]
         was_open = connection.connection is not None
         try:
             delete_expired(max_batches=1)

@@ -32,15 +32,19 @@ from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from .backends.db import SessionStore
-from .conf import db_alias, max_size, table_name, table_name_problem
-from .keys import hash_key, is_valid_key
-from .models import ImportedSession, Session
-from .sql import from_db_datetime, to_db_datetime
-from .user_sessions import user_id_from_session
+from django_sql_sessions import conf
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.keys import hash_key, is_valid_key
+from django_sql_sessions.models import ImportedSession, Session, in_lists, user_id_from_session
+from django_sql_sessions.sql import (
+    django_session_statements,
+    fetch_all,
+    fetch_one,
+    from_db_datetime,
+    to_db_datetime,
+)
 
 DEFAULT_SOURCE_TABLE = "django_session"
-LOOKUP_CHUNK = 500
 
 
 @dataclasses.dataclass
@@ -75,28 +79,23 @@ def import_django_sessions(
     progress: Progress | None = None,
 ) -> ImportResult:
     source = _source(source_alias, source_table)
-    table = source.ops.quote_name(source_table)
+    count_expired, select = django_session_statements(
+        source.vendor, source.ops.quote_name(source_table)
+    )
     now = now or timezone.now()
     cutoff = to_db_datetime(source, now)
-    limit = "OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY" if source.vendor == "microsoft" else "LIMIT %s"
-    select = (
-        f"SELECT session_key, session_data, expire_date FROM {table} "
-        f"WHERE session_key > %s AND expire_date > %s ORDER BY session_key {limit}"
-    )
     result = ImportResult()
-    with source.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %s", [cutoff])
-        result.expired = int(cursor.fetchone()[0])
+    expired = fetch_one(source, count_expired, cutoff=cutoff)
+    assert expired is not None
+    result.expired = int(expired[0])
     store = SessionStore()
-    target = connections[db_alias()]
-    max_bytes = max_size()
+    target = connections[conf.DB_ALIAS.get()]
+    max_bytes = conf.MAX_SIZE.get()
     label = f"{source_alias}.{source_table}"
     seen: set[str] = set()  # in a dry run, which writes no seen_at
     last_key = ""
     while True:
-        with source.cursor() as cursor:
-            cursor.execute(select, [last_key, cutoff, batch_size])
-            rows = cursor.fetchall()
+        rows = fetch_all(source, select, after=last_key, cutoff=cutoff, limit=batch_size)
         if not rows:
             break
         last_key = rows[-1][0]
@@ -160,8 +159,7 @@ def import_django_sessions(
         )
         return result
     vanished_hashes = list(vanished.filter(seen_at__lt=now).values_list("key_hash", flat=True))
-    for start in range(0, len(vanished_hashes), LOOKUP_CHUNK):
-        chunk = vanished_hashes[start : start + LOOKUP_CHUNK]
+    for chunk in in_lists(vanished_hashes):
         with transaction.atomic(using=target.alias):
             Session.objects.filter(key_hash__in=chunk).delete()
             ImportedSession.objects.filter(key_hash__in=chunk).delete()
@@ -175,8 +173,7 @@ def import_django_sessions(
 def _markers(key_hashes: list[str]) -> dict[str, datetime.datetime]:
     """The ImportedSession expiries of these key hashes, expired or not."""
     found: dict[str, datetime.datetime] = {}
-    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
-        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+    for chunk in in_lists(key_hashes):
         rows = ImportedSession.objects.filter(key_hash__in=chunk)
         found.update(rows.values_list("key_hash", "expire_date"))
     return found
@@ -194,9 +191,7 @@ def _extend_markers(
     marker that expired before its row would let a later run copy back a
     session this engine has deleted since.
     """
-    key_hashes = list(markers)
-    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
-        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+    for chunk in in_lists(list(markers)):
         ImportedSession.objects.filter(key_hash__in=chunk).update(seen_at=now)
     for key_hash, marker_expiry in markers.items():
         if expiries[key_hash] > marker_expiry:
@@ -208,9 +203,7 @@ def _extend_markers(
 def _present(model: type[Session] | type[ImportedSession], key_hashes: list[str]) -> set[str]:
     """Which of these key hashes are already in the model's table."""
     found: set[str] = set()
-    # In pieces: SQLite builds before 3.32 take at most 999 parameters.
-    for start in range(0, len(key_hashes), LOOKUP_CHUNK):
-        chunk = key_hashes[start : start + LOOKUP_CHUNK]
+    for chunk in in_lists(key_hashes):
         rows = model.objects.filter(key_hash__in=chunk).values_list("key_hash", flat=True)
         found.update(rows)
     return found
@@ -223,9 +216,9 @@ def _source(alias: str, table: str) -> BaseDatabaseWrapper:
             f"{', '.join(map(repr, settings.DATABASES))})."
         )
     # The rule SQL_SESSIONS_TABLE follows, so no SQL is built from anything else.
-    if table_name_problem(table):
+    if conf.table_name_rule("table", table):
         raise ImportProblem(f"{table!r} is not a plain SQL table name.")
-    if alias == db_alias() and table == table_name():
+    if alias == conf.DB_ALIAS.get() and table == conf.TABLE.get():
         raise ImportProblem(f"{table!r} on {alias!r} is this package's own session table.")
     connection = connections[alias]
     with connection.cursor() as cursor:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .sql import run
+from django_sql_sessions.sql import Statement, fetch_one
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -35,6 +35,32 @@ def lock_name(connection: BaseDatabaseWrapper, table: str) -> str:
     return f"django_sql_sessions.cleanup.{digest[:32]}"
 
 
+# (acquire, release) by vendor: each acquire returns one row, true when this
+# connection now holds the lock named %(name)s (a bigint key on PostgreSQL).
+_SESSION_LOCKS = {
+    "postgresql": (
+        Statement.of("SELECT pg_try_advisory_lock(%(name)s)"),
+        Statement.of("SELECT pg_advisory_unlock(%(name)s)"),
+    ),
+    "mysql": (
+        Statement.of("SELECT GET_LOCK(%(name)s, 0)"),
+        Statement.of("SELECT RELEASE_LOCK(%(name)s)"),
+    ),
+    "microsoft": (
+        Statement.of(
+            "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %(name)s, "
+            "@LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; "
+            "SELECT CASE WHEN @result >= 0 THEN 1 ELSE 0 END"
+        ),
+        Statement.of(
+            "EXEC sp_releaseapplock @Resource = %(name)s, @LockOwner = 'Session'; SELECT 1"
+        ),
+    ),
+}
+# Inside a caller's transaction on PostgreSQL: see single_runner().
+_PG_TRANSACTION_LOCK = Statement.of("SELECT pg_try_advisory_xact_lock(%(name)s)")
+
+
 @contextmanager
 def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]:
     """Yield whether this connection holds the cleanup lock for ``table``."""
@@ -42,34 +68,19 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
     if vendor == "sqlite":
         yield True
         return
-    name = lock_name(connection, table)
-    params: list[object]
-    if vendor == "postgresql" and connection.in_atomic_block:
-        # Inside a caller's transaction, a lock tied to the transaction: a
-        # failed batch aborts the transaction, after which the unlock below
-        # could not run and a session lock would outlive the run on that
-        # connection. This one ends with the transaction, whatever happens.
-        key = _pg_key(name)
-        _rowcount, row = run(connection, "SELECT pg_try_advisory_xact_lock(%s)", [key], fetch=True)
-        yield bool(row and row[0])
-        return
+    name: object = lock_name(connection, table)
     if vendor == "postgresql":
-        acquire, release, params = (
-            "SELECT pg_try_advisory_lock(%s)",
-            "SELECT pg_advisory_unlock(%s)",
-            [_pg_key(name)],
-        )
-    elif vendor == "mysql":
-        acquire, release, params = "SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)", [name]
-    else:  # microsoft
-        acquire = (
-            "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %s, "
-            "@LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; "
-            "SELECT CASE WHEN @result >= 0 THEN 1 ELSE 0 END"
-        )
-        release = "EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'; SELECT 1"
-        params = [name]
-    _rowcount, row = run(connection, acquire, params, fetch=True)
+        name = _pg_key(str(name))
+        if connection.in_atomic_block:
+            # Inside a caller's transaction, a lock tied to the transaction: a
+            # failed batch aborts the transaction, after which the unlock below
+            # could not run and a session lock would outlive the run on that
+            # connection. This one ends with the transaction, whatever happens.
+            row = fetch_one(connection, _PG_TRANSACTION_LOCK, name=name)
+            yield bool(row and row[0])
+            return
+    acquire, release = _SESSION_LOCKS[vendor]
+    row = fetch_one(connection, acquire, name=name)
     if not row or not row[0]:
         yield False
         return
@@ -77,7 +88,7 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
         yield True
     finally:
         try:
-            run(connection, release, params, fetch=True)
+            fetch_one(connection, release, name=name)
         except DatabaseError:
             # The connection is gone, and the server dropped the lock with it.
             logger.warning("Could not release the session cleanup lock", exc_info=True)

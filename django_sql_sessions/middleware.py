@@ -15,8 +15,8 @@ from __future__ import annotations
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse
 
-from .backends.db import SessionStore
-from .devices import device_from_request
+from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.devices import device_from_request
 
 
 class SessionMiddleware(DjangoSessionMiddleware):

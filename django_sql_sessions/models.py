@@ -1,26 +1,32 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import SESSION_KEY
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .conf import conf, db_alias
-from .fields import KeyHashField
-from .keys import hash_key, is_key_hash, is_valid_key
+from django_sql_sessions import conf
+from django_sql_sessions.fields import KeyHashField
+from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
 
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see
-# user_sessions.user_id_from_session()).
+# user_id_from_session()).
 USER_ID_MAX_LENGTH = 255
 USER_AGENT_MAX_LENGTH = 255
 USER_INDEX_NAME = "sql_sessions_user_idx"
+# Key hashes per IN (...) list: SQLite builds before 3.32 take at most 999
+# parameters, and shorter lists keep each statement's locks short.
+IN_LIST_SIZE = 500
 
 if TYPE_CHECKING:
-    from .backends.db import SessionStore
+    from django_sql_sessions.backends.db import SessionStore
 
 
 # Matches no row: not hex, so never a key hash.
@@ -30,6 +36,24 @@ NO_SUCH_HASH = "-"
 def _hashed(session_key: object) -> str:
     """The key_hash a raw session key is stored under (NO_SUCH_HASH if it is not a key)."""
     return hash_key(session_key) if is_valid_key(session_key) else NO_SUCH_HASH
+
+
+def user_id_from_session(data: dict[str, Any]) -> str | None:
+    """The user_id column's value for session data: login()'s user key, or None."""
+    value = data.get(SESSION_KEY)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # written by code other than login(); same user
+    if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX_LENGTH:
+        return value
+    # Anonymous, or a value login() never writes: the session still works,
+    # it is just not in the user index.
+    return None
+
+
+def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:
+    """key_hashes in slices of IN_LIST_SIZE, for key_hash__in lookups."""
+    for start in range(0, len(key_hashes), IN_LIST_SIZE):
+        yield key_hashes[start : start + IN_LIST_SIZE]
 
 
 class SessionQuerySet(models.QuerySet["Session"]):
@@ -92,7 +116,7 @@ class SessionManager(models.Manager["Session"]):
     def get_queryset(self) -> SessionQuerySet:
         # Pinned to the sessions alias whatever the project's routers say, so
         # no query through this manager reads a lagging replica.
-        return SessionQuerySet(self.model, using=db_alias())
+        return SessionQuerySet(self.model, using=conf.DB_ALIAS.get())
 
     def active(self) -> SessionQuerySet:
         return self.get_queryset().active()
@@ -120,8 +144,6 @@ class SessionManager(models.Manager["Session"]):
         if not session_dict:
             sessions.for_key(session_key).delete()
             return self.model(key_hash=hash_key(session_key), expire_date=expire_date)
-        from .user_sessions import user_id_from_session
-
         now = timezone.now()
         values = {
             "data": self.encode(session_dict),
@@ -168,7 +190,7 @@ class Session(models.Model):
         # Read when this module is imported, like the migration that creates
         # the table: both see the same name, so makemigrations stays clean
         # whatever the project chose. The system check validates it.
-        db_table = str(conf.TABLE)
+        db_table = str(conf.TABLE.raw())
         verbose_name = _("session")
         verbose_name_plural = _("sessions")
         indexes = [
@@ -202,7 +224,9 @@ class Session(models.Model):
 
     @classmethod
     def get_session_store_class(cls) -> type[SessionStore]:
-        from .backends.db import SessionStore
+        # The engine imports this module; Django's own model and store pair
+        # meet the same way.
+        from django_sql_sessions.backends.db import SessionStore
 
         return SessionStore
 
@@ -222,7 +246,7 @@ class Session(models.Model):
 class ImportedSessionManager(models.Manager["ImportedSession"]):
     def get_queryset(self) -> models.QuerySet[ImportedSession]:
         # On the sessions alias, as SessionManager.
-        return models.QuerySet(self.model, using=db_alias())
+        return models.QuerySet(self.model, using=conf.DB_ALIAS.get())
 
 
 class ImportedSession(models.Model):
@@ -250,3 +274,19 @@ class ImportedSession(models.Model):
 
     def __str__(self) -> str:
         return str(self.key_hash)[:12]
+
+
+def session_table() -> str:
+    """
+    SQL_SESSIONS_TABLE, which must still be the table the model was loaded
+    with: an engine that followed a changed setting would write one table
+    while the model's queries (users' sessions, the admin) read another.
+    """
+    name = conf.TABLE.get()
+    if name != Session._meta.db_table:
+        raise ImproperlyConfigured(
+            f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with "
+            f"{Session._meta.db_table!r}: the table cannot change while the process "
+            "runs (override_settings included). Set it before Django starts."
+        )
+    return name

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
 
-from .conf import conf, db_alias_problem
+from django_sql_sessions import conf
 
 APP_LABEL = "django_sql_sessions"
 
@@ -27,8 +28,10 @@ def _alias() -> str | None:
     # Routers run inside Django's own checks (and migrate's): a bad setting
     # must reach check E001, not end them with a traceback. With no valid
     # alias the router has no opinion, and the session engine itself raises.
-    alias = conf.DB_ALIAS
-    return None if db_alias_problem(alias) else str(alias)
+    try:
+        return conf.DB_ALIAS.get()
+    except ImproperlyConfigured:
+        return None
 
 
 class SessionRouter:

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from .keys import hash_key, is_key_hash, is_valid_key
-from .models import USER_ID_MAX_LENGTH, Session
+from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
+from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +49,6 @@ class UserSession:
     ip: str | None  # None unless SQL_SESSIONS_DEVICE_DETAILS recorded it
     user_agent: str | None
     current: bool  # the session passed as `current`
-
-
-def user_id_from_session(data: dict[str, Any]) -> str | None:
-    """The user_id to store for session data: login()'s user key, or None."""
-    value = data.get(SESSION_KEY)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # written by code other than login(); same user
-    if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX_LENGTH:
-        return value
-    # Anonymous, or a value login() never writes: the session still works,
-    # it is just not in the user index.
-    return None
 
 
 def user_id(user: object) -> str:

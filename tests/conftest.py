@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from django_sql_sessions.conf import table_name
+from django_sql_sessions.models import session_table
 
 # The test id of each database, its alias in tests/settings.py, and the
 # environment variable that turns it on.
@@ -157,7 +157,7 @@ def threaded_alias(
 def _use_alias(alias: str, django_db_blocker: Any, settings: Any) -> Iterator[str]:
     settings.SQL_SESSIONS_DB_ALIAS = alias
     connection = connections[alias]
-    table = connection.ops.quote_name(table_name())
+    table = connection.ops.quote_name(session_table())
     with django_db_blocker.unblock():
         yield alias
         with connection.cursor() as cursor:

@@ -22,7 +22,7 @@ from django.utils.crypto import get_random_string
 from django_sql_sessions import sql as sql_module
 from django_sql_sessions.backends import db as db_backend
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
-from django_sql_sessions.conf import table_name
+from django_sql_sessions.models import session_table
 from django_sql_sessions.models import Session
 from tests.counting import count_statements
 from tests.helpers import saved_session
@@ -39,7 +39,7 @@ def call(run: str, store: SessionStore, method: str, *args: Any) -> Any:
 
 def rows(alias: str) -> list[tuple[str, str, datetime.datetime]]:
     connection = connections[alias]
-    table = connection.ops.quote_name(table_name())
+    table = connection.ops.quote_name(session_table())
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT key_hash, data, expire_date FROM {table} ORDER BY key_hash")
         return [tuple(row) for row in cursor.fetchall()]
@@ -356,7 +356,7 @@ class TestBadInput:
         connection = connections[alias]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {connection.ops.quote_name(table_name())} SET data = %s",
+                f"UPDATE {connection.ops.quote_name(session_table())} SET data = %s",
                 ["eyJ1c2VyIjoiZXZlIn0:1xWjhd:forgedsignature"],
             )
 
@@ -373,7 +373,7 @@ class TestBadInput:
         monkeypatch.setattr(
             db_backend,
             "statements",
-            lambda connection: sql_module._compile(
+            lambda connection, table: sql_module._compile(
                 connection.vendor, connection.ops.quote_name("no_such_session_table")
             ),
         )
@@ -793,16 +793,18 @@ class TestParallelRequests:
         store = saved_session(n=0)
         loaded = SessionStore(store.session_key)
         loaded["n"] = 1
-        real_run = sql.run
-        table = connections[alias].ops.quote_name(table_name())
+        real_execute = sql.execute
+        table = connections[alias].ops.quote_name(session_table())
 
-        def another_request_saves_first(connection: Any, sql: str, *args: Any, **kw: Any) -> Any:
-            if sql.startswith("UPDATE") and "version = %s" in sql:
+        def another_request_saves_first(
+            connection: Any, statement: sql.Statement, **values: Any
+        ) -> int:
+            if "version" in statement.names:
                 with connection.cursor() as cursor:
                     cursor.execute(f"UPDATE {table} SET version = version + 1")
-            return real_run(connection, sql, *args, **kw)
+            return real_execute(connection, statement, **values)
 
-        monkeypatch.setattr(backend, "run", another_request_saves_first)
+        monkeypatch.setattr(backend, "execute", another_request_saves_first)
         with pytest.raises(SessionSaveConflict, match="kept saving"):
             loaded.save()
         monkeypatch.undo()

@@ -98,14 +98,14 @@ class FakeClock:
 
         self.now = 0.0
         self.pauses: list[float] = []
-        real_run = sql.run
+        real_execute = sql.execute
 
-        def timed_run(*args: Any, **kwargs: Any) -> Any:
-            if args[1].startswith("DELETE"):  # one per batch
+        def timed_execute(*args: Any, **kwargs: Any) -> Any:
+            if args[1].sql.startswith("DELETE"):  # one per batch
                 self.now += batch_seconds
-            return real_run(*args, **kwargs)
+            return real_execute(*args, **kwargs)
 
-        monkeypatch.setattr(cleanup, "run", timed_run)
+        monkeypatch.setattr(cleanup, "execute", timed_execute)
 
     def __call__(self) -> float:
         return self.now

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from django_sql_sessions import conf
@@ -10,18 +11,52 @@ from django_sql_sessions import conf
 
 def test_defaults(settings: Any) -> None:
     del settings.SQL_SESSIONS_TABLE
-    assert conf.db_alias() == "default"
-    assert conf.table_name() == "django_sql_sessions_session"
-    assert conf.cleanup_batch_size() == 1000
+    assert conf.DB_ALIAS.get() == "default"
+    assert conf.TABLE.get() == "django_sql_sessions_session"
+    assert conf.CLEANUP_BATCH_SIZE.get() == 1000
+    assert conf.DEVICE_DETAILS.get() is False
+    assert (conf.IPV4_PREFIX.get(), conf.IPV6_PREFIX.get()) == (24, 48)
+    assert conf.ACTIVITY_INTERVAL.get() == 300
 
 
-def test_settings_are_read_when_used(settings: Any) -> None:
+def test_override_settings_is_seen_at_once(settings: Any) -> None:
+    assert conf.CLEANUP_BATCH_SIZE.get() == 1000  # cached now
     settings.SQL_SESSIONS_DB_ALIAS = "secondary"
     settings.SQL_SESSIONS_TABLE = "web_sessions"
     settings.SQL_SESSIONS_CLEANUP_BATCH_SIZE = 250
-    assert conf.db_alias() == "secondary"
-    assert conf.table_name() == "web_sessions"
-    assert conf.cleanup_batch_size() == 250
+    assert conf.DB_ALIAS.get() == "secondary"
+    assert conf.TABLE.get() == "web_sessions"
+    assert conf.CLEANUP_BATCH_SIZE.get() == 250
+
+
+def test_values_are_cached_until_a_setting_changes(settings: Any) -> None:
+    assert conf.TOUCH_AFTER.get() == 0
+    # Written behind Django's back (no setting_changed): still the cached value,
+    # as with Django's own cached settings.
+    object.__setattr__(django_settings._wrapped, "SQL_SESSIONS_TOUCH_AFTER", 60)
+    try:
+        assert conf.TOUCH_AFTER.get() == 0
+        settings.SQL_SESSIONS_GC_FREQUENCY = 5  # any of ours changing clears them all
+        assert conf.TOUCH_AFTER.get() == 60
+    finally:
+        delattr(django_settings._wrapped, "SQL_SESSIONS_TOUCH_AFTER")
+        conf.clear_cache(setting="SQL_SESSIONS_TOUCH_AFTER")
+
+
+def test_other_settings_do_not_clear_the_cache(settings: Any) -> None:
+    conf.TOUCH_AFTER.get()
+    assert "SQL_SESSIONS_TOUCH_AFTER" in conf._cache
+    settings.SESSION_COOKIE_AGE = 60
+    assert "SQL_SESSIONS_TOUCH_AFTER" in conf._cache
+    conf.clear_cache(setting="DATABASES")  # the alias check reads it
+    assert conf._cache == {}
+
+
+def test_an_invalid_value_is_never_cached(settings: Any) -> None:
+    settings.SQL_SESSIONS_MAX_SIZE = 0
+    for _ in range(2):
+        with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_MAX_SIZE is 0"):
+            conf.MAX_SIZE.get()
 
 
 def test_unknown_alias_names_the_setting(settings: Any) -> None:
@@ -29,7 +64,7 @@ def test_unknown_alias_names_the_setting(settings: Any) -> None:
     with pytest.raises(
         ImproperlyConfigured, match=r"SQL_SESSIONS_DB_ALIAS is 'sesions'.*'default'"
     ):
-        conf.db_alias()
+        conf.DB_ALIAS.get()
 
 
 @pytest.mark.parametrize(
@@ -52,53 +87,75 @@ def test_table_name_must_be_a_plain_identifier(settings: Any, name: object) -> N
     with pytest.raises(
         ImproperlyConfigured, match=r"SQL_SESSIONS_TABLE is .*plain SQL identifier"
     ):
-        conf.table_name()
+        conf.TABLE.get()
 
 
 def test_table_name_length_limit(settings: Any) -> None:
     settings.SQL_SESSIONS_TABLE = "s" * 63
-    assert conf.table_name() == "s" * 63
+    assert conf.TABLE.get() == "s" * 63
     settings.SQL_SESSIONS_TABLE = "s" * 64
     with pytest.raises(ImproperlyConfigured, match=r"64 characters long.*63"):
-        conf.table_name()
+        conf.TABLE.get()
 
 
-@pytest.mark.parametrize("value", [0, -1, 4001, "100", 1.5, True, None])
-def test_batch_size_must_be_a_whole_number_in_range(settings: Any, value: object) -> None:
-    settings.SQL_SESSIONS_CLEANUP_BATCH_SIZE = value
-    with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_CLEANUP_BATCH_SIZE is"):
-        conf.cleanup_batch_size()
+# Each whole-number setting: values just outside its bounds and of the wrong
+# type, and the values at its bounds.
+WHOLE_NUMBERS = [
+    (conf.CLEANUP_BATCH_SIZE, [0, 4001], [1, 4000]),
+    (conf.TOUCH_AFTER, [-1], [0, 86400]),
+    (conf.MAX_SIZE, [0], [1, 10**9]),
+    (conf.GC_FREQUENCY, [-1], [0, 1]),
+    (conf.IPV4_PREFIX, [-1, 33], [0, 32]),
+    (conf.IPV6_PREFIX, [-1, 129], [0, 128]),
+    (conf.ACTIVITY_INTERVAL, [-1], [0, 3600]),
+]
 
 
-@pytest.mark.parametrize("value", [1, 4000])
-def test_batch_size_bounds(settings: Any, value: int) -> None:
-    settings.SQL_SESSIONS_CLEANUP_BATCH_SIZE = value
-    assert conf.cleanup_batch_size() == value
-
-
-def test_device_and_activity_defaults(settings: Any) -> None:
-    assert conf.device_details() is False
-    assert conf.ip_prefixes() == (24, 48)
-    assert conf.activity_interval() == 300
-    settings.SQL_SESSIONS_IPV4_PREFIX = 32
-    settings.SQL_SESSIONS_IPV6_PREFIX = 0
-    settings.SQL_SESSIONS_ACTIVITY_INTERVAL = 0
-    assert conf.ip_prefixes() == (32, 0)
-    assert conf.activity_interval() == 0
-
-
-@pytest.mark.parametrize(
-    ("setting", "value", "accessor"),
-    [
-        ("SQL_SESSIONS_DEVICE_DETAILS", "False", conf.device_details),
-        ("SQL_SESSIONS_IPV4_PREFIX", 40, conf.ip_prefixes),
-        ("SQL_SESSIONS_IPV6_PREFIX", None, conf.ip_prefixes),
-        ("SQL_SESSIONS_ACTIVITY_INTERVAL", "300", conf.activity_interval),
-    ],
-)
-def test_invalid_device_settings_raise_naming_the_setting(
-    settings: Any, setting: str, value: object, accessor: Any
+@pytest.mark.parametrize(("setting", "bad", "good"), WHOLE_NUMBERS, ids=lambda v: str(v))
+def test_whole_number_settings(
+    settings: Any, setting: conf.Setting[int], bad: list[int], good: list[int]
 ) -> None:
-    setattr(settings, setting, value)
-    with pytest.raises(ImproperlyConfigured, match=setting):
-        accessor()
+    for value in [*bad, "100", 1.5, True, None]:
+        setattr(settings, setting.name, value)
+        with pytest.raises(ImproperlyConfigured) as raised:
+            setting.get()
+        message = str(raised.value)
+        assert message.startswith(f"{setting.name} is {value!r}; it must be a whole number")
+        assert message == setting.problem()
+    for value in good:
+        setattr(settings, setting.name, value)
+        assert setting.get() == value
+        assert setting.problem() is None
+
+
+def test_messages_say_the_bounds_and_their_meaning() -> None:
+    assert conf.IPV4_PREFIX.rule("SQL_SESSIONS_IPV4_PREFIX", 40) == (
+        "SQL_SESSIONS_IPV4_PREFIX is 40; it must be a whole number, from 0 (record no IPv4 "
+        "address) to 32 (the whole address)."
+    )
+    assert conf.TOUCH_AFTER.rule("SQL_SESSIONS_TOUCH_AFTER", -5) == (
+        "SQL_SESSIONS_TOUCH_AFTER is -5; it must be a whole number of seconds, 0 or more."
+    )
+    assert conf.cleanup_batch_size_rule("--batch-size", 0) == (
+        "--batch-size is 0; it must be a whole number, from 1 to 4000."
+    )
+
+
+def test_device_details_must_be_a_bool(settings: Any) -> None:
+    settings.SQL_SESSIONS_DEVICE_DETAILS = "False"
+    with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_DEVICE_DETAILS is 'False'"):
+        conf.DEVICE_DETAILS.get()
+
+
+def test_hints_show_the_defaults() -> None:
+    assert conf.CLEANUP_BATCH_SIZE.fix() == "Remove the setting to use the default of 1000."
+    assert conf.IPV6_PREFIX.fix() == "Remove the setting to keep /48 networks (the default)."
+    assert all(setting.fix() and "{" not in setting.fix() for setting in conf.SETTINGS)
+
+
+def test_one_declaration_per_setting() -> None:
+    names = [setting.name for setting in conf.SETTINGS]
+    ids = [setting.check_id for setting in conf.SETTINGS]
+    assert len(set(names)) == len(names) == 10
+    assert len(set(ids)) == len(ids)
+    assert all(name.startswith("SQL_SESSIONS_") for name in names)

@@ -4,7 +4,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_sql_sessions.conf import table_name
+from django_sql_sessions.models import session_table
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
@@ -34,7 +34,7 @@ def test_only_the_indexes_the_store_uses(alias: str) -> None:
     """The primary key, the expiry and user indexes: no PostgreSQL _like index."""
     connection = connections[alias]
     with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, table_name())
+        constraints = connection.introspection.get_constraints(cursor, session_table())
     indexed = sorted(
         tuple(c["columns"])
         for c in constraints.values()
@@ -52,7 +52,7 @@ def test_mysql_key_column_is_ascii_binary(alias: str) -> None:
             "SELECT character_set_name, collation_name, character_maximum_length "
             "FROM information_schema.columns "
             "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = 'key_hash'",
-            [table_name()],
+            [session_table()],
         )
         assert cursor.fetchone() == ("ascii", "ascii_bin", 64)
 
@@ -66,10 +66,13 @@ def test_key_lookups_use_the_primary_key(alias: str) -> None:
     store.save()
     assert store.session_key is not None
     connection = connections[alias]
-    params = [
-        hash_key(store.session_key),
-        connection.ops.adapt_datetimefield_value(timezone.now()),
-    ]
+    load = statements(connection, session_table()).load
+    params = load.params(
+        {
+            "key_hash": hash_key(store.session_key),
+            "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+        }
+    )
     explain = {
         "postgresql": "EXPLAIN ",
         "mysql": "EXPLAIN FORMAT=JSON ",
@@ -78,7 +81,7 @@ def test_key_lookups_use_the_primary_key(alias: str) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET enable_seqscan = off")
-        cursor.execute(explain + statements(connection).load, params)
+        cursor.execute(explain + load.format, params)
         plan = " ".join(str(column) for row in cursor.fetchall() for column in row)
         if connection.vendor == "postgresql":
             cursor.execute("RESET enable_seqscan")

@@ -18,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string, salted_hmac
 
+from django_sql_sessions import models
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.importing import ImportResult, import_django_sessions
 from django_sql_sessions.keys import hash_key
@@ -185,9 +186,7 @@ def test_bad_options(alias: str, options: list[str], message: str) -> None:
 
 
 def test_presence_is_checked_in_pieces(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_sql_sessions import importing
-
-    monkeypatch.setattr(importing, "LOOKUP_CHUNK", 2)
+    monkeypatch.setattr(models, "IN_LIST_SIZE", 2)
     keys = [django_row(alias, encoded({"i": i})) for i in range(5)]
     assert run(alias).imported == 5
     SessionStore(keys[4]).delete()

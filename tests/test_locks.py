@@ -6,7 +6,7 @@ import pytest
 from django.db import connections
 
 from django_sql_sessions import locks
-from django_sql_sessions.conf import table_name
+from django_sql_sessions.models import session_table
 from django_sql_sessions.locks import lock_name, single_runner
 from tests.mssql_offline import offline_connection
 
@@ -54,11 +54,11 @@ def taken_by_another_connection(alias: str, table: str) -> bool:
 def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, Any]] = []
 
-    def fake_run(connection: Any, sql: str, params: Any, *, fetch: bool = False) -> Any:
-        sent.append((sql, params))
-        return 1, (1,)
+    def fake_fetch_one(connection: Any, statement: Any, **values: Any) -> Any:
+        sent.append((statement.format, values))
+        return (1,)
 
-    monkeypatch.setattr(locks, "run", fake_run)
+    monkeypatch.setattr(locks, "fetch_one", fake_fetch_one)
     connection = offline_connection()
     with single_runner(connection, "web_sessions") as holding:
         assert holding
@@ -66,7 +66,7 @@ def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sp_getapplock @Resource = %s" in acquire
     assert "@LockOwner = 'Session', @LockTimeout = 0" in acquire
     assert release.startswith("EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'")
-    assert params == same == [lock_name(connection, "web_sessions")]
+    assert params == same == {"name": lock_name(connection, "web_sessions")}
 
 
 def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
@@ -89,4 +89,4 @@ def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
     monkeypatch.setattr(cleanup, "_delete_batch", failing_batch)
     with pytest.raises(DatabaseError), transaction.atomic(using=threaded_alias):
         cleanup.delete_expired()
-    assert taken_by_another_connection(threaded_alias, table_name())
+    assert taken_by_another_connection(threaded_alias, session_table())

@@ -55,7 +55,7 @@ def test_dry_run_deletes_nothing(alias: str) -> None:
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--batch-size", "0", "--batch-size is 0; it must be between 1 and 4000"),
+        ("--batch-size", "0", "--batch-size is 0; it must be a whole number, from 1 to 4000"),
         ("--batch-size", "-3", "--batch-size is -3"),
         ("--batch-size", "4001", "--batch-size is 4001"),
         ("--batch-size", "ten", "'ten' is not a whole number"),
@@ -94,14 +94,14 @@ def test_time_budget(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     add(5, expired=True)
     clock = [0.0]
-    real_run = sql.run
+    real_execute = sql.execute
 
     def one_second_per_batch(*args: Any, **kwargs: Any) -> Any:
-        if args[1].startswith("DELETE"):  # one per batch
+        if args[1].sql.startswith("DELETE"):  # one per batch
             clock[0] += 1.0
-        return real_run(*args, **kwargs)
+        return real_execute(*args, **kwargs)
 
-    monkeypatch.setattr(cleanup, "run", one_second_per_batch)
+    monkeypatch.setattr(cleanup, "execute", one_second_per_batch)
     monkeypatch.setattr(
         purgesessions,
         "delete_expired",

@@ -9,51 +9,104 @@ from django.db import connections
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
-from django_sql_sessions.models import Session
-from django_sql_sessions.sql import SUPPORTED_VENDORS, Statements, _compile, statements
+from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.sql import (
+    SUPPORTED_VENDORS,
+    Statement,
+    Statements,
+    _compile,
+    django_session_statements,
+    statements,
+)
 from tests.mssql_offline import offline_connection
 
-# How many parameters each statement takes (documented in sql.Statements).
+# The parameters each statement takes, by name (the engine, the cleanup and
+# the lock pass them as keywords).
 PARAMETERS = {
-    "load": 2,
-    "reload": 1,
-    "reload_locked": 1,
-    "exists": 1,
-    "insert": 8,
-    "update": 9,
-    "update_exact": 8,
-    "touch_activity": 5,
-    "delete": 1,
-    "rekey": 3,
-    "count_expired": 1,
-    "batch_end": 2,
-    "batch_end_after": 3,
-    "delete_until": 1,
-    "delete_between": 2,
+    "load": {"key_hash", "now"},
+    "reload": {"key_hash"},
+    "reload_locked": {"key_hash"},
+    "exists": {"key_hash"},
+    "insert": {"key_hash", "data", "expire_date", "now", "user_id", "ip", "user_agent"},
+    "update": {"data", "expire_date", "now", "key_hash", "version", "user_id", "ip", "user_agent"},
+    "update_exact": {
+        "data",
+        "expire_date",
+        "now",
+        "key_hash",
+        "version",
+        "user_id",
+        "ip",
+        "user_agent",
+    },
+    "touch_activity": {"ip", "user_agent", "now", "key_hash", "due"},
+    "delete": {"key_hash"},
+    "rekey": {"new_key_hash", "now", "key_hash"},
+    "count_expired": {"cutoff"},
+    "batch_end": {"cutoff", "offset"},
+    "batch_end_after": {"after", "cutoff", "offset"},
+    "delete_until": {"until"},
+    "delete_between": {"after", "until"},
 }
 
 
 @pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
-def test_placeholders_match_the_documented_parameters(vendor: str) -> None:
+def test_every_statement_takes_its_documented_parameters(vendor: str) -> None:
     compiled = _compile(vendor, '"t"')
-    for name, count in PARAMETERS.items():
+    assert {field.name for field in dataclasses.fields(compiled)} == set(PARAMETERS)
+    for name, expected in PARAMETERS.items():
+        statement = getattr(compiled, name)
         if name == "reload_locked" and vendor == "sqlite":
-            assert compiled.reload_locked == ""
+            assert statement is None  # no row locks
             continue
-        extra = 1 if name == "rekey" and compiled.rekey_guarded else 0
-        assert getattr(compiled, name).count("%s") == count + extra, (vendor, name)
-        assert '"t"' in getattr(compiled, name)
+        assert set(statement.names) == expected, (vendor, name)
+        assert statement.format.count("%s") == len(statement.names)
+        assert statement.qmark.count("?") == len(statement.names)
+        assert "%(" not in statement.format
+        assert '"t"' in statement.sql
+
+
+def test_parameters_are_bound_by_name_in_placeholder_order() -> None:
+    update = _compile("sqlite", "t").update
+    values = {name: f"<{name}>" for name in PARAMETERS["update"]}
+    params = update.params(values)
+    # expire_date twice (the CASE), each value where its name stands.
+    assert params == [f"<{name}>" for name in update.names]
+    assert update.names.count("expire_date") == 2
+    assert update.format.startswith("UPDATE t SET data = %s, expire_date = CASE WHEN")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"key_hash": "h"},  # one missing
+        {"key_hash": "h", "now": 1, "user_agent": "x"},  # one too many
+        {"key_hash": "h", "nwo": 1},  # misspelt
+    ],
+)
+def test_a_missing_or_unknown_parameter_is_refused(values: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=r"takes \['key_hash', 'now'\]"):
+        _compile("sqlite", "t").load.params(values)
+
+
+def test_statement_of_reads_repeated_names() -> None:
+    statement = Statement.of("SELECT %(a)s, %(b)s, %(a)s")
+    assert statement.names == ("a", "b", "a")
+    assert statement.format == "SELECT %s, %s, %s"
+    assert statement.qmark == "SELECT ?, ?, ?"
+    assert statement.params({"a": 1, "b": 2}) == [1, 2, 1]
 
 
 def test_only_postgresql_guards_the_rekey() -> None:
-    assert [v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey_guarded] == ["postgresql"]
+    guarded = [v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey.names.count("new_key_hash") == 2]
+    assert guarded == ["postgresql"]
 
 
 def test_collision_handling_per_vendor() -> None:
-    assert _compile("postgresql", "t").insert.endswith("ON CONFLICT (key_hash) DO NOTHING")
-    assert _compile("sqlite", "t").insert.endswith("ON CONFLICT (key_hash) DO NOTHING")
-    assert "ON CONFLICT" not in _compile("mysql", "t").insert
-    assert "ON CONFLICT" not in _compile("microsoft", "t").insert
+    assert _compile("postgresql", "t").insert.sql.endswith("ON CONFLICT (key_hash) DO NOTHING")
+    assert _compile("sqlite", "t").insert.sql.endswith("ON CONFLICT (key_hash) DO NOTHING")
+    assert "ON CONFLICT" not in _compile("mysql", "t").insert.sql
+    assert "ON CONFLICT" not in _compile("microsoft", "t").insert.sql
 
 
 def test_unsupported_vendor() -> None:
@@ -64,7 +117,7 @@ def test_unsupported_vendor() -> None:
 def test_invalid_table_name_builds_no_sql(settings: Any) -> None:
     settings.SQL_SESSIONS_TABLE = 'x"; DROP TABLE auth_user; --'
     with pytest.raises(ImproperlyConfigured, match="SQL_SESSIONS_TABLE"):
-        statements(connections["default"])
+        statements(connections["default"], session_table())
 
 
 def test_the_table_cannot_change_at_run_time(settings: Any) -> None:
@@ -72,42 +125,50 @@ def test_the_table_cannot_change_at_run_time(settings: Any) -> None:
     # setting would write a table that list_sessions() and the admin never read.
     settings.SQL_SESSIONS_TABLE = "another_valid_table"
     with pytest.raises(ImproperlyConfigured, match="cannot change while the process runs"):
-        statements(connections["default"])
+        session_table()
 
 
 def test_table_name_is_quoted_by_the_backend() -> None:
     table = connections["default"].ops.quote_name("select")  # a reserved word, once quoted
-    assert 'FROM "select" WHERE' in _compile("sqlite", table).load
+    assert 'FROM "select" WHERE' in _compile("sqlite", table).load.sql
+
+
+@pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
+def test_django_session_table_statements(vendor: str) -> None:
+    count, batch = django_session_statements(vendor, "d")
+    assert count.names == ("cutoff",)
+    assert batch.names == ("after", "cutoff", "limit")
+    assert ("OFFSET 0 ROWS FETCH NEXT" in batch.sql) == (vendor == "microsoft")
 
 
 class TestSqlServerOffline:
     """mssql-django's own operations and compiler, with no server."""
 
     def test_statements(self) -> None:
-        compiled = statements(offline_connection())
+        compiled = statements(offline_connection(), session_table())
         assert isinstance(compiled, Statements)
-        assert compiled.load == (
+        assert compiled.load.format == (
             "SELECT data, expire_date, version, updated_at FROM [test_web_sessions] "
             "WHERE key_hash = %s AND expire_date > %s"
         )
-        assert compiled.update == (
+        assert compiled.update.format == (
             "UPDATE [test_web_sessions] SET data = %s, expire_date = CASE WHEN expire_date > %s "
             "THEN expire_date ELSE %s END, user_id = %s, ip = COALESCE(%s, ip), "
             "user_agent = COALESCE(%s, user_agent), updated_at = %s, version = version + 1 "
             "WHERE key_hash = %s AND version = %s"
         )
-        assert compiled.touch_activity == (
+        assert compiled.touch_activity.format == (
             "UPDATE [test_web_sessions] SET ip = COALESCE(%s, ip), "
             "user_agent = COALESCE(%s, user_agent), updated_at = %s "
             "WHERE key_hash = %s AND updated_at <= %s"
         )
-        assert compiled.batch_end_after == (
+        assert compiled.batch_end_after.format == (
             "SELECT expire_date FROM [test_web_sessions] WHERE expire_date > %s AND "
             "expire_date <= %s ORDER BY expire_date OFFSET %s ROWS FETCH NEXT 1 ROWS ONLY"
         )
         for field in dataclasses.fields(compiled):
             value = getattr(compiled, field.name)
-            assert not isinstance(value, str) or "LIMIT" not in value
+            assert value is None or "LIMIT" not in value.sql
 
     def test_table_ddl(self) -> None:
         connection = offline_connection()

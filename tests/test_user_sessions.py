@@ -13,14 +13,13 @@ from django.utils import timezone
 
 from django_sql_sessions import user_sessions
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import Session, user_id_from_session
 from django_sql_sessions.user_sessions import (
     UserSession,
     list_sessions,
     revoke_all_sessions,
     revoke_session,
     user_id,
-    user_id_from_session,
 )
 from tests.counting import count_statements
 from tests.helpers import key, logged_in_client, row_of, saved_session

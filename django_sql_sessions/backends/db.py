@@ -63,20 +63,21 @@ from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from django_sql_sessions import conf
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.conf import activity_interval, db_alias, max_size, touch_after
 from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key, new_key
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import Session, session_table, user_id_from_session
 from django_sql_sessions.sql import (
+    Statement,
     Statements,
+    execute,
+    fetch_one,
     from_db_datetime,
-    run,
     statements,
     to_db_datetime,
 )
-from django_sql_sessions.user_sessions import user_id_from_session
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -90,6 +91,14 @@ EXPIRY_KEY = "_session_expiry"
 logger = logging.getLogger("django_sql_sessions")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """The row's expire_date and updated_at as the driver returned them."""
+
+    expire_date: Any
+    updated_at: Any
+
+
 @dataclasses.dataclass
 class _Row:
     """What this store last read from, or wrote to, its row."""
@@ -97,10 +106,10 @@ class _Row:
     data: str  # as stored: encoded and signed
     version: int
     expiry_setting: object  # data[EXPIRY_KEY] at that time, if any
-    # The stored expire_date and updated_at as the driver returned them, when
-    # the row was read rather than written.
-    expire_date: Any = None
-    updated_at: Any = None
+    # What load() read, until this store writes the row: the TOUCH_AFTER
+    # skip and the activity refresh compare with it. None once written (the
+    # write set both columns) or when the row was never loaded.
+    loaded: _Loaded | None = None
 
 
 class SessionStore(SessionBase):
@@ -153,13 +162,12 @@ class SessionStore(SessionBase):
         self._replace = False
         if self.session_key is None:
             return {}
-        connection = _connection()
-        now = timezone.now()
-        _rowcount, row = run(
+        connection, sql = _connection()
+        row = fetch_one(
             connection,
-            statements(connection).load,
-            [hash_key(self.session_key), to_db_datetime(connection, now)],
-            fetch=True,
+            sql.load,
+            key_hash=hash_key(self.session_key),
+            now=to_db_datetime(connection, timezone.now()),
         )
         if row is None:
             # Missing or expired: never adopt a key we did not issue.
@@ -167,25 +175,14 @@ class SessionStore(SessionBase):
             return {}
         raw, expire_date, version, updated_at = row
         data = self.decode(raw)
-        self._row = _Row(raw, version, data.get(EXPIRY_KEY), expire_date, updated_at)
+        self._row = _Row(raw, version, data.get(EXPIRY_KEY), _Loaded(expire_date, updated_at))
         return data
-
-    async def aload(self) -> dict[str, Any]:
-        """See load()."""
-        return await sync_to_async(self.load)()
 
     def exists(self, session_key: str) -> bool:
         if not is_valid_key(session_key):
             return False
-        connection = _connection()
-        _rowcount, row = run(
-            connection, statements(connection).exists, [hash_key(session_key)], fetch=True
-        )
-        return row is not None
-
-    async def aexists(self, session_key: str) -> bool:
-        """See exists()."""
-        return await sync_to_async(self.exists)(session_key)
+        connection, sql = _connection()
+        return fetch_one(connection, sql.exists, key_hash=hash_key(session_key)) is not None
 
     def create(self) -> None:
         for _attempt in range(KEY_ATTEMPTS):
@@ -198,26 +195,17 @@ class SessionStore(SessionBase):
             return
         raise CreateError(f"No new session key could be inserted in {KEY_ATTEMPTS} attempts.")
 
-    async def acreate(self) -> None:
-        """See create()."""
-        await sync_to_async(self.create)()
-
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
-        connection = _connection()
-        sql = statements(connection)
+        connection, sql = _connection()
         now = timezone.now()
         if must_create:
             self._insert(connection, sql, data, now)
         elif not self._untouched(connection, data, now):
             self._update(connection, sql, data, now)
         return None
-
-    async def asave(self, must_create: bool = False) -> None:
-        """See save()."""
-        await sync_to_async(self.save)(must_create)
 
     def _insert(
         self,
@@ -227,17 +215,16 @@ class SessionStore(SessionBase):
         now: datetime.datetime,
     ) -> None:
         encoded = self._encode_within_limit(data)
-        db_now = to_db_datetime(connection, now)
-        params = [
-            hash_key(str(self.session_key)),
-            encoded,
-            to_db_datetime(connection, self.get_expiry_date(modification=now)),
-            db_now,
-            db_now,
-            *self._owner(data),
-        ]
         try:
-            inserted, _row = run(connection, sql.insert, params)
+            inserted = execute(
+                connection,
+                sql.insert,
+                key_hash=hash_key(str(self.session_key)),
+                data=encoded,
+                expire_date=to_db_datetime(connection, self.get_expiry_date(modification=now)),
+                now=to_db_datetime(connection, now),
+                **self._owner(data),
+            )
         except IntegrityError as exc:
             raise CreateError from exc
         if not inserted:
@@ -258,7 +245,7 @@ class SessionStore(SessionBase):
             return
         # Another request saved first, or this store never read the row
         # (clear() without a load): read it again, merge, write.
-        if sql.reload_locked:
+        if sql.reload_locked is not None:
             # Lock the row for the read and the write, so the retry cannot be
             # overtaken again: under a burst of writers to one session an
             # optimistic retry can lose every race.
@@ -267,8 +254,8 @@ class SessionStore(SessionBase):
                 if self._write(connection, sql, key_hash, data, row, now, exact=False):
                     return
         else:
-            # SQLite has no row locks, but serializes writers, so optimistic
-            # retries settle quickly.
+            # No row locks (SQLite), but writers are serialized, so
+            # optimistic retries settle quickly.
             for attempt in range(SAVE_ATTEMPTS):
                 if attempt:
                     # A random pause of up to a millisecond per attempt breaks
@@ -300,20 +287,17 @@ class SessionStore(SessionBase):
         newer request wrote, unless this request set the expiry itself.
         """
         encoded = self._encode_within_limit(data)
-        expire_date = to_db_datetime(connection, self.get_expiry_date(modification=now))
-        if exact or self._replace or data.get(EXPIRY_KEY) != row.expiry_setting:
-            statement, expiry = sql.update_exact, [expire_date]
-        else:
-            statement, expiry = sql.update, [expire_date, expire_date]
-        params = [
-            encoded,
-            *expiry,
-            *self._owner(data),
-            to_db_datetime(connection, now),
-            key_hash,
-            row.version,
-        ]
-        updated, _row = run(connection, statement, params)
+        keep_later = not (exact or self._replace or data.get(EXPIRY_KEY) != row.expiry_setting)
+        updated = execute(
+            connection,
+            sql.update if keep_later else sql.update_exact,
+            data=encoded,
+            expire_date=to_db_datetime(connection, self.get_expiry_date(modification=now)),
+            now=to_db_datetime(connection, now),
+            key_hash=key_hash,
+            version=row.version,
+            **self._owner(data),
+        )
         if updated:
             self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
             self._replace = False
@@ -322,34 +306,35 @@ class SessionStore(SessionBase):
     def _reread(
         self,
         connection: BaseDatabaseWrapper,
-        statement: str,
+        statement: Statement,
         key_hash: str,
         data: dict[str, Any],
         row: _Row | None,
     ) -> tuple[dict[str, Any], _Row]:
         """Return this request's data merged onto the stored row, and that row."""
-        _rowcount, fresh = run(connection, statement, [key_hash], fetch=True)
+        fresh = fetch_one(connection, statement, key_hash=key_hash)
         if fresh is None:
             # Deleted by a logout or revocation elsewhere, or by cleanup.
             # Re-inserting it would undo that.
             raise UpdateError
-        newer = self.decode(fresh[0])
+        stored, version = fresh
+        newer = self.decode(stored)
         if row is not None and not self._replace:
             data = _merge(base=self.decode(row.data), mine=data, newer=newer)
             self._session_cache = data
-        return data, _Row(fresh[0], fresh[1], newer.get(EXPIRY_KEY))
+        return data, _Row(stored, version, newer.get(EXPIRY_KEY))
 
     def _untouched(
         self, connection: BaseDatabaseWrapper, data: dict[str, Any], now: datetime.datetime
     ) -> bool:
         """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
         row = self._row
-        if self.modified or row is None or row.expire_date is None:
+        if self.modified or row is None or row.loaded is None:
             return False
-        seconds = touch_after()
+        seconds = conf.TOUCH_AFTER.get()
         if not seconds:
             return False
-        stored_expiry = from_db_datetime(connection, row.expire_date)
+        stored_expiry = from_db_datetime(connection, row.loaded.expire_date)
         expire_date = self.get_expiry_date(modification=now)
         # A session that lives 120 s (set_expiry(120)) must not wait 300 s
         # for its expiry to move: skipping at most half its lifetime leaves
@@ -362,14 +347,16 @@ class SessionStore(SessionBase):
         serializer = self.serializer()
         return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
 
-    def _owner(self, data: dict[str, Any]) -> list[str | None]:
+    def _owner(self, data: dict[str, Any]) -> dict[str, str | None]:
         """The user_id, ip and user_agent parameters of a write of `data`."""
-        return [user_id_from_session(data), *self._device_params()]
+        return {"user_id": user_id_from_session(data), **self._device()}
 
-    def _device_params(self) -> list[str | None]:
+    def _device(self) -> dict[str, str | None]:
         """The ip and user_agent parameters: NULL (keep what is stored) without a device."""
         device = self.device
-        return [device.ip, device.user_agent] if device else [None, None]
+        if device is None:
+            return {"ip": None, "user_agent": None}
+        return {"ip": device.ip, "user_agent": device.user_agent}
 
     def record_activity(self) -> None:
         """
@@ -383,27 +370,25 @@ class SessionStore(SessionBase):
         with that write.
         """
         row = self._row
-        if self.session_key is None or row is None or row.updated_at is None:
-            return  # not loaded, or just written (which recorded it)
-        interval = activity_interval()
+        if self.session_key is None or row is None or row.loaded is None:
+            return  # not loaded, or written since (which recorded it)
+        interval = conf.ACTIVITY_INTERVAL.get()
         if not interval:
             return
-        connection = _connection()
+        connection, sql = _connection()
         now = timezone.now()
         due = now - datetime.timedelta(seconds=interval)
-        if from_db_datetime(connection, row.updated_at) > due:
+        if from_db_datetime(connection, row.loaded.updated_at) > due:
             return
-        run(
+        execute(
             connection,
-            statements(connection).touch_activity,
-            [
-                *self._device_params(),
-                to_db_datetime(connection, now),
-                hash_key(self.session_key),
-                to_db_datetime(connection, due),
-            ],
+            sql.touch_activity,
+            now=to_db_datetime(connection, now),
+            key_hash=hash_key(self.session_key),
+            due=to_db_datetime(connection, due),
+            **self._device(),
         )
-        row.updated_at = None
+        row.loaded = None
 
     async def arecord_activity(self) -> None:
         """See record_activity()."""
@@ -411,7 +396,7 @@ class SessionStore(SessionBase):
 
     def _encode_within_limit(self, data: dict[str, Any]) -> str:
         encoded: str = self.encode(data)
-        limit = max_size()
+        limit = conf.MAX_SIZE.get()
         # Signed session data is ASCII (base64 and a signature): one byte a
         # character in every column encoding.
         if len(encoded) > limit:
@@ -433,12 +418,8 @@ class SessionStore(SessionBase):
             session_key = self.session_key
         if not is_valid_key(session_key):
             return
-        connection = _connection()
-        run(connection, statements(connection).delete, [hash_key(session_key)])
-
-    async def adelete(self, session_key: str | None = None) -> None:
-        """See delete()."""
-        await sync_to_async(self.delete)(session_key)
+        connection, sql = _connection()
+        execute(connection, sql.delete, key_hash=hash_key(session_key))
 
     def cycle_key(self) -> None:
         """
@@ -465,24 +446,25 @@ class SessionStore(SessionBase):
         if old_key is None:
             self.create()
             return
-        connection = _connection()
-        sql = statements(connection)
+        connection, sql = _connection()
         old_hash = hash_key(old_key)
         for _attempt in range(KEY_ATTEMPTS):
             new_key = self._get_new_session_key()
-            new_hash = hash_key(new_key)
-            params = [new_hash, to_db_datetime(connection, timezone.now()), old_hash]
-            if sql.rekey_guarded:
-                params.append(new_hash)
             try:
-                moved, _row = run(connection, sql.rekey, params)
+                moved = execute(
+                    connection,
+                    sql.rekey,
+                    new_key_hash=hash_key(new_key),
+                    now=to_db_datetime(connection, timezone.now()),
+                    key_hash=old_hash,
+                )
             except IntegrityError:
                 continue  # the new key is taken: draw another
             if moved:
                 self._session_key = new_key
                 if self._row is not None:
                     self._row.version += 1
-                    self._row.updated_at = None  # the rekey set it
+                    self._row.loaded = None  # the rekey wrote updated_at
                 self.modified = True
                 return
             if not self.exists(old_key):
@@ -498,17 +480,12 @@ class SessionStore(SessionBase):
             self._session_cache = data
 
     async def acycle_key(self) -> None:
-        """See cycle_key()."""
+        """See cycle_key(); SessionBase's twin would insert and delete instead."""
         await sync_to_async(self.cycle_key)()
 
     @classmethod
     def clear_expired(cls) -> None:
         delete_expired()
-
-    @classmethod
-    async def aclear_expired(cls) -> None:
-        """See clear_expired()."""
-        await sync_to_async(delete_expired)()
 
 
 def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
@@ -522,8 +499,10 @@ def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any])
     return merged
 
 
-def _connection() -> BaseDatabaseWrapper:
-    return connections[db_alias()]
+def _connection() -> tuple[BaseDatabaseWrapper, Statements]:
+    """The sessions alias's connection and the statements for its session table."""
+    connection = connections[conf.DB_ALIAS.get()]
+    return connection, statements(connection, session_table())
 
 
 def _in_project_time(value: datetime.datetime) -> datetime.datetime:

@@ -2,7 +2,7 @@ from django.db import migrations, models
 from django.utils import timezone
 
 import django_sql_sessions.fields
-from django_sql_sessions.conf import conf
+from django_sql_sessions import conf
 
 
 class Migration(migrations.Migration):
@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
             options={
                 # The same setting the model reads, so makemigrations sees no
                 # change whatever table name the project chose.
-                "db_table": str(conf.TABLE),
+                "db_table": str(conf.TABLE.raw()),
                 "verbose_name": "session",
                 "verbose_name_plural": "sessions",
             },

@@ -15,15 +15,14 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions.conf import MAX_CLEANUP_BATCH_SIZE, db_alias, table_name
+from django_sql_sessions import conf
 from django_sql_sessions.importing import (
     DEFAULT_SOURCE_TABLE,
     ImportProblem,
     ImportResult,
     import_django_sessions,
 )
-
-from .purgesessions import batch_size, database_errors, plural
+from django_sql_sessions.management._common import batch_size, database_errors, plural
 
 
 class Command(BaseCommand):
@@ -47,7 +46,7 @@ class Command(BaseCommand):
             "--batch-size",
             type=batch_size,
             default=1000,
-            help=f"Rows read and written per query, 1 to {MAX_CLEANUP_BATCH_SIZE} "
+            help=f"Rows read and written per query, 1 to {conf.MAX_CLEANUP_BATCH_SIZE} "
             "(default: 1000).",
         )
         parser.add_argument(
@@ -66,7 +65,7 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         try:
-            target = f"'{db_alias()}'.{table_name()}"
+            target = f"'{conf.DB_ALIAS.get()}'.{conf.TABLE.get()}"
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         on_terminal = self.stdout.isatty()
@@ -81,7 +80,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Batch {result.batches}: {line}")
 
         try:
-            with database_errors(db_alias()):
+            with database_errors(conf.DB_ALIAS.get()):
                 result = import_django_sessions(
                     source_alias=from_database,
                     source_table=from_table,

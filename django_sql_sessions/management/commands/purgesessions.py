@@ -10,40 +10,14 @@ SQL_SESSIONS_DB_ALIAS only, so that is where the cleanup runs.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
 
+from django_sql_sessions import conf
 from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
-from django_sql_sessions.conf import MAX_CLEANUP_BATCH_SIZE, batch_size_problem, db_alias
-
-
-def batch_size(value: str) -> int:
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if problem := batch_size_problem(size, "--batch-size"):
-        raise argparse.ArgumentTypeError(problem)
-    return size
-
-
-def seconds(minimum: float, inclusive: bool) -> Any:
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-        if not (number >= minimum if inclusive else number > minimum) or number == float("inf"):
-            bound = "0 or more" if inclusive else "more than 0"
-            raise argparse.ArgumentTypeError(f"{value!r} must be {bound} seconds")
-        return number
-
-    return parse
+from django_sql_sessions.management._common import batch_size, database_errors, plural, seconds
 
 
 class Command(BaseCommand):
@@ -56,7 +30,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size",
             type=batch_size,
-            help=f"Rows per DELETE, 1 to {MAX_CLEANUP_BATCH_SIZE} "
+            help=f"Rows per DELETE, 1 to {conf.MAX_CLEANUP_BATCH_SIZE} "
             "(default: SQL_SESSIONS_CLEANUP_BATCH_SIZE).",
         )
         parser.add_argument(
@@ -86,7 +60,7 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         try:
-            alias = db_alias()
+            alias = conf.DB_ALIAS.get()
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         with database_errors(alias):
@@ -146,19 +120,3 @@ def summary(result: CleanupResult) -> str:
     if not result.finished:
         return f"{text}, then stopped at the time budget; expired sessions remain."
     return f"{text}."
-
-
-@contextmanager
-def database_errors(alias: str) -> Iterator[None]:
-    """Report a database error in one line, with where to look, not a traceback."""
-    try:
-        yield
-    except DatabaseError as exc:
-        raise CommandError(
-            f"Database {alias!r}: {exc} (for a missing session table, "
-            f"'manage.py check --database {alias}' says why)."
-        ) from exc
-
-
-def plural(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"

@@ -17,11 +17,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions.conf import db_alias
+from django_sql_sessions import conf
+from django_sql_sessions.management._common import database_errors, plural
 from django_sql_sessions.user_sessions import revoke_all_sessions
 from django_sql_sessions.user_sessions import user_id as stored_user_id
-
-from .purgesessions import database_errors, plural
 
 
 class Command(BaseCommand):
@@ -48,7 +47,7 @@ class Command(BaseCommand):
                 label = f"user id {owner}"
                 if not model._default_manager.filter(pk=owner).exists():
                     label += " (no such user)"
-            with database_errors(db_alias()):
+            with database_errors(conf.DB_ALIAS.get()):
                 count = revoke_all_sessions(owner)
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,52 @@
+"""What the package's management commands share: option types and output."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.core.management.base import CommandError
+from django.db import DatabaseError
+
+from django_sql_sessions import conf
+
+
+def batch_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if problem := conf.cleanup_batch_size_rule("--batch-size", size):
+        raise argparse.ArgumentTypeError(problem)
+    return size
+
+
+def seconds(minimum: float, inclusive: bool) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        if not (number >= minimum if inclusive else number > minimum) or number == float("inf"):
+            bound = "0 or more" if inclusive else "more than 0"
+            raise argparse.ArgumentTypeError(f"{value!r} must be {bound} seconds")
+        return number
+
+    return parse
+
+
+@contextmanager
+def database_errors(alias: str) -> Iterator[None]:
+    """Report a database error in one line, with where to look, not a traceback."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise CommandError(
+            f"Database {alias!r}: {exc} (for a missing session table, "
+            f"'manage.py check --database {alias}' says why)."
+        ) from exc
+
+
+def plural(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
