@@ -56,9 +56,7 @@ def databases(names: list[str], data_dir: Path) -> dict[str, dict[str, Any]]:
             found[name] = {
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": data_dir / "bench-overhead.db",
-                "OPTIONS": {
-                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
-                },
+                "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
             }
             continue
         prefix, engine, port = {
@@ -188,9 +186,7 @@ def measure(alias: str, rounds: int, size: int) -> dict[str, tuple[float, float]
 
     encode = SessionStore().encode
     data = dict(SESSION)
-    expiry = connection.ops.adapt_datetimefield_value(
-        timezone.now() + timezone.timedelta(days=14)
-    )
+    expiry = connection.ops.adapt_datetimefield_value(timezone.now() + timezone.timedelta(days=14))
     named, order = _positional(update, placeholder)
 
     def baseline_save(n: int) -> None:
@@ -263,7 +259,9 @@ def main() -> None:
         for op, (engine, baseline) in ops.items():
             overhead = engine - baseline
             verdict = "ok" if overhead <= TARGETS[alias] else f"over {TARGETS[alias]:.0f}"
-            print(f"{alias:<12}{op:<6}{engine:>11.1f}{baseline:>13.1f}{overhead:>10.1f}  {verdict}")
+            print(
+                f"{alias:<12}{op:<6}{engine:>11.1f}{baseline:>13.1f}{overhead:>10.1f}  {verdict}"
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from django.utils.crypto import get_random_string
 from django_sql_sessions import sql as sql_module
 from django_sql_sessions.backends import db as db_backend
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
-from django_sql_sessions.models import session_table
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import Session, session_table
 from tests.counting import count_statements
 from tests.helpers import saved_session
 

@@ -19,8 +19,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.models import session_table
 from django_sql_sessions.keys import hash_key
+from django_sql_sessions.models import session_table
 from tests.counting import count_statements
 from tests.servers import kill
 
@@ -225,6 +225,7 @@ def write_raw(alias: str, key: str, data: str) -> None:
     connection = connections[alias]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {connection.ops.quote_name(session_table())} SET data = %s WHERE key_hash = %s",
+            f"UPDATE {connection.ops.quote_name(session_table())} SET data = %s "
+            "WHERE key_hash = %s",
             [data, hash_key(key)],
         )

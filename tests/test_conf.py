@@ -33,13 +33,13 @@ def test_values_are_cached_until_a_setting_changes(settings: Any) -> None:
     assert conf.TOUCH_AFTER.get() == 0
     # Written behind Django's back (no setting_changed): still the cached value,
     # as with Django's own cached settings.
-    object.__setattr__(django_settings._wrapped, "SQL_SESSIONS_TOUCH_AFTER", 60)
+    django_settings.SQL_SESSIONS_TOUCH_AFTER = 60
     try:
         assert conf.TOUCH_AFTER.get() == 0
         settings.SQL_SESSIONS_GC_FREQUENCY = 5  # any of ours changing clears them all
         assert conf.TOUCH_AFTER.get() == 60
     finally:
-        delattr(django_settings._wrapped, "SQL_SESSIONS_TOUCH_AFTER")
+        delattr(django_settings, "SQL_SESSIONS_TOUCH_AFTER")
         conf.clear_cache(setting="SQL_SESSIONS_TOUCH_AFTER")
 
 

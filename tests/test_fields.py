@@ -4,10 +4,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_sql_sessions.models import session_table
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import Session, session_table
 from django_sql_sessions.sql import statements
 
 

@@ -98,7 +98,9 @@ def test_statement_of_reads_repeated_names() -> None:
 
 
 def test_only_postgresql_guards_the_rekey() -> None:
-    guarded = [v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey.names.count("new_key_hash") == 2]
+    guarded = [
+        v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey.names.count("new_key_hash") == 2
+    ]
     assert guarded == ["postgresql"]
 
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from . import views
+from example import views
 
 urlpatterns = [
     path("", views.counter, name="counter"),

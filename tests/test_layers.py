@@ -1,0 +1,100 @@
+"""
+The package's modules import each other in one direction only: from the
+engine, the commands and the admin down to the settings, the keys and the
+SQL. The one edge back up is Django's own lazy pair, the model naming its
+session store (Session.get_session_store_class()).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "django_sql_sessions"
+LAZY_EDGES = {("django_sql_sessions.models", "django_sql_sessions.backends.db")}
+# Imports nothing of the package, or only what is listed.
+FOUNDATIONS = {
+    "django_sql_sessions.conf": set(),
+    "django_sql_sessions.keys": set(),
+    "django_sql_sessions.exceptions": set(),
+    "django_sql_sessions.sql": set(),
+    "django_sql_sessions.fields": {"django_sql_sessions.keys"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path) -> set[str]:
+    """The package's modules that this file imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            base = node.module or ""
+            if base == "django_sql_sessions":
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+            elif base.startswith("django_sql_sessions."):
+                found.add(base)
+        elif isinstance(node, ast.Import):
+            found.update(
+                alias.name for alias in node.names if alias.name.startswith("django_sql_sessions")
+            )
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {
+        module_name(path): path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts
+    }
+    return {
+        name: {target for target in package_imports(path) if target in modules} - {name}
+        for name, path in modules.items()
+    }
+
+
+def test_the_graph_is_read() -> None:
+    edges = graph()
+    assert "django_sql_sessions.sql" in edges["django_sql_sessions.backends.db"]
+    assert ("django_sql_sessions.models", "django_sql_sessions.backends.db") in {
+        (source, target) for source, targets in edges.items() for target in targets
+    }
+
+
+@pytest.mark.parametrize("module", sorted(FOUNDATIONS))
+def test_foundations_import_nothing_above_them(module: str) -> None:
+    assert graph()[module] == FOUNDATIONS[module]
+
+
+def test_no_import_circle() -> None:
+    edges = graph()
+    for source, target in LAZY_EDGES:
+        edges[source].discard(target)
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(module: str) -> None:
+        if module in done:
+            return
+        assert module not in visiting, " -> ".join([*visiting, module])
+        visiting.append(module)
+        for target in sorted(edges[module]):
+            visit(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module)
+
+
+def test_the_lazy_edge_is_inside_a_function() -> None:
+    # At module level it would be a real circle at import time.
+    tree = ast.parse((PACKAGE / "models.py").read_text())
+    top_level = {
+        node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "django_sql_sessions.backends.db" not in top_level
