@@ -5,10 +5,12 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix without_time_zones lint`` (.ci/run): every supported Django
-  on every supported Python, the suite once with USE_TZ = False, then ruff and
-  mypy. With --error-on-missing-interpreters a missing
-  Python fails the run instead of being skipped.
+- ``nox -s matrix without_time_zones lint docs`` (.ci/run): every supported
+  Django on every supported Python, the suite once with USE_TZ = False, ruff
+  and mypy, then the Sphinx site in docs/ built with warnings as errors. With
+  --error-on-missing-interpreters a missing Python fails the run instead of
+  being skipped.
+- ``nox -s docs``: only the documentation, into docs/_build/html.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
 settings are in the environment (see README.rst); SQLite always runs.
@@ -107,3 +109,12 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session(python="3.12")
+def docs(session: nox.Session) -> None:
+    """The Sphinx site in docs/: every warning and unresolved reference fails."""
+    session.install("-r", "docs/requirements.txt")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html"
+    )

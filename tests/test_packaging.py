@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -14,14 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Build from a copy, so the build leaves nothing in the work tree.
     source = tmp_path_factory.mktemp("source") / "src"
     shutil.copytree(
         ROOT,
         source,
-        ignore=shutil.ignore_patterns(".git", ".nox", ".venv", "build", "dist", "*.egg-info"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".nox", ".venv", "build", "dist", "*.egg-info", "_build"
+        ),
     )
+    return source
+
+
+@pytest.fixture(scope="module")
+def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [
@@ -41,6 +49,26 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     )
     [path] = out.glob("django_sql_sessions-*.whl")
     return zipfile.ZipFile(path)
+
+
+@pytest.fixture(scope="module")
+def sdist(source: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The names in the source distribution, without its top-level folder."""
+    out = tmp_path_factory.mktemp("sdist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
+            str(out),
+        ],
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
+    [path] = out.glob("django_sql_sessions-*.tar.gz")
+    with tarfile.open(path) as archive:
+        return {name.partition("/")[2] for name in archive.getnames()}
 
 
 def metadata(wheel: zipfile.ZipFile) -> email.message.Message:
@@ -63,6 +91,20 @@ def test_wheel_ships_migrations_commands_and_types(wheel: zipfile.ZipFile) -> No
 def test_wheel_ships_no_tests_or_example(wheel: zipfile.ZipFile) -> None:
     top_level = {name.split("/")[0] for name in wheel.namelist()}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"django_sql_sessions"}
+
+
+def test_sdist_ships_the_changelog_and_the_docs(sdist: set[str]) -> None:
+    for required in [
+        "README.rst",
+        "CHANGELOG.rst",
+        "docs/conf.py",
+        "docs/requirements.txt",
+        "docs/index.rst",
+        "docs/performance.rst",
+        "docs/perf/requests.rst",
+    ]:
+        assert required in sdist
+    assert not any(name.startswith("docs/_build") for name in sdist)
 
 
 def test_support_claims_agree(wheel: zipfile.ZipFile) -> None:
