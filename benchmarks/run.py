@@ -5,7 +5,8 @@ the raw-driver floor, through Django's real SessionMiddleware.
     python benchmarks/run.py --databases sqlite,postgresql,mysql --rows 100000
 
 PostgreSQL and MariaDB/MySQL use the test suite's environment variables
-(POSTGRES_HOST, MYSQL_HOST, ...) and a database named bench_sql_sessions.
+(POSTGRES_HOST, MYSQL_HOST, ...) and a database named bench_sql_sessions, or
+SQL_SESSIONS_BENCH_DATABASE if set (also for lost_updates.py and cleanup.py).
 Every run measures all engines back to back on the same data; the table
 reports medians over --runs runs, and ratios are paired run by run.
 """
@@ -17,6 +18,7 @@ import gc
 import hashlib
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -39,7 +41,9 @@ ENGINES = {
 }
 WORKLOADS = ["read", "miss", "write", "touch", "new", "cycle"]
 TABLE = "bench_sessions"
-DATABASE_NAME = "bench_sql_sessions"
+DATABASE_NAME = os.environ.get("SQL_SESSIONS_BENCH_DATABASE", "bench_sql_sessions")
+if not re.fullmatch(r"[a-z_][a-z0-9_]*", DATABASE_NAME):
+    sys.exit(f"SQL_SESSIONS_BENCH_DATABASE={DATABASE_NAME!r}: lower-case letters, digits, _")
 # A typical logged-in session: user id, backend, auth hash and a little state.
 SESSION = {
     "_auth_user_id": "4711",
