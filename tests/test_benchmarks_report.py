@@ -180,3 +180,17 @@ def test_text_table_aligns_numbers_right() -> None:
         "ours      173  3.04x",
         "db      1,490",
     ]
+
+
+def test_the_committed_pages_render() -> None:
+    pages = sorted((report.ROOT / "docs" / "perf").glob("*.rst"))
+    assert {page.stem for page in pages} >= {"requests", "lost_updates", "cleanup"}
+    for page in pages:
+        document = render(page)
+        stamp = document.next_node(nodes.paragraph)
+        assert stamp is not None, page
+        assert stamp.astext().startswith("Measured "), page
+        assert list(document.findall(nodes.table)), page
+        image = document.next_node(nodes.image)
+        assert image is not None, page
+        assert (report.ROOT / "docs" / image["uri"].lstrip("/")).is_file(), page
