@@ -7,6 +7,9 @@ connection keeps saving sessions through Django's SessionMiddleware.
 
 Reports rows deleted per second, the p50/p99 latency of the concurrent saves
 during each cleanup and with no cleanup running, and deadlock errors.
+
+With --docs DIR it also writes DIR/cleanup.rst and DIR/cleanup.svg (see
+benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
+from benchmarks import report  # noqa: E402
 from benchmarks.run import (  # noqa: E402
     GENERATED,
     SESSION,
@@ -30,9 +35,22 @@ from benchmarks.run import (  # noqa: E402
     alias_under_test,
     configure,
     create_database,
+    describe,
     insert_generated,
     key,
 )
+
+HEADERS = [
+    "cleanup",
+    "rows/s",
+    "seconds",
+    "saves",
+    "save p50 ms",
+    "save p99 ms",
+    "deadlocks",
+    "other errors",
+]
+NONE, BATCHED, UNBATCHED = "none", "purgesessions, batches of 1000", "one unbatched DELETE"
 
 
 def populate(alias: str, live: int, expired: int, payload: str) -> None:
@@ -112,8 +130,12 @@ class Saver(threading.Thread):
 def while_saving(live: int, work: Any, idle_seconds: float = 0.0) -> tuple[Any, Saver]:
     saver = Saver(live)
     saver.start()
+    result = None
     try:
-        result = work() if work else time.sleep(idle_seconds)
+        if work:
+            result = work()
+        else:
+            time.sleep(idle_seconds)
     finally:
         saver.stop.set()
         saver.join()
@@ -139,31 +161,47 @@ def unbatched_delete(alias: str) -> int:
         return int(cursor.rowcount)
 
 
-def measure(alias: str, live: int, expired: int, payload: str) -> list[str]:
+@dataclass
+class Run:
+    cleanup: str
+    rate: float
+    seconds: float
+    saver: Saver
+
+    def row(self) -> list[report.Cell]:
+        latencies = self.saver.latencies or [0.0]
+        return [
+            self.cleanup,
+            f"{self.rate:,.0f}",
+            f"{self.seconds:,.1f}",
+            len(self.saver.latencies),
+            f"{statistics.median(latencies):.1f}",
+            f"{self.p99():.1f}",
+            self.saver.deadlocks,
+            self.saver.errors,
+        ]
+
+    def p99(self) -> float:
+        return percentile(self.saver.latencies or [0.0], 0.99)
+
+
+def measure(alias: str, live: int, expired: int, payload: str) -> list[Run]:
     from django_sql_sessions.cleanup import delete_expired
 
     populate(alias, live, expired, payload)
-    runs: list[tuple[str, float, float, Saver]] = []
+    runs: list[Run] = []
     _nothing, saver = while_saving(live, None, idle_seconds=10)
-    runs.append(("none", 0.0, 10.0, saver))
+    runs.append(Run(NONE, 0.0, 10.0, saver))
     started = time.perf_counter()
     result, saver = while_saving(live, delete_expired)
     elapsed = time.perf_counter() - started
-    runs.append(("purgesessions, batches of 1000", result.deleted / elapsed, elapsed, saver))
+    runs.append(Run(BATCHED, result.deleted / elapsed, elapsed, saver))
     populate(alias, live, expired, payload)
     started = time.perf_counter()
     deleted, saver = while_saving(live, lambda: unbatched_delete(alias))
     elapsed = time.perf_counter() - started
-    runs.append(("one unbatched DELETE", deleted / elapsed, elapsed, saver))
-    lines = []
-    for name, rate, seconds, saver in runs:
-        latencies = saver.latencies or [0.0]
-        lines.append(
-            f"| {alias} | {name} | {rate:,.0f} | {seconds:,.1f} | {len(saver.latencies):,} "
-            f"| {statistics.median(latencies):.1f} | {percentile(latencies, 0.99):.1f} "
-            f"| {saver.deadlocks} | {saver.errors} |"
-        )
-    return lines
+    runs.append(Run(UNBATCHED, deleted / elapsed, elapsed, saver))
+    return runs
 
 
 def main() -> None:
@@ -172,23 +210,61 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=1_000_000)
     parser.add_argument("--expired", type=int, default=1_000_000)
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
+    parser.add_argument(
+        "--docs",
+        metavar="DIR",
+        help="also write the RST fragment and SVG chart there (e.g. docs/perf)",
+    )
     args = parser.parse_args()
     names = args.databases.split(",")
     configure(names, Path(args.data_dir))
     from django_sql_sessions.backends.db import SessionStore
 
     payload = SessionStore().encode(SESSION)
-    print(
-        f"{args.expired:,} expired among {args.live:,} live sessions; saves through "
-        "SessionMiddleware on a second connection meanwhile\n\n"
-        "| database | cleanup | rows/s | seconds | saves | save p50 ms | save p99 ms "
-        "| deadlocks | other errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
-    )
     for alias in names:
         create_database(alias)
+    stamp = report.Stamp.collect(aliases=names)
+    print(stamp.text(), end="\n\n")
+    what = (
+        f"{args.expired:,} expired among {args.live:,} live sessions, "
+        "saves through SessionMiddleware on a second connection meanwhile"
+    )
+    tables: list[report.Table] = []
+    rates: dict[str, dict[str, float]] = {}
+    p99s: dict[str, dict[str, float]] = {}
+    for alias in names:
         with alias_under_test(alias):
-            for line in measure(alias, args.live, args.expired, payload):
-                print(line, flush=True)
+            caption = describe(alias, stamp.servers.get(alias, ""))
+            runs = measure(alias, args.live, args.expired, payload)
+        table = report.Table(f"{caption}: {what}", HEADERS, [run.row() for run in runs])
+        tables.append(table)
+        print(table.caption, report.text_table(table.headers, table.rows), sep="\n", end="\n\n")
+        sys.stdout.flush()
+        rates[caption] = {run.cleanup: run.rate for run in runs if run.cleanup != NONE}
+        p99s[caption] = {run.cleanup: run.p99() for run in runs}
+    if args.docs:
+
+        def chart(path: Path) -> Path:
+            panels = {
+                "Expired rows deleted per second (higher is faster)": rates,
+                "p99 latency of the concurrent saves (lower is better)": p99s,
+            }
+            return report.panel_chart(
+                path,
+                f"Cleanup: {args.expired:,} expired among {args.live:,} live sessions",
+                panels,
+                dict(zip(panels, ["rows/s", "ms"], strict=True)),
+                colors={NONE: "#7f7f7f", BATCHED: "#1f77b4", UNBATCHED: "#d62728"},
+                labels=True,
+            )
+
+        alt = (
+            "Bar charts by database: rows deleted per second by the batched purgesessions "
+            "and by one unbatched DELETE, and the p99 latency of sessions saved meanwhile, "
+            "also with no cleanup running"
+        )
+        path = report.write_fragment(args.docs, "cleanup", stamp, tables, chart=chart, alt=alt)
+        print(f"Wrote {path} and {path.with_suffix('.svg')}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ its own key into the same session N times (load, increment, save).
 Every save that returned without an error should be in the final session; a
 "lost" increment is one that returned but is not. It also reports the cost of
 a load-and-save with no other writer, for our engine and Django's.
+
+With --docs DIR it also writes DIR/lost_updates.rst and DIR/lost_updates.svg
+(see benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -19,11 +22,27 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
-from benchmarks.run import ENGINES, alias_under_test, configure, create_database  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    ENGINES,
+    alias_under_test,
+    configure,
+    create_database,
+    describe,
+)
+
+HEADERS = [
+    "engine",
+    "increments returned",
+    "stored",
+    "lost",
+    "failed saves",
+    "µs/save contended",
+    "µs/load+save alone",
+]
 
 
 def hammer(engine: str, workers: int, saves: int) -> tuple[int, int, int, float]:
@@ -93,29 +112,68 @@ def main() -> None:
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
+    parser.add_argument(
+        "--docs",
+        metavar="DIR",
+        help="also write the RST fragment and SVG chart there (e.g. docs/perf)",
+    )
     args = parser.parse_args()
     names = args.databases.split(",")
     configure(names, Path(args.data_dir))
     from django.core.management import call_command
 
-    print(
-        f"{args.workers} threads x {args.saves} saves into one session\n\n"
-        "| database | engine | increments returned | stored | lost | failed saves "
-        "| µs/save contended | µs/load+save alone |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|"
-    )
     for alias in names:
         create_database(alias)
+    stamp = report.Stamp.collect(aliases=names)
+    what = f"{args.workers} threads x {args.saves} saves into one session"
+    print(stamp.text(), end="\n\n")
+    tables: list[report.Table] = []
+    lost: dict[str, dict[str, float]] = {}
+    for alias in names:
         with alias_under_test(alias):
             call_command("migrate", database=alias, verbosity=0)
+            caption = describe(alias, stamp.servers.get(alias, ""))
+            rows: list[list[report.Cell]] = []
             for engine in ["ours", "db"]:
                 made, stored, failed, contended = hammer(engine, args.workers, args.saves)
                 alone = solo(engine, 200, args.runs)
-                row: list[Any] = [alias, engine, made, stored, made - stored, failed]
-                print(
-                    "| " + " | ".join(map(str, row)) + f" | {contended:,.0f} | {alone:,.0f} |",
-                    flush=True,
+                rows.append(
+                    [
+                        engine,
+                        made,
+                        stored,
+                        made - stored,
+                        failed,
+                        f"{contended:,.0f}",
+                        f"{alone:,.0f}",
+                    ]
                 )
+                lost.setdefault(caption, {})[engine] = made - stored
+        table = report.Table(f"{caption}: {what}", HEADERS, rows)
+        tables.append(table)
+        print(table.caption, report.text_table(table.headers, table.rows), sep="\n", end="\n\n")
+        sys.stdout.flush()
+    if args.docs:
+        total = args.workers * args.saves
+
+        def chart(path: Path) -> Path:
+            return report.bar_chart(
+                path,
+                f"Increments lost of {total:,} saves that returned ({what})",
+                lost,
+                "increments lost",
+                colors={"ours": "#1f77b4", "db": "#ff7f0e"},
+                labels=True,
+            )
+
+        alt = (
+            f"Bar chart: of {total:,} increments saved into one session by {args.workers} "
+            "threads, how many each engine lost, by database"
+        )
+        path = report.write_fragment(
+            args.docs, "lost_updates", stamp, tables, chart=chart, alt=alt
+        )
+        print(f"Wrote {path} and {path.with_suffix('.svg')}")
 
 
 if __name__ == "__main__":

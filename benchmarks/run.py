@@ -5,9 +5,14 @@ the raw-driver floor, through Django's real SessionMiddleware.
     python benchmarks/run.py --databases sqlite,postgresql,mysql --rows 100000
 
 PostgreSQL and MariaDB/MySQL use the test suite's environment variables
-(POSTGRES_HOST, MYSQL_HOST, ...) and a database named bench_sql_sessions.
+(POSTGRES_HOST, MYSQL_HOST, ...) and a database named bench_sql_sessions, or
+SQL_SESSIONS_BENCH_DATABASE if set (also for lost_updates.py and cleanup.py).
 Every run measures all engines back to back on the same data; the table
 reports medians over --runs runs, and ratios are paired run by run.
+
+With --docs DIR it also writes DIR/requests.rst and DIR/requests.svg (see
+benchmarks/report.py); --growth, --sqlite-wal and --pg-prepare add
+_growth, _wal and _prepared to the name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import gc
 import hashlib
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -31,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from benchmarks import report  # noqa: E402
+
 ENGINES = {
     "ours": "django_sql_sessions.backends.db",
     "db": "django.contrib.sessions.backends.db",
@@ -39,7 +47,9 @@ ENGINES = {
 }
 WORKLOADS = ["read", "miss", "write", "touch", "new", "cycle"]
 TABLE = "bench_sessions"
-DATABASE_NAME = "bench_sql_sessions"
+DATABASE_NAME = os.environ.get("SQL_SESSIONS_BENCH_DATABASE", "bench_sql_sessions")
+if not re.fullmatch(r"[a-z_][a-z0-9_]*", DATABASE_NAME):
+    sys.exit(f"SQL_SESSIONS_BENCH_DATABASE={DATABASE_NAME!r}: lower-case letters, digits, _")
 # A typical logged-in session: user id, backend, auth hash and a little state.
 SESSION = {
     "_auth_user_id": "4711",
@@ -340,7 +350,9 @@ class Bench:
         def cookie_for(k: str) -> str:
             return self.cookies if engine == "signed_cookies" else k
 
-        headers = [{"HTTP_COOKIE": f"{cookie_name}={cookie_for(k)}"} for k in keys]
+        headers: list[dict[str, Any]] = [
+            {"HTTP_COOKIE": f"{cookie_name}={cookie_for(k)}"} for k in keys
+        ]
         if workload == "new":
             headers = [{} for _ in keys]
         save_every = workload == "touch"
@@ -486,15 +498,42 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
-    lines = [
-        f"**{alias}**, {rows:,} live sessions"
-        + (" (WAL)" if "init_command" in _options(alias) else "")
-        + (" (prepared statements)" if "prepare_threshold" in _options(alias) else ""),
-        "",
-        "| workload | engine | µs/op | ops/s | x floor | speed-up vs db | statements | peak KiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+HEADERS = [
+    "workload",
+    "engine",
+    "µs/op",
+    "ops/s",
+    "x floor",
+    "speed-up vs db",
+    "statements",
+    "peak KiB",
+]
+# Fixed colours, the same in every chart: ours stands out, the floor is grey.
+COLORS = {
+    "ours": "#1f77b4",
+    "db": "#ff7f0e",
+    "cached_db": "#2ca02c",
+    "signed_cookies": "#9467bd",
+    "floor": "#7f7f7f",
+}
+
+
+def describe(alias: str, server: str) -> str:
+    """The database as a table caption names it: server, and how it was set up."""
+    options = _options(alias)
+    extras = [
+        "WAL" if "init_command" in options else "",
+        "prepared statements" if "prepare_threshold" in options else "",
+        f"buffer pool {_buffer_pool_mb(alias)} MB" if connections_vendor(alias) == "mysql" else "",
     ]
+    extra = ", ".join(e for e in extras if e)
+    return f"{server or alias} ({extra})" if extra else server or alias
+
+
+def table(
+    caption: str, results: dict[tuple[str, str], Result], rows: int, requests: int
+) -> report.Table:
+    cells: list[list[report.Cell]] = []
     for (workload, engine), result in results.items():
         median = statistics.median(result.micros)
         floor = results[(workload, "floor")].micros
@@ -503,11 +542,32 @@ def table(alias: str, results: dict[tuple[str, str], Result], rows: int) -> str:
         if (workload, "db") in results and engine != "db":
             speedup = f"{paired_ratio(results[(workload, 'db')].micros, result.micros):.2f}x"
         peak = f"{result.peak_kib:.0f}" if result.peak_kib is not None else ""
-        lines.append(
-            f"| {workload} | {engine} | {median:,.0f} | {1e6 / median:,.0f} | "
-            f"{vs_floor:.2f}x | {speedup} | {result.statements} | {peak} |"
+        cells.append(
+            [
+                workload,
+                engine,
+                f"{median:,.0f}",
+                f"{1e6 / median:,.0f}",
+                f"{vs_floor:.2f}x",
+                speedup,
+                result.statements,
+                peak,
+            ]
         )
-    return "\n".join(lines)
+    runs = len(next(iter(results.values())).micros)
+    return report.Table(
+        f"{caption}: {rows:,} live sessions, medians of {runs} runs of {requests:,} requests",
+        HEADERS,
+        cells,
+    )
+
+
+def medians(results: dict[tuple[str, str], Result]) -> dict[str, dict[str, float]]:
+    """µs per request by workload, then engine, for the chart."""
+    found: dict[str, dict[str, float]] = {}
+    for (workload, engine), result in results.items():
+        found.setdefault(workload, {})[engine] = statistics.median(result.micros)
+    return found
 
 
 def connections_vendor(alias: str) -> str:
@@ -531,33 +591,33 @@ def _options(alias: str) -> dict[str, Any]:
     return options
 
 
-def growth(alias: str, sizes: list[int], requests: int, runs: int) -> str:
+def growth(
+    alias: str, caption: str, sizes: list[int], requests: int, runs: int
+) -> tuple[report.Table, dict[str, dict[str, float]]]:
+    """Our engine's median µs per read and write at each table size: the table and chart data."""
     from django_sql_sessions.backends.db import SessionStore
 
     payload = SessionStore().encode(SESSION)
-    lines = [
-        f"**{alias}**: our engine as the table grows (median µs/op of {runs} runs)"
-        + (
-            f", buffer pool {_buffer_pool_mb(alias)} MB"
-            if connections_vendor(alias) == "mysql"
-            else ""
-        ),
-        "",
-        "| rows | read | write |",
-        "|---:|---:|---:|",
-    ]
+    cells: list[list[report.Cell]] = []
+    chart: dict[str, dict[str, float]] = {}
     for size in sizes:
         populate(alias, size, payload, django_table=False)
         bench = Bench(alias, size, requests, payload)
-        cells = []
+        row: list[report.Cell] = [size]
         for workload in ["read", "write"]:
             bench.run_engine("ours", workload, bench.sample(workload)[:100])
             micros = [
                 bench.run_engine("ours", workload, bench.sample(workload)) for _ in range(runs)
             ]
-            cells.append(f"{statistics.median(micros):,.0f}")
-        lines.append(f"| {size:,} | {' | '.join(cells)} |")
-    return "\n".join(lines)
+            median = statistics.median(micros)
+            row.append(f"{median:,.0f}")
+            chart.setdefault(f"{size:,} rows", {})[workload] = median
+        cells.append(row)
+    caption = (
+        f"{caption}: our engine as the table grows, "
+        f"µs per request, medians of {runs} runs of {requests:,} requests"
+    )
+    return report.Table(caption, ["rows", "read", "write"], cells), chart
 
 
 @contextmanager
@@ -613,25 +673,66 @@ def main() -> None:
         action="store_true",
         help="PostgreSQL with OPTIONS prepare_threshold=1 (prepared statements)",
     )
+    parser.add_argument(
+        "--docs",
+        metavar="DIR",
+        help="also write the RST fragment and SVG chart there (e.g. docs/perf)",
+    )
     args = parser.parse_args()
     names = args.databases.split(",")
     configure(names, Path(args.data_dir), wal=args.sqlite_wal, prepare=args.pg_prepare)
     for alias in names:
         create_database(alias)
+    stamp = report.Stamp.collect(aliases=names)
+    print(stamp.text(), end="\n\n", flush=True)
+    tables: list[report.Table] = []
+    panels: dict[str, dict[str, dict[str, float]]] = {}
+    for alias in names:
         with alias_under_test(alias), buffer_pool(alias, args.mysql_buffer_pool_mb):
+            caption = describe(alias, stamp.servers.get(alias, ""))
             if args.growth:
                 sizes = [int(size) for size in args.growth.split(",")]
-                print(growth(alias, sizes, args.requests, args.runs), end="\n\n", flush=True)
-                continue
-            results = measure(
-                alias,
-                args.rows,
-                args.requests,
-                args.runs,
-                args.engines.split(","),
-                args.workloads.split(","),
+                found, panels[caption] = growth(alias, caption, sizes, args.requests, args.runs)
+            else:
+                results = measure(
+                    alias,
+                    args.rows,
+                    args.requests,
+                    args.runs,
+                    args.engines.split(","),
+                    args.workloads.split(","),
+                )
+                found = table(caption, results, args.rows, args.requests)
+                panels[caption] = medians(results)
+        tables.append(found)
+        print(found.caption, report.text_table(found.headers, found.rows), sep="\n", end="\n\n")
+        sys.stdout.flush()
+    if args.docs:
+        name = "requests" + "".join(
+            suffix
+            for suffix, used in [
+                ("_growth", args.growth),
+                ("_wal", args.sqlite_wal),
+                ("_prepared", args.pg_prepare),
+            ]
+            if used
+        )
+        if args.growth:
+            title = f"Our engine as the table grows (median of {args.runs} runs; lower is faster)"
+            alt = "our engine's µs per read and per write at each table size"
+        else:
+            title = f"Time per request by workload and engine (median of {args.runs} runs)"
+            engines = ", ".join([*args.engines.split(","), "floor"])
+            alt = f"µs per request of each engine ({engines}) for each workload"
+
+        def chart(path: Path) -> Path:
+            return report.panel_chart(
+                path, title, panels, "µs per request", colors=COLORS, labels=bool(args.growth)
             )
-            print(table(alias, results, args.rows), end="\n\n", flush=True)
+
+        alt = f"Bar charts, one per database: {alt}; the tables below give the numbers"
+        path = report.write_fragment(args.docs, name, stamp, tables, chart=chart, alt=alt)
+        print(f"Wrote {path} and {path.with_suffix('.svg')}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""
+Regenerate the performance pages: every benchmark at the documented sizes,
+each in its own process, each writing its stamped RST fragment and SVG chart.
+
+    pip install -r benchmarks/requirements.txt
+    POSTGRES_HOST=127.0.0.1 POSTGRES_USER=postgres MYSQL_HOST=127.0.0.1 MYSQL_USER=root \\
+        python benchmarks/regenerate.py
+
+writes docs/perf/{requests,lost_updates,cleanup}.{rst,svg}, and overhead.* when
+benchmarks/overhead.py exists. It runs, in this order:
+
+- run.py --databases sqlite,postgresql,mysql --rows 100000 (5 runs of 1,000
+  requests per engine and workload);
+- lost_updates.py --databases sqlite,postgresql,mysql --workers 8 --saves 200;
+- cleanup.py --databases postgresql,mysql --live 200000 --expired 200000:
+  200,000 expired among 200,000 live sessions, not README's earlier
+  1,000,000 + 1,000,000, whose batched cleanup alone took over 8 minutes on
+  MariaDB with its default buffer pool;
+- overhead.py --docs DIR, if present (only that, also with --smoke).
+
+On the 2-core CI machine that should take 20 to 25 minutes: run.py about 16
+(README's last full run took 964 s), lost_updates.py under 1, cleanup.py 3
+to 5, most of it MariaDB. Run it on a quiet machine: anything else running
+shows up in the numbers.
+
+Options: --docs DIR (default docs/perf); --smoke, tiny sizes that prove the
+pipeline in about a minute (the stamp's command shows the sizes, so nobody
+mistakes them for measurements); --variants, also run.py's --pg-prepare,
+--sqlite-wal and --growth tables (requests_prepared, requests_wal,
+requests_growth; adds about 10 minutes). Set SQL_SESSIONS_BENCH_DATABASE to
+use a server database other than bench_sql_sessions.
+
+The scripts write into a temporary directory, and the files are moved into
+DIR only when every script succeeded: a failure stops the run, leaves the
+pages as they were, exits non-zero and says where the partial output is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
+
+DATABASES = "sqlite,postgresql,mysql"
+FULL = [
+    ["run.py", "--databases", DATABASES, "--rows", "100000", "--requests", "1000", "--runs", "5"],
+    ["lost_updates.py", "--databases", DATABASES, "--workers", "8", "--saves", "200"],
+    [
+        "cleanup.py",
+        "--databases",
+        "postgresql,mysql",
+        "--live",
+        "200000",
+        "--expired",
+        "200000",
+    ],
+]
+SMOKE = [
+    ["run.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
+    [
+        "lost_updates.py",
+        "--databases",
+        DATABASES,
+        "--workers",
+        "4",
+        "--saves",
+        "20",
+        "--runs",
+        "2",
+    ],
+    ["cleanup.py", "--databases", "postgresql,mysql", "--live", "3000", "--expired", "3000"],
+]
+FOUR_WORKLOADS = ["--workloads", "read,write,new,cycle"]
+VARIANTS = [
+    [
+        "run.py",
+        "--databases",
+        "postgresql",
+        "--pg-prepare",
+        *FOUR_WORKLOADS,
+        "--engines",
+        "ours,db,signed_cookies",
+    ],
+    ["run.py", "--databases", "sqlite", "--sqlite-wal", *FOUR_WORKLOADS, "--engines", "ours,db"],
+    [
+        "run.py",
+        "--databases",
+        "postgresql,mysql",
+        "--growth",
+        "10000,100000,1000000",
+        "--runs",
+        "3",
+    ],
+]
+SMOKE_SIZES = {"--rows": "200", "--requests": "20", "--runs": "2", "--growth": "200,400"}
+
+
+def smaller(command: list[str]) -> list[str]:
+    """A variant at smoke sizes."""
+    previous = ["", *command[:-1]]
+    found = [SMOKE_SIZES.get(option, arg) for option, arg in zip(previous, command, strict=True)]
+    for option, value in SMOKE_SIZES.items():
+        if option != "--growth" and option not in found:
+            found += [option, value]
+    return found
+
+
+def commands(*, smoke: bool, variants: bool) -> list[list[str]]:
+    found = [list(command) for command in (SMOKE if smoke else FULL)]
+    if variants:
+        found += [smaller(command) if smoke else command for command in VARIANTS]
+    if (BENCHMARKS / "overhead.py").exists():
+        found.append(["overhead.py"])
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", default=str(ROOT / "docs" / "perf"), metavar="DIR")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: prove the pipeline")
+    parser.add_argument("--variants", action="store_true", help="also the run.py variants")
+    args = parser.parse_args()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.exit("regenerate: matplotlib is missing: pip install -r benchmarks/requirements.txt")
+    docs = Path(args.docs)
+    output = Path(tempfile.mkdtemp(prefix="perf-"))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as data:
+        for command in commands(smoke=args.smoke, variants=args.variants):
+            script, *options = command
+            argv = [sys.executable, str(BENCHMARKS / script), *options, "--docs", str(output)]
+            if script != "overhead.py":  # the others keep SQLite files in --data-dir
+                argv += ["--data-dir", data]
+            shown = shlex.join(["python", f"benchmarks/{script}", *options])
+            print(f"regenerate: {shown}", flush=True)
+            step = time.perf_counter()
+            result = subprocess.run(argv, cwd=ROOT, check=False)
+            if result.returncode:
+                sys.exit(
+                    f"regenerate: FAILED with exit status {result.returncode}: {shown}\n"
+                    f"regenerate: {docs} is unchanged; partial output is in {output}"
+                )
+            print(f"regenerate: done in {time.perf_counter() - step:,.0f} s\n", flush=True)
+    docs.mkdir(parents=True, exist_ok=True)
+    for path in sorted(output.iterdir()):
+        shutil.move(path, docs / path.name)
+        print(f"regenerate: wrote {docs / path.name}")
+    output.rmdir()
+    print(f"regenerate: all done in {time.perf_counter() - started:,.0f} s")
+
+
+if __name__ == "__main__":
+    main()
