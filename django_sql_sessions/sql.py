@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import functools
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -163,24 +164,47 @@ def _send(
     connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
-        cursor = _driver_cursor(connection)
+        if vendor == "postgresql":
+            cursor = _postgresql_cursor(connection)
+            cursor.execute(statement.format, params)
+            return read(cursor)
+        cursor = connection.connection.cursor()
         try:
             cursor.execute(statement.qmark if vendor == "sqlite" else statement.format, params)
             return read(cursor)
         finally:
+            # Closed at once: an open sqlite3 statement would hold its read
+            # snapshot until the next one.
             cursor.close()
 
 
-def _driver_cursor(connection: BaseDatabaseWrapper) -> Any:
+# One cursor per psycopg connection, used for every statement: psycopg builds
+# a cursor's adapters and transformer anew each time, which costs more than
+# the rest of a session load. Results are read at once and hold no server
+# state, and a connection is only ever used by one thread (Django checks).
+# Kept by Django's connection object, with the driver connection it belongs
+# to: a reconnect replaces both, and nothing here keeps a wrapper alive.
+_postgresql_cursors: weakref.WeakKeyDictionary[BaseDatabaseWrapper, tuple[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
     raw = connection.connection
-    if connection.vendor == "postgresql" and raw.prepare_threshold is not None:
+    kept = _postgresql_cursors.get(connection)
+    if kept is not None and kept[0] is raw:
+        return kept[1]
+    if raw.prepare_threshold is not None:
         # The project enabled prepared statements (OPTIONS "prepare_threshold"),
         # which only server-side binding uses: psycopg then prepares each of
         # these few statements once per connection.
         import psycopg
 
-        return psycopg.Cursor(raw)
-    return raw.cursor()
+        cursor = psycopg.Cursor(raw)
+    else:
+        cursor = raw.cursor()
+    _postgresql_cursors[connection] = (raw, cursor)
+    return cursor
 
 
 def _compile(vendor: str, table: str) -> Statements:

@@ -214,3 +214,64 @@ class TestSqlServerOffline:
             "([test_web_sessions].[key_hash] = %s AND [test_web_sessions].[user_id] = %s)"
         )
         assert params == ("0" * 64, "42")
+
+
+def postgresql_only(alias: str) -> None:
+    if connections[alias].vendor != "postgresql":
+        pytest.skip("PostgreSQL only: the other drivers' cursors cost little to make")
+
+
+def test_postgresql_reuses_one_cursor_per_connection(alias: str) -> None:
+    import gc
+    import weakref
+
+    from django_sql_sessions import sql
+    from django_sql_sessions.backends.db import SessionStore
+
+    postgresql_only(alias)
+    connection = connections[alias]
+    store = SessionStore()
+    store["n"] = 1
+    store.save()
+    (raw, cursor) = sql._postgresql_cursors[connection]
+    assert raw is connection.connection
+    assert SessionStore(store.session_key).load() == {"n": 1}
+    assert sql._postgresql_cursors[connection][1] is cursor  # no new cursor
+    # A reconnect (CONN_MAX_AGE, a failed health check) gets a cursor of
+    # the new connection, and the old connection is not kept alive.
+    old = weakref.ref(raw)
+    del raw, cursor
+    connection.close()
+    assert SessionStore(store.session_key).load() == {"n": 1}
+    new_raw, _new_cursor = sql._postgresql_cursors[connection]
+    assert new_raw is connection.connection
+    gc.collect()
+    assert old() is None
+
+
+def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> None:
+    import psycopg
+
+    from django_sql_sessions import sql
+    from django_sql_sessions.backends.db import SessionStore
+
+    postgresql_only(alias)
+    connection = connections[alias]
+    connection.close()
+    connection.ensure_connection()
+    # What OPTIONS {"prepare_threshold": 1} does to the driver connection.
+    connection.connection.prepare_threshold = 1
+    try:
+        store = SessionStore()
+        store["n"] = 1
+        store.save()
+        for _ in range(3):
+            assert SessionStore(store.session_key).load() == {"n": 1}
+        _raw, cursor = sql._postgresql_cursors[connection]
+        assert type(cursor) is psycopg.Cursor  # server-side binding
+        with connection.cursor() as check:
+            check.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in check.fetchall()]
+        assert any("expire_date > $2" in text for text in prepared), prepared
+    finally:
+        connection.close()
