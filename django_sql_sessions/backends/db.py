@@ -134,28 +134,36 @@ class SessionStore(SessionBase):
         return self._get_new_session_key()
 
     def get_expiry_date(self, **kwargs: Any) -> datetime.datetime:
-        return _in_project_time(super().get_expiry_date(**self._expiry_kwargs(kwargs)))
+        # SessionBase's rule, with the expiry normalized first (see _expiry()).
+        expiry = self._expiry(kwargs)
+        if isinstance(expiry, datetime.datetime):
+            return expiry
+        modification = kwargs["modification"] if "modification" in kwargs else timezone.now()
+        seconds = expiry or self.get_session_cookie_age()
+        return _in_project_time(modification + datetime.timedelta(seconds=seconds))
 
     def get_expiry_age(self, **kwargs: Any) -> int:
         # Django subtracts the expiry from an aware "now": a naive stored
         # expiry would raise TypeError in SessionMiddleware.
-        age: int = super().get_expiry_age(**self._expiry_kwargs(kwargs))
+        age: int = super().get_expiry_age(**{**kwargs, "expiry": self._expiry(kwargs)})
         return age
 
-    def _expiry_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """kwargs with the expiry made a datetime in the project's time, or a number."""
+    def _expiry(self, kwargs: dict[str, Any]) -> datetime.datetime | int | float | None:
+        """The expiry as a datetime in the project's time, a number of seconds, or None."""
         expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
+        if expiry is None or type(expiry) is int:
+            return expiry  # the usual cases, first
         if isinstance(expiry, str):
             try:
                 expiry = datetime.datetime.fromisoformat(expiry)
             except ValueError:
                 logger.warning("Ignoring a session expiry that is not a date: %r", expiry)
-                expiry = None
+                return None
         if isinstance(expiry, datetime.datetime):
-            expiry = _in_project_time(expiry)
-        elif not isinstance(expiry, int | float | None):
-            expiry = None  # not something set_expiry() stores: Django would crash
-        return {**kwargs, "expiry": expiry}
+            return _in_project_time(expiry)
+        if isinstance(expiry, int | float):
+            return expiry
+        return None  # not something set_expiry() stores: Django would crash
 
     def load(self) -> dict[str, Any]:
         self._row = None
