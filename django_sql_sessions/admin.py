@@ -2,21 +2,11 @@
 A read-only admin for the session table: who is logged in, since when, last
 active when and from what device (when recorded), with a "revoke" action.
 
-It never shows session data, decoded or not. Session data holds what an app
-put there (CSRF secrets, the password hash fragment that keeps a login
-valid, carts, flags), and none of it is needed to decide whether to revoke a
-session; showing it would turn the admin into a way to read other users'
-secrets, which no permission in Django's model can scope. Nor does the list
-answer questions about it: which rows match a lookup in the query string
-would reveal the data as surely as showing it, so every lookup but the
-admin's own filter is refused (see SessionAdmin.lookup_allowed()).
-Developers who need the data have get_decoded() in a shell. Raw keys are
-not stored at all, so the admin cannot show, search or log them: rows are
-named by a prefix of their key hash.
-
-Users are named by their username, looked up with one query per page
-through the user model's own manager: users may live in another database
-than sessions, so the sessions' query cannot join them.
+It never shows session data, decoded or not, and refuses every lookup but its
+own filter: the data holds other users' secrets (CSRF secrets, the auth hash)
+that no admin permission can scope, and a lookup that matches rows reveals
+the data as surely as showing it. Raw keys are not stored, so rows are named
+by a prefix of their key hash.
 """
 
 from __future__ import annotations

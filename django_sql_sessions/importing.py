@@ -1,24 +1,9 @@
 """
-Moving in from Django's engine without logging anyone out: copy the live
-rows of Django's session table (django_session, written by the db and
-cached_db engines) into ours.
-
-Each row is checked as our engine would load it: a key Django could have
-issued, and data that decodes with the project's SECRET_KEY or one of its
-SECRET_KEY_FALLBACKS, compressed or not (what Django's SessionBase still
-reads). The data is copied as it is, so it means exactly what it meant; the
-key is stored hashed; the expiry is kept; the user index is filled from the
-data. Expired rows, and rows Django itself would read as an empty session,
-are skipped, and so are sessions larger than SQL_SESSIONS_MAX_SIZE (our
-engine could load them but would refuse every save). Rows already in our
-table are left alone, and every key copied is remembered (ImportedSession):
-a second run only adds what the first did not see, never brings back a
-session that our engine deleted since (a logout, a revocation), and deletes
-the copy of a session that Django's engine deleted since (a logout before
-the switch), which would otherwise keep the old cookie working.
-
-The source is read in primary-key order, one batch per query, so the run
-holds no long transaction on either database.
+Moving in from Django's engine without logging anyone out: copy the live rows
+of Django's session table (django_session) into ours, keys hashed, data and
+expiry as they are. Safe to run again: ImportedSession remembers every copied
+key, so a later run never brings back a session this engine deleted since,
+and deletes the copy of one that Django's engine deleted since.
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """
-Whose sessions these are: list a user's sessions and revoke them.
+Whose sessions these are: list a user's sessions and revoke them, by the
+indexed user_id column that every save fills (see models.user_id_from_session).
 
-Every save records the session's user in the indexed user_id column: the
-primary key that login() stored in the session, as text (so integer, UUID
-and string keys all work), or NULL for an anonymous session. Logging out
-deletes the row. There is no foreign key: the user table may live in another
-database.
-
-    from django_sql_sessions.user_sessions import (
-        list_sessions, revoke_session, revoke_all_sessions,
-    )
-
-    list_sessions(request.user, current=request.session)
-    revoke_session(request.user, session_id)
-    revoke_all_sessions(request.user, keep=request.session)  # "log out other devices"
-
-Each function takes a user instance or a primary key value (the revoke
-command passes one), has an async twin (alist_sessions, arevoke_session,
-arevoke_all_sessions), and runs on SQL_SESSIONS_DB_ALIAS. A revoked session's
-next request finds no row: the user is logged out there, and a request
-already under way cannot write the row back (its save fails, see
-backends/db.py).
+Each function takes a user instance or a primary key value and has an async
+twin; see the README's "Users' sessions".
 """
 
 from __future__ import annotations

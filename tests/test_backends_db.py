@@ -309,6 +309,21 @@ class TestStorage:
             async_to_sync(SessionStore.aclear_expired)()
         assert [row[0].strip() for row in rows(alias)] == [sha256(str(live.session_key))]
 
+    @sync_and_async
+    def test_a_subclass_clear_expired_is_used_by_both_twins(self, alias: str, run: str) -> None:
+        calls: list[str] = []
+
+        class Store(SessionStore):
+            @classmethod
+            def clear_expired(cls) -> None:
+                calls.append(cls.__name__)
+
+        if run == "sync":
+            Store.clear_expired()
+        else:
+            async_to_sync(Store.aclear_expired)()
+        assert calls == ["Store"]
+
     def test_fast_path_and_get_decoded_read_the_same_data(self, alias: str) -> None:
         store = saved_session(cart=[1], name="Zoë")
         assert Session.objects.for_key(str(store.session_key)).get().get_decoded() == {

@@ -1,45 +1,10 @@
 """
 The session engine: SESSION_ENGINE = "django_sql_sessions.backends.db".
 
-Each operation is one statement on SQL_SESSIONS_DB_ALIAS, sent in whatever
-transaction state the caller is in (in autocommit, no BEGIN/COMMIT at all):
-
-- load: one SELECT of a live row by key hash;
-- save: one UPDATE, conditional on the row's version (see below);
-- create: one INSERT whose primary key detects a key collision (no probe);
-- delete: one DELETE;
-- cycle_key: one UPDATE that moves the row to the new key.
-
-Parallel requests of one user lose nothing. A save only applies if the row
-still has the version this request loaded. If another request saved first,
-the row is read again and this request's own changes (the keys whose values
-differ from what it loaded, including changes made in place and deletions)
-are applied on top of the newer data, then the save is retried. After
-clear(), the whole session is written as it is (the last writer wins). A row
-that is gone (logout elsewhere, revocation, cleanup) raises UpdateError and is
-never re-inserted. A save merged after a conflict never moves the stored
-expiry backwards (a newer request set it), unless this request set the
-expiry itself (set_expiry()); without a conflict, a save stores the expiry it
-computes, so a shorter SESSION_COOKIE_AGE takes effect at once.
-
-With SQL_SESSIONS_TOUCH_AFTER = N (seconds), a save of a session whose data
-did not change is skipped unless its stored expiry is more than N seconds
-behind the one it would get now (or half the session's own lifetime, if that
-is shorter, so that a short set_expiry() never lets an active session lapse):
-SESSION_SAVE_EVERY_REQUEST then costs one write per session every N seconds
-instead of one per request.
-
-A _session_expiry datetime without a time zone (set_expiry() accepts one, and
-sessions stored before a USE_TZ switch hold them) is read in TIME_ZONE, as
-Django's DateTimeField reads one, with the same RuntimeWarning; one that is not
-a date at all falls back to SESSION_COOKIE_AGE.
-
-Every write also records whose session it is (user_id, from the data that
-login() wrote) and, when the middleware supplies them, the device details;
-see user_sessions.py and devices.py.
-
-Encoding, decoding and signing are SessionBase's, so stored data is what
-Django's own engines would store.
+One statement per operation on SQL_SESSIONS_DB_ALIAS, in whatever transaction
+state the caller is in. Saves are conditional on the row's version, and a
+conflict merges this request's changes onto the newer data (docs/design.rst,
+"Parallel requests and expiry"). Encoding and signing are SessionBase's.
 """
 
 from __future__ import annotations
