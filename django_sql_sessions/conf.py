@@ -30,8 +30,10 @@ MAX_TABLE_NAME_LENGTH = 63
 # at about 5,000 row locks, which would block live sessions.
 MAX_CLEANUP_BATCH_SIZE = 4000
 
-# Validated values by setting name; see clear_cache().
+# Validated values by setting name; see clear_cache(). The generation moves on
+# with every clear, so that a value read before a clear is not stored after it.
 _cache: dict[str, Any] = {}
+_generation = [0]
 
 # (setting or option name, value) -> what is wrong with the value, or None.
 Rule = Callable[[str, object], "str | None"]
@@ -59,10 +61,12 @@ class Setting(Generic[_T]):
             return cast(_T, _cache[self.name])
         except KeyError:
             pass
+        generation = _generation[0]
         value = self.raw()
         if problem := self.rule(self.name, value):
             raise ImproperlyConfigured(problem)
-        _cache[self.name] = value
+        if generation == _generation[0]:
+            _cache[self.name] = value
         return cast(_T, value)
 
     def fix(self) -> str:
@@ -72,6 +76,7 @@ class Setting(Generic[_T]):
 def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
     """Forget validated values (connected to setting_changed in AppConfig.ready())."""
     if setting.startswith("SQL_SESSIONS_") or setting == "DATABASES":
+        _generation[0] += 1
         _cache.clear()
 
 

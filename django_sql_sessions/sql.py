@@ -164,7 +164,10 @@ def _send(
     connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
-        if vendor == "postgresql":
+        # A connection that threads share (allow_thread_sharing, as
+        # LiveServerTestCase does) gets a cursor per statement: two threads
+        # on one cursor could read each other's rows.
+        if vendor == "postgresql" and not connection.allow_thread_sharing:
             cursor = _postgresql_cursor(connection)
             cursor.execute(statement.format, params)
             return read(cursor)
@@ -181,7 +184,7 @@ def _send(
 # One cursor per psycopg connection, used for every statement: psycopg builds
 # a cursor's adapters and transformer anew each time, which costs more than
 # the rest of a session load. Results are read at once and hold no server
-# state, and a connection is only ever used by one thread (Django checks).
+# state, and a connection not shared between threads is used by one thread.
 # Kept by Django's connection object, with the driver connection it belongs
 # to: a reconnect replaces both, and nothing here keeps a wrapper alive.
 _postgresql_cursors: weakref.WeakKeyDictionary[BaseDatabaseWrapper, tuple[Any, Any]] = (

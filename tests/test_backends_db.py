@@ -879,3 +879,33 @@ def settings_age() -> int:
     from django.conf import settings
 
     return int(settings.SESSION_COOKIE_AGE)
+
+
+@pytest.mark.parametrize(
+    ("stored", "age"),
+    [
+        (None, 1209600),  # SESSION_COOKIE_AGE
+        (60, 60),
+        ("garbage", 1209600),  # not a date: the cookie age, as the sync method
+        ("2100-01-01T00:00:00+00:00", None),  # an aware ISO string: that moment
+    ],
+)
+def test_async_expiry_twins_read_the_stored_expiry_as_the_sync_ones(
+    alias: str, stored: object, age: int | None
+) -> None:
+    store = saved_session(x=1)
+    if stored is not None:
+        store["_session_expiry"] = stored
+        store.save()
+    now = timezone.now()
+    sync_store, async_store = SessionStore(store.session_key), SessionStore(store.session_key)
+    sync_date = sync_store.get_expiry_date(modification=now)
+    async_date = async_to_sync(async_store.aget_expiry_date)(modification=now)
+    assert async_date == sync_date
+    assert async_to_sync(async_store.aget_expiry_age)(modification=now) == (
+        sync_store.get_expiry_age(modification=now)
+    )
+    if age is not None:
+        assert sync_store.get_expiry_age(modification=now) == age
+    else:
+        assert sync_date == datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)

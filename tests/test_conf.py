@@ -30,17 +30,22 @@ def test_override_settings_is_seen_at_once(settings: Any) -> None:
 
 
 def test_values_are_cached_until_a_setting_changes(settings: Any) -> None:
+    # An override first, so that the direct write below lands in a layer
+    # the fixture throws away, not in the project's settings.
+    settings.SQL_SESSIONS_GC_FREQUENCY = 10
     assert conf.TOUCH_AFTER.get() == 0
     # Written behind Django's back (no setting_changed): still the cached value,
     # as with Django's own cached settings.
     django_settings.SQL_SESSIONS_TOUCH_AFTER = 60
-    try:
-        assert conf.TOUCH_AFTER.get() == 0
-        settings.SQL_SESSIONS_GC_FREQUENCY = 5  # any of ours changing clears them all
-        assert conf.TOUCH_AFTER.get() == 60
-    finally:
-        delattr(django_settings, "SQL_SESSIONS_TOUCH_AFTER")
-        conf.clear_cache(setting="SQL_SESSIONS_TOUCH_AFTER")
+    assert conf.TOUCH_AFTER.get() == 0
+    settings.SQL_SESSIONS_GC_FREQUENCY = 5  # any of ours changing clears them all
+    assert conf.TOUCH_AFTER.get() == 60
+
+
+def test_the_cache_write_above_did_not_leak() -> None:
+    # Runs after the test above (same module, file order).
+    assert not hasattr(django_settings, "SQL_SESSIONS_TOUCH_AFTER")
+    assert conf.TOUCH_AFTER.get() == 0
 
 
 def test_other_settings_do_not_clear_the_cache(settings: Any) -> None:

@@ -195,3 +195,9 @@ def test_record_activity_and_its_async_twin(alias: str, settings: Any, run: str)
     with count_statements(alias) as counted:
         record()
     assert counted.count == 0
+    # Recording activity is not a save: an unchanged session's save can still
+    # be skipped (SQL_SESSIONS_TOUCH_AFTER), since its stored expiry is as read.
+    settings.SQL_SESSIONS_TOUCH_AFTER = 60
+    with count_statements(alias) as counted:
+        loaded.save()
+    assert counted.count == 0

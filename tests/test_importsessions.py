@@ -186,9 +186,18 @@ def test_bad_options(alias: str, options: list[str], message: str) -> None:
 
 
 def test_presence_is_checked_in_pieces(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
     monkeypatch.setattr(models, "IN_LIST_SIZE", 2)
     keys = [django_row(alias, encoded({"i": i})) for i in range(5)]
-    assert run(alias).imported == 5
+    with CaptureQueriesContext(connections[alias]) as queries:
+        assert run(alias).imported == 5
+    # 5 keys, 2 per list: three lookups of our table's rows and three of the
+    # markers, none with more than two keys.
+    in_lists = [q["sql"] for q in queries if 'key_hash" IN (' in q["sql"].replace("`", '"')]
+    assert len(in_lists) == 6
+    assert all(q.split(" IN (")[1].split(")")[0].count(",") <= 1 for q in in_lists)
     SessionStore(keys[4]).delete()
     again = run(alias)
     assert (again.imported, again.present, again.gone) == (0, 4, 1)

@@ -69,10 +69,18 @@ def test_every_statement_takes_its_documented_parameters(vendor: str) -> None:
 def test_parameters_are_bound_by_name_in_placeholder_order() -> None:
     update = _compile("sqlite", "t").update
     values = {name: f"<{name}>" for name in PARAMETERS["update"]}
-    params = update.params(values)
-    # expire_date twice (the CASE), each value where its name stands.
-    assert params == [f"<{name}>" for name in update.names]
-    assert update.names.count("expire_date") == 2
+    # expire_date twice (the CASE), each value where its placeholder stands.
+    assert update.params(values) == [
+        "<data>",
+        "<expire_date>",
+        "<expire_date>",
+        "<user_id>",
+        "<ip>",
+        "<user_agent>",
+        "<now>",
+        "<key_hash>",
+        "<version>",
+    ]
     assert update.format.startswith("UPDATE t SET data = %s, expire_date = CASE WHEN")
 
 
@@ -275,3 +283,28 @@ def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> Non
         assert any("expire_date > $2" in text for text in prepared), prepared
     finally:
         connection.close()
+
+
+def test_postgresql_connection_shared_between_threads_gets_a_cursor_a_statement(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_sql_sessions import sql
+    from django_sql_sessions.backends.db import SessionStore
+
+    postgresql_only(alias)
+    connection = connections[alias]
+    store = SessionStore()
+    store["n"] = 1
+    store.save()
+
+    def shared(connection: Any) -> Any:
+        raise AssertionError("threads sharing a connection must not share a cursor")
+
+    monkeypatch.setattr(sql, "_postgresql_cursor", shared)
+    connection.inc_thread_sharing()
+    try:
+        assert SessionStore(store.session_key).load() == {"n": 1}
+    finally:
+        connection.dec_thread_sharing()
+    with pytest.raises(AssertionError, match="must not share"):
+        SessionStore(store.session_key).load()

@@ -75,6 +75,9 @@ class _Row:
     # skip and the activity refresh compare with it. None once written (the
     # write set both columns) or when the row was never loaded.
     loaded: _Loaded | None = None
+    # Set once record_activity() has refreshed updated_at, which is then
+    # not refreshed again by this store.
+    activity_recorded: bool = False
 
 
 class SessionStore(SessionBase):
@@ -112,6 +115,18 @@ class SessionStore(SessionBase):
         # expiry would raise TypeError in SessionMiddleware.
         age: int = super().get_expiry_age(**{**kwargs, "expiry": self._expiry(kwargs)})
         return age
+
+    async def aget_expiry_date(self, **kwargs: Any) -> datetime.datetime:
+        """See get_expiry_date(); the session is loaded without blocking."""
+        if "expiry" not in kwargs:
+            kwargs["expiry"] = await self.aget(EXPIRY_KEY)
+        return self.get_expiry_date(**kwargs)
+
+    async def aget_expiry_age(self, **kwargs: Any) -> int:
+        """See get_expiry_age(); the session is loaded without blocking."""
+        if "expiry" not in kwargs:
+            kwargs["expiry"] = await self.aget(EXPIRY_KEY)
+        return self.get_expiry_age(**kwargs)
 
     def _expiry(self, kwargs: dict[str, Any]) -> datetime.datetime | int | float | None:
         """The expiry as a datetime in the project's time, a number of seconds, or None."""
@@ -345,6 +360,8 @@ class SessionStore(SessionBase):
         row = self._row
         if self.session_key is None or row is None or row.loaded is None:
             return  # not loaded, or written since (which recorded it)
+        if row.activity_recorded:
+            return
         interval = conf.ACTIVITY_INTERVAL.get()
         if not interval:
             return
@@ -361,7 +378,9 @@ class SessionStore(SessionBase):
             due=to_db_datetime(connection, due),
             **self._device(),
         )
-        row.loaded = None
+        # The stored expiry is as read, so a later save can still be skipped
+        # (TOUCH_AFTER).
+        row.activity_recorded = True
 
     async def arecord_activity(self) -> None:
         """See record_activity()."""
