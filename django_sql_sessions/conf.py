@@ -58,7 +58,7 @@ class Setting(Generic[_T]):
     def get(self) -> _T:
         """The configured value; ImproperlyConfigured if it is invalid."""
         try:
-            return cast(_T, _cache[self.name])
+            return _cache[self.name]  # type: ignore[no-any-return]
         except KeyError:
             pass
         generation = _generation[0]

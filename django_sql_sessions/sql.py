@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import functools
 import re
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -185,16 +184,14 @@ def _send(
 # a cursor's adapters and transformer anew each time, which costs more than
 # the rest of a session load. Results are read at once and hold no server
 # state, and a connection not shared between threads is used by one thread.
-# Kept by Django's connection object, with the driver connection it belongs
-# to: a reconnect replaces both, and nothing here keeps a wrapper alive.
-_postgresql_cursors: weakref.WeakKeyDictionary[BaseDatabaseWrapper, tuple[Any, Any]] = (
-    weakref.WeakKeyDictionary()
-)
+# Kept on Django's connection object, with the driver connection it belongs
+# to: a reconnect replaces both.
+_KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 
 def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
     raw = connection.connection
-    kept = _postgresql_cursors.get(connection)
+    kept = getattr(connection, _KEPT_CURSOR, None)
     if kept is not None and kept[0] is raw:
         return kept[1]
     if raw.prepare_threshold is not None:
@@ -206,7 +203,7 @@ def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
         cursor = psycopg.Cursor(raw)
     else:
         cursor = raw.cursor()
-    _postgresql_cursors[connection] = (raw, cursor)
+    setattr(connection, _KEPT_CURSOR, (raw, cursor))
     return cursor
 
 

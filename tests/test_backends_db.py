@@ -909,3 +909,25 @@ def test_async_expiry_twins_read_the_stored_expiry_as_the_sync_ones(
         assert sync_store.get_expiry_age(modification=now) == age
     else:
         assert sync_date == datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_a_store_has_the_attributes_sessionbase_gives_it(settings: Any) -> None:
+    # SessionStore.__init__ repeats SessionBase's (without its import per
+    # store): a Django version that sets more would show here.
+    from django.contrib.sessions.backends.base import SessionBase
+
+    ours = SessionStore("abcdefgh12345678")
+    theirs = SessionStore.__new__(SessionStore)
+    SessionBase.__init__(theirs, "abcdefgh12345678")
+    assert vars(ours) == vars(theirs)
+    # Each store takes the serializer SESSION_SERIALIZER names now.
+    settings.SESSION_SERIALIZER = "tests.test_backends_db.ReprSerializer"
+    assert SessionStore().serializer is ReprSerializer
+
+
+class ReprSerializer:
+    def dumps(self, obj: Any) -> bytes:
+        return repr(obj).encode()
+
+    def loads(self, data: bytes) -> Any:
+        raise NotImplementedError

@@ -241,17 +241,17 @@ def test_postgresql_reuses_one_cursor_per_connection(alias: str) -> None:
     store = SessionStore()
     store["n"] = 1
     store.save()
-    (raw, cursor) = sql._postgresql_cursors[connection]
+    (raw, cursor) = getattr(connection, sql._KEPT_CURSOR)
     assert raw is connection.connection
     assert SessionStore(store.session_key).load() == {"n": 1}
-    assert sql._postgresql_cursors[connection][1] is cursor  # no new cursor
+    assert getattr(connection, sql._KEPT_CURSOR)[1] is cursor  # no new cursor
     # A reconnect (CONN_MAX_AGE, a failed health check) gets a cursor of
     # the new connection, and the old connection is not kept alive.
     old = weakref.ref(raw)
     del raw, cursor
     connection.close()
     assert SessionStore(store.session_key).load() == {"n": 1}
-    new_raw, _new_cursor = sql._postgresql_cursors[connection]
+    new_raw, _new_cursor = getattr(connection, sql._KEPT_CURSOR)
     assert new_raw is connection.connection
     gc.collect()
     assert old() is None
@@ -275,7 +275,7 @@ def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> Non
         store.save()
         for _ in range(3):
             assert SessionStore(store.session_key).load() == {"n": 1}
-        _raw, cursor = sql._postgresql_cursors[connection]
+        _raw, cursor = getattr(connection, sql._KEPT_CURSOR)
         assert type(cursor) is psycopg.Cursor  # server-side binding
         with connection.cursor() as check:
             check.execute("SELECT statement FROM pg_prepared_statements")

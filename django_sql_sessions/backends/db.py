@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import logging
 import random
 import time
@@ -27,6 +28,7 @@ from django.contrib.sessions.backends.base import (
 from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
 from django_sql_sessions.cleanup import delete_expired
@@ -86,6 +88,16 @@ class SessionStore(SessionBase):
     # The client's details, set by django_sql_sessions.middleware when
     # SQL_SESSIONS_DEVICE_DETAILS is on; saved with the session.
     device: Device | None = None
+
+    def __init__(self, session_key: str | None = None) -> None:
+        # SessionBase.__init__, with the serializer class imported once per
+        # SESSION_SERIALIZER value rather than once per store: import_string()
+        # is most of what making a store costs. A test checks that the
+        # attributes are SessionBase's own.
+        self._session_key = session_key
+        self.accessed = False
+        self.modified = False
+        self.serializer = _serializer_class(settings.SESSION_SERIALIZER)
 
     @classmethod
     def get_model_class(cls) -> type[Session]:
@@ -275,19 +287,21 @@ class SessionStore(SessionBase):
         newer request wrote, unless this request set the expiry itself.
         """
         encoded = self._encode_within_limit(data)
-        keep_later = not (exact or self._replace or data.get(EXPIRY_KEY) != row.expiry_setting)
+        expiry_setting = data.get(EXPIRY_KEY)
+        keep_later = not (exact or self._replace or expiry_setting != row.expiry_setting)
+        expire_date = self.get_expiry_date(modification=now, expiry=expiry_setting)
         updated = execute(
             connection,
             sql.update if keep_later else sql.update_exact,
             data=encoded,
-            expire_date=to_db_datetime(connection, self.get_expiry_date(modification=now)),
+            expire_date=to_db_datetime(connection, expire_date),
             now=to_db_datetime(connection, now),
             key_hash=key_hash,
             version=row.version,
             **self._owner(data),
         )
         if updated:
-            self._row = _Row(encoded, row.version + 1, data.get(EXPIRY_KEY))
+            self._row = _Row(encoded, row.version + 1, expiry_setting)
             self._replace = False
         return bool(updated)
 
@@ -489,6 +503,11 @@ def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any])
         elif key not in base or base[key] != mine[key]:
             merged[key] = mine[key]
     return merged
+
+
+@functools.cache
+def _serializer_class(path: str) -> Any:
+    return import_string(path)
 
 
 def _connection() -> tuple[BaseDatabaseWrapper, Statements]:
