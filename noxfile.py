@@ -111,7 +111,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python="3.12")
+@nox.session(python=None)
 def docs(session: nox.Session) -> None:
     """The Sphinx site in docs/: every warning and unresolved reference fails."""
     session.install("-r", "docs/requirements.txt")

@@ -127,7 +127,8 @@ def check_routers(
                 f"SQL_SESSIONS_DB_ALIAS is {alias!r} but {ROUTER_PATH!r} is not in "
                 "DATABASE_ROUTERS, so migrate would create the session table in every "
                 "database and model queries outside the engine would use 'default'.",
-                hint=f"Add {ROUTER_PATH!r} to the start of DATABASE_ROUTERS.",
+                hint=f"Add {ROUTER_PATH!r} (or DedicatedSessionRouter, for a database that "
+                "holds nothing but sessions) to the start of DATABASE_ROUTERS.",
                 id="django_sql_sessions.W002",
             )
         )

@@ -22,6 +22,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # No django.contrib.sessions: this project never ran Django's engine, so
+    # it has no django_session table to import from, and purgesessions
+    # cleans up (a project moving in keeps it; see the README).
     "django_sql_sessions",
     "example",
 ]
@@ -66,10 +69,9 @@ DATABASES = {
 
 # The package's whole configuration.
 SESSION_ENGINE = "django_sql_sessions.backends.db"
-DATABASE_ROUTERS = [
-    "django_sql_sessions.routers.SessionRouter",
-    "example.routers.EverythingElseOnDefault",
-]
+# The sessions database holds nothing but sessions: this router pins the
+# session model there and keeps every other app's tables out of it.
+DATABASE_ROUTERS = ["django_sql_sessions.routers.DedicatedSessionRouter"]
 SQL_SESSIONS_DB_ALIAS = "sessions"
 SQL_SESSIONS_TABLE = "web_sessions"
 # Shown on the "your sessions" page; IPs are kept as /24 and /48 networks.
