@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from benchmarks import report  # noqa: E402
+from benchmarks.run import create_database, server_database  # noqa: E402
 
 # A database of its own: its session table has another name than run.py's,
 # and migrations recorded for one would leave the other without a table.
@@ -65,22 +66,7 @@ def databases(names: list[str], data_dir: Path) -> dict[str, dict[str, Any]]:
                 "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
             }
             continue
-        prefix, engine, port = {
-            "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
-            "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
-        }[name]
-        if not os.environ.get(f"{prefix}_HOST"):
-            sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
-        found[name] = {
-            "ENGINE": engine,
-            "HOST": os.environ[f"{prefix}_HOST"],
-            "PORT": os.environ.get(f"{prefix}_PORT", port),
-            "USER": os.environ.get(f"{prefix}_USER", ""),
-            "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
-            "NAME": DATABASE_NAME,
-            "CONN_MAX_AGE": None,
-            "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else {},
-        }
+        found[name] = server_database(name, DATABASE_NAME, {})
     return found
 
 
@@ -102,19 +88,8 @@ def configure(names: list[str], data_dir: Path) -> None:
 
 def prepare(alias: str) -> None:
     from django.core.management import call_command
-    from django.db import connections
 
-    connection = connections[alias]
-    if connection.vendor != "sqlite":
-        with connection._nodb_cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME])
-                if cursor.fetchone() is None:
-                    cursor.execute(f"CREATE DATABASE {DATABASE_NAME}")
-            else:
-                cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS {DATABASE_NAME} CHARACTER SET utf8mb4"
-                )
+    create_database(alias)
     call_command("migrate", "django_sql_sessions", database=alias, verbosity=0)
 
 

@@ -87,23 +87,28 @@ def databases(
                 "OPTIONS": options,
             }
             continue
-        prefix, engine, port = {
-            "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
-            "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
-        }[name]
-        if not os.environ.get(f"{prefix}_HOST"):
-            sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
-        found[name] = {
-            "ENGINE": engine,
-            "HOST": os.environ[f"{prefix}_HOST"],
-            "PORT": os.environ.get(f"{prefix}_PORT", port),
-            "USER": os.environ.get(f"{prefix}_USER", ""),
-            "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
-            "NAME": DATABASE_NAME,
-            "CONN_MAX_AGE": None,
-            "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else dict(pg_options),
-        }
+        found[name] = server_database(name, DATABASE_NAME, pg_options)
     return found
+
+
+def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dict[str, Any]:
+    """DATABASES settings for "postgresql" or "mysql", from the test suite's variables."""
+    prefix, engine, port = {
+        "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
+        "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
+    }[name]
+    if not os.environ.get(f"{prefix}_HOST"):
+        sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
+    return {
+        "ENGINE": engine,
+        "HOST": os.environ[f"{prefix}_HOST"],
+        "PORT": os.environ.get(f"{prefix}_PORT", port),
+        "USER": os.environ.get(f"{prefix}_USER", ""),
+        "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
+        "NAME": database,
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else dict(pg_options),
+    }
 
 
 def configure(
@@ -147,18 +152,20 @@ ROUTER = CurrentAlias()
 
 
 def create_database(alias: str) -> None:
+    """Create the alias's server database (its NAME) if it does not exist."""
     from django.db import connections
 
     connection = connections[alias]
     if connection.vendor == "sqlite":
         return
+    name = connection.settings_dict["NAME"]
     with connection._nodb_cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME])
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
             if cursor.fetchone() is None:
-                cursor.execute(f"CREATE DATABASE {DATABASE_NAME}")
+                cursor.execute(f"CREATE DATABASE {name}")
         else:
-            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE_NAME} CHARACTER SET utf8mb4")
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
 
 
 def populate(alias: str, rows: int, payload: str, *, django_table: bool = True) -> None:
