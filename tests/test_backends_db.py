@@ -891,7 +891,7 @@ def settings_age() -> int:
     ],
 )
 def test_async_expiry_twins_read_the_stored_expiry_as_the_sync_ones(
-    alias: str, stored: object, age: int | None
+    alias: str, stored: object, age: int | None, settings: Any
 ) -> None:
     store = saved_session(x=1)
     if stored is not None:
@@ -908,7 +908,9 @@ def test_async_expiry_twins_read_the_stored_expiry_as_the_sync_ones(
     if age is not None:
         assert sync_store.get_expiry_age(modification=now) == age
     else:
-        assert sync_date == datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)
+        moment = datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)
+        # In the project's time: naive in TIME_ZONE without USE_TZ.
+        assert sync_date == (moment if settings.USE_TZ else timezone.make_naive(moment))
 
 
 def test_a_store_has_the_attributes_sessionbase_gives_it(settings: Any) -> None:
