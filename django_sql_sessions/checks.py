@@ -15,7 +15,7 @@ from django.db import connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions import conf
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import Session, table_mismatch
 from django_sql_sessions.routers import APP_LABEL, SessionRouter
 from django_sql_sessions.sql import SUPPORTED_VENDORS
 
@@ -33,12 +33,10 @@ def check_settings(
         for setting in conf.SETTINGS
         if (problem := setting.problem())
     ]
-    table = conf.TABLE.raw()
-    if not conf.TABLE.problem() and table != Session._meta.db_table:
+    if not conf.TABLE.problem() and (mismatch := table_mismatch(conf.TABLE.raw())):
         errors.append(
             Error(
-                f"SQL_SESSIONS_TABLE is {table!r}, but the session model was loaded with "
-                f"{Session._meta.db_table!r}.",
+                f"{mismatch}.",
                 hint="The table cannot change while the process runs (override_settings "
                 "included): set SQL_SESSIONS_TABLE in the settings module, before Django starts.",
                 id="django_sql_sessions.E014",

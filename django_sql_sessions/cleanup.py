@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.locks import single_runner
-from django_sql_sessions.models import session_table
-from django_sql_sessions.sql import Statements, execute, fetch_one, statements, to_db_datetime
+from django_sql_sessions.models import session_connection, session_table
+from django_sql_sessions.sql import Statements, execute, fetch_one, to_db_datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +45,9 @@ Progress = Callable[[int, int, float], None]
 
 def count_expired(*, now: datetime.datetime | None = None) -> int:
     """Return how many sessions have expired (expire_date <= now)."""
-    connection = connections[conf.DB_ALIAS.get()]
+    connection, sql = session_connection()
     row = fetch_one(
-        connection,
-        statements(connection, session_table()).count_expired,
-        cutoff=to_db_datetime(connection, now or timezone.now()),
+        connection, sql.count_expired, cutoff=to_db_datetime(connection, now or timezone.now())
     )
     assert row is not None
     return int(row[0])
@@ -89,14 +86,12 @@ def delete_expired(
         raise ValueError(f"sleep is {sleep!r}; it must be 0 or more.")
     clock = clock or time.monotonic
     pause = pause or time.sleep
-    alias = conf.DB_ALIAS.get()
-    connection = connections[alias]
-    table = session_table()
-    sql = statements(connection, table)
+    connection, sql = session_connection()
+    alias = connection.alias
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
-    with single_runner(connection, table) as holding:
+    with single_runner(connection, session_table()) as holding:
         if not holding:
             return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
         after = None  # the expiry where the last batch ended

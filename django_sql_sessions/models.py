@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -14,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django_sql_sessions import conf
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
+from django_sql_sessions.sql import Statements, statements
 
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see
@@ -276,6 +278,19 @@ class ImportedSession(models.Model):
         return str(self.key_hash)[:12]
 
 
+def table_mismatch(name: object) -> str | None:
+    """
+    What is wrong when SQL_SESSIONS_TABLE is not the table the model was
+    loaded with (check E014 and session_table() say the same), or None.
+    """
+    if name == Session._meta.db_table:
+        return None
+    return (
+        f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with "
+        f"{Session._meta.db_table!r}"
+    )
+
+
 def session_table() -> str:
     """
     SQL_SESSIONS_TABLE, which must still be the table the model was loaded
@@ -283,10 +298,15 @@ def session_table() -> str:
     while the model's queries (users' sessions, the admin) read another.
     """
     name = conf.TABLE.get()
-    if name != Session._meta.db_table:
+    if problem := table_mismatch(name):
         raise ImproperlyConfigured(
-            f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with "
-            f"{Session._meta.db_table!r}: the table cannot change while the process "
-            "runs (override_settings included). Set it before Django starts."
+            f"{problem}: the table cannot change while the process runs "
+            "(override_settings included). Set it before Django starts."
         )
     return name
+
+
+def session_connection() -> tuple[BaseDatabaseWrapper, Statements]:
+    """The sessions alias's connection and the statements for the session table."""
+    connection = connections[conf.DB_ALIAS.get()]
+    return connection, statements(connection, session_table())

@@ -19,8 +19,8 @@ from django.test import RequestFactory
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from django_sql_sessions import models as models_module
 from django_sql_sessions import sql as sql_module
-from django_sql_sessions.backends import db as db_backend
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.models import Session, session_table
 from tests.counting import count_statements
@@ -385,7 +385,7 @@ class TestBadInput:
     ) -> None:
         store = saved_session(x=1)
         monkeypatch.setattr(
-            db_backend,
+            models_module,
             "statements",
             lambda connection, table: sql_module._compile(
                 connection.vendor, connection.ops.quote_name("no_such_session_table")

@@ -25,7 +25,7 @@ from django.contrib.sessions.backends.base import (
     SessionBase,
     UpdateError,
 )
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -35,14 +35,13 @@ from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key, new_key
-from django_sql_sessions.models import Session, session_table, user_id_from_session
+from django_sql_sessions.models import Session, session_connection, user_id_from_session
 from django_sql_sessions.sql import (
     Statement,
     Statements,
     execute,
     fetch_one,
     from_db_datetime,
-    statements,
     to_db_datetime,
 )
 
@@ -162,7 +161,7 @@ class SessionStore(SessionBase):
         self._replace = False
         if self.session_key is None:
             return {}
-        connection, sql = _connection()
+        connection, sql = session_connection()
         row = fetch_one(
             connection,
             sql.load,
@@ -181,7 +180,7 @@ class SessionStore(SessionBase):
     def exists(self, session_key: str) -> bool:
         if not is_valid_key(session_key):
             return False
-        connection, sql = _connection()
+        connection, sql = session_connection()
         return fetch_one(connection, sql.exists, key_hash=hash_key(session_key)) is not None
 
     def create(self) -> None:
@@ -199,7 +198,7 @@ class SessionStore(SessionBase):
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
-        connection, sql = _connection()
+        connection, sql = session_connection()
         now = timezone.now()
         if must_create:
             self._insert(connection, sql, data, now)
@@ -379,7 +378,7 @@ class SessionStore(SessionBase):
         interval = conf.ACTIVITY_INTERVAL.get()
         if not interval:
             return
-        connection, sql = _connection()
+        connection, sql = session_connection()
         now = timezone.now()
         due = now - datetime.timedelta(seconds=interval)
         if from_db_datetime(connection, row.loaded.updated_at) > due:
@@ -424,7 +423,7 @@ class SessionStore(SessionBase):
             session_key = self.session_key
         if not is_valid_key(session_key):
             return
-        connection, sql = _connection()
+        connection, sql = session_connection()
         execute(connection, sql.delete, key_hash=hash_key(session_key))
 
     def cycle_key(self) -> None:
@@ -452,7 +451,7 @@ class SessionStore(SessionBase):
         if old_key is None:
             self.create()
             return
-        connection, sql = _connection()
+        connection, sql = session_connection()
         old_hash = hash_key(old_key)
         for _attempt in range(KEY_ATTEMPTS):
             new_key = self._get_new_session_key()
@@ -508,12 +507,6 @@ def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any])
 @functools.cache
 def _serializer_class(path: str) -> Any:
     return import_string(path)
-
-
-def _connection() -> tuple[BaseDatabaseWrapper, Statements]:
-    """The sessions alias's connection and the statements for its session table."""
-    connection = connections[conf.DB_ALIAS.get()]
-    return connection, statements(connection, session_table())
 
 
 def _in_project_time(value: datetime.datetime) -> datetime.datetime:
