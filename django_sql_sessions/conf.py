@@ -11,6 +11,7 @@ settings; the request path then reads no setting at all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
@@ -30,9 +31,10 @@ MAX_TABLE_NAME_LENGTH = 63
 # at about 5,000 row locks, which would block live sessions.
 MAX_CLEANUP_BATCH_SIZE = 4000
 
-# Validated values by setting name; see clear_cache(). The generation moves on
-# with every clear, so that a value read before a clear is not stored after it.
-_cache: dict[str, Any] = {}
+# Validated values by setting name, and cached() functions' results; see
+# clear_cache(). The generation moves on with every clear, so that a value
+# read before a clear is not stored after it.
+_cache: dict[object, Any] = {}
 _generation = [0]
 
 # (setting or option name, value) -> what is wrong with the value, or None.
@@ -60,17 +62,41 @@ class Setting(Generic[_T]):
         try:
             return _cache[self.name]  # type: ignore[no-any-return]
         except KeyError:
-            pass
-        generation = _generation[0]
+            return _remember(self.name, self._validated)
+
+    def _validated(self) -> _T:
         value = self.raw()
         if problem := self.rule(self.name, value):
             raise ImproperlyConfigured(problem)
-        if generation == _generation[0]:
-            _cache[self.name] = value
         return cast(_T, value)
 
     def fix(self) -> str:
         return self.hint.format(default=self.default)
+
+
+def cached(function: Callable[[], _T]) -> Callable[[], _T]:
+    """
+    function(), which must depend only on the package's settings and
+    DATABASES, computed once and kept as the settings are. An exception is
+    raised again on every call, never kept.
+    """
+
+    @functools.wraps(function)
+    def get() -> _T:
+        try:
+            return _cache[function]  # type: ignore[no-any-return]
+        except KeyError:
+            return _remember(function, function)
+
+    return get
+
+
+def _remember(key: object, compute: Callable[[], _T]) -> _T:
+    generation = _generation[0]
+    value = compute()
+    if generation == _generation[0]:
+        _cache[key] = value
+    return value
 
 
 def clear_cache(*, setting: str = "", **kwargs: Any) -> None:

@@ -308,5 +308,11 @@ def session_table() -> str:
 
 def session_connection() -> tuple[BaseDatabaseWrapper, Statements]:
     """The sessions alias's connection and the statements for the session table."""
-    connection = connections[conf.DB_ALIAS.get()]
-    return connection, statements(connection, session_table())
+    alias, table = _session_target()
+    connection = connections[alias]
+    return connection, statements(connection, table)
+
+
+@conf.cached
+def _session_target() -> tuple[str, str]:
+    return conf.DB_ALIAS.get(), session_table()

@@ -14,6 +14,8 @@ import dataclasses
 import datetime
 import functools
 import re
+from _thread import get_ident
+from asyncio import _get_running_loop
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -145,28 +147,38 @@ def _send(
     Send a statement through the driver's own cursor, or Django's.
 
     Django's cursor wrapper costs more than SQLite's whole query. The driver
-    cursor keeps what that wrapper guarantees: the connection is opened (and
-    health-checked) the same way, errors come out as django.db exceptions,
-    and a broken transaction is refused. Whenever something observes queries
-    through Django (DEBUG's query log, execute_wrapper() hooks), and on SQL
-    Server, whose driver adapter Django's cursor provides, Django's cursor
-    is used instead.
+    cursor keeps what that wrapper guarantees, each check skipped only where
+    Django's own call would do nothing: the connection is opened (and
+    health-checked) the same way, another thread is refused unless it may
+    share the connection, a broken transaction is refused, and errors come
+    out as django.db exceptions. Django's cursor is used instead whenever
+    something observes queries through Django (DEBUG's query log,
+    execute_wrapper() hooks), inside a running event loop (where it raises
+    SynchronousOnlyOperation unless DJANGO_ALLOW_ASYNC_UNSAFE is set), and
+    on SQL Server, whose driver adapter Django's cursor provides.
     """
     params = statement.params(values)
     vendor = connection.vendor
-    if vendor == "microsoft" or connection.queries_logged or connection.execute_wrappers:
+    if (
+        vendor == "microsoft"
+        or connection.queries_logged
+        or connection.execute_wrappers
+        or _get_running_loop() is not None
+    ):
         with connection.cursor() as cursor:
             cursor.execute(statement.format, params)
             return read(cursor)
     connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
+    if connection.connection is None:
+        connection.ensure_connection()
+    # Only the thread that made the connection owns it; any other needs
+    # allow_thread_sharing (LiveServerTestCase's server threads).
+    owner = connection._thread_ident == get_ident()  # type: ignore[attr-defined]
+    if not owner:
+        connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
-    with connection.wrap_database_errors:
-        # A connection that threads share (allow_thread_sharing, as
-        # LiveServerTestCase does) gets a cursor per statement: two threads
-        # on one cursor could read each other's rows.
-        if vendor == "postgresql" and not connection.allow_thread_sharing:
+    try:
+        if vendor == "postgresql" and owner:
             cursor = _postgresql_cursor(connection)
             cursor.execute(statement.format, params)
             return read(cursor)
@@ -178,14 +190,21 @@ def _send(
             # Closed at once: an open sqlite3 statement would hold its read
             # snapshot until the next one.
             cursor.close()
+    except Exception:
+        # As Django's cursor would raise it: a django.db exception, and the
+        # connection marked for a health check (errors_occurred). Entering
+        # the wrapper only on failure costs the successful statement nothing.
+        with connection.wrap_database_errors:
+            raise
 
 
-# One cursor per psycopg connection, used for every statement: psycopg builds
-# a cursor's adapters and transformer anew each time, which costs more than
-# the rest of a session load. Results are read at once and hold no server
-# state, and a connection not shared between threads is used by one thread.
-# Kept on Django's connection object, with the driver connection it belongs
-# to: a reconnect replaces both.
+# One cursor per psycopg connection, used for every statement by the thread
+# that owns the connection: psycopg builds a cursor's adapters and
+# transformer anew each time, which costs more than the rest of a session
+# load. Results are read at once and hold no server state. A thread that
+# shares the connection (allow_thread_sharing) gets a cursor per statement,
+# so two threads never read from one cursor. Kept on Django's connection
+# object, with the driver connection it belongs to: a reconnect replaces both.
 _KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 

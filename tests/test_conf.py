@@ -164,3 +164,25 @@ def test_one_declaration_per_setting() -> None:
     assert len(set(names)) == len(names) == 10
     assert len(set(ids)) == len(ids)
     assert all(name.startswith("SQL_SESSIONS_") for name in names)
+
+
+def test_cached_results_are_kept_until_a_setting_changes(settings: Any) -> None:
+    calls: list[int] = []
+
+    @conf.cached
+    def derived() -> int:
+        calls.append(1)
+        value = conf.TOUCH_AFTER.get()
+        if value == 7:
+            raise ImproperlyConfigured("seven")
+        return value * 2
+
+    settings.SQL_SESSIONS_TOUCH_AFTER = 10
+    assert (derived(), derived(), len(calls)) == (20, 20, 1)
+    settings.SQL_SESSIONS_TOUCH_AFTER = 7
+    for _ in range(2):  # raised again each time, never kept
+        with pytest.raises(ImproperlyConfigured, match="seven"):
+            derived()
+    assert len(calls) == 3
+    settings.SQL_SESSIONS_TOUCH_AFTER = 11
+    assert (derived(), derived(), len(calls)) == (22, 22, 4)

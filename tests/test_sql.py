@@ -285,9 +285,13 @@ def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> Non
         connection.close()
 
 
-def test_postgresql_connection_shared_between_threads_gets_a_cursor_a_statement(
+def test_postgresql_thread_sharing_a_connection_gets_a_cursor_a_statement(
     alias: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
+    from django.db import DatabaseError
+
     from django_sql_sessions import sql
     from django_sql_sessions.backends.db import SessionStore
 
@@ -296,15 +300,104 @@ def test_postgresql_connection_shared_between_threads_gets_a_cursor_a_statement(
     store = SessionStore()
     store["n"] = 1
     store.save()
+    kept = sql._postgresql_cursor
+    users: list[int] = []
 
-    def shared(connection: Any) -> Any:
-        raise AssertionError("threads sharing a connection must not share a cursor")
+    def tracked(connection: Any) -> Any:
+        users.append(threading.get_ident())
+        return kept(connection)
 
-    monkeypatch.setattr(sql, "_postgresql_cursor", shared)
+    monkeypatch.setattr(sql, "_postgresql_cursor", tracked)
+    outcome: list[object] = []
+
+    def load_in_another_thread() -> None:
+        # As LiveServerTestCase's server thread does: the same connection
+        # object, handed over.
+        connections[alias] = connection
+        try:
+            outcome.append(SessionStore(store.session_key).load())
+        except Exception as exc:
+            outcome.append(exc)
+
+    def run_other_thread() -> object:
+        outcome.clear()
+        thread = threading.Thread(target=load_in_another_thread)
+        thread.start()
+        thread.join()
+        return outcome[0]
+
     connection.inc_thread_sharing()
     try:
+        assert run_other_thread() == {"n": 1}
+        assert users == []  # the other thread did not touch the kept cursor
         assert SessionStore(store.session_key).load() == {"n": 1}
+        assert users == [threading.get_ident()]  # the owner still keeps its own
     finally:
         connection.dec_thread_sharing()
-    with pytest.raises(AssertionError, match="must not share"):
-        SessionStore(store.session_key).load()
+    # Not shared: another thread is refused, as Django's cursor refuses it.
+    refused = run_other_thread()
+    assert isinstance(refused, DatabaseError), refused
+    assert "can only be used in that same thread" in str(refused)
+
+
+def test_the_driver_path_raises_what_django_cursors_raise(alias: str) -> None:
+    from django.db import DatabaseError
+
+    from django_sql_sessions import sql
+
+    connection = connections[alias]
+    broken = Statement.of("SELECT no_such_column FROM no_such_table WHERE 1 = %(one)s")
+    connection.errors_occurred = False
+    with pytest.raises(DatabaseError) as raised:  # django.db's, not the driver's
+        sql.fetch_one(connection, broken, one=1)
+    assert type(raised.value).__module__ == "django.db.utils"
+    assert isinstance(raised.value.__cause__, connection.Database.Error)  # type: ignore[attr-defined]
+    # As after a failed query through Django: the health check runs next time.
+    assert connection.errors_occurred
+
+
+def test_the_driver_path_refuses_a_broken_transaction(alias: str) -> None:
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    from django_sql_sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["n"] = 1
+    store.save()
+    with transaction.atomic(using=alias):
+        connection = connections[alias]
+        # What an error inside atomic() leaves behind, however it was caught.
+        connection.needs_rollback = True
+        with pytest.raises(TransactionManagementError):
+            SessionStore(store.session_key).load()
+        connection.needs_rollback = False
+    assert SessionStore(store.session_key).load() == {"n": 1}
+
+
+def test_the_sync_engine_inside_an_event_loop_is_refused_as_django_refuses_it(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    from django_sql_sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["n"] = 1
+    store.save()
+    key = store.session_key
+
+    async def sync_call_in_the_loop() -> dict[str, Any]:
+        try:
+            return SessionStore(key).load()
+        finally:
+            # The loop's context may have a connection of its own.
+            connections[alias].close()
+
+    with pytest.raises(SynchronousOnlyOperation):
+        asyncio.run(sync_call_in_the_loop())
+    # Django's escape hatch lets it through, as it lets Django's cursor through.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    assert asyncio.run(sync_call_in_the_loop()) == {"n": 1}

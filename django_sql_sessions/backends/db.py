@@ -15,7 +15,7 @@ import functools
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -57,15 +57,14 @@ EXPIRY_KEY = "_session_expiry"
 logger = logging.getLogger("django_sql_sessions")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Loaded:
+class _Loaded(NamedTuple):
     """The row's expire_date and updated_at as the driver returned them."""
 
     expire_date: Any
     updated_at: Any
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Row:
     """What this store last read from, or wrote to, its row."""
 
@@ -159,13 +158,14 @@ class SessionStore(SessionBase):
     def load(self) -> dict[str, Any]:
         self._row = None
         self._replace = False
-        if self.session_key is None:
+        key = self.session_key
+        if key is None:
             return {}
         connection, sql = session_connection()
         row = fetch_one(
             connection,
             sql.load,
-            key_hash=hash_key(self.session_key),
+            key_hash=hash_key(key),
             now=to_db_datetime(connection, timezone.now()),
         )
         if row is None:
@@ -195,34 +195,39 @@ class SessionStore(SessionBase):
         raise CreateError(f"No new session key could be inserted in {KEY_ATTEMPTS} attempts.")
 
     def save(self, must_create: bool = False) -> None:
-        if self.session_key is None:
+        key = self.session_key
+        if key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
         connection, sql = session_connection()
         now = timezone.now()
         if must_create:
-            self._insert(connection, sql, data, now)
-        elif not self._untouched(connection, data, now):
-            self._update(connection, sql, data, now)
+            self._insert(connection, sql, key, data, now)
+        elif self.modified or not self._untouched(connection, data, now):
+            self._update(connection, sql, hash_key(key), data, now)
         return None
 
     def _insert(
         self,
         connection: BaseDatabaseWrapper,
         sql: Statements,
+        key: str,
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
         encoded = self._encode_within_limit(data)
+        ip, user_agent = self._device()
         try:
             inserted = execute(
                 connection,
                 sql.insert,
-                key_hash=hash_key(str(self.session_key)),
+                key_hash=hash_key(key),
                 data=encoded,
                 expire_date=to_db_datetime(connection, self.get_expiry_date(modification=now)),
                 now=to_db_datetime(connection, now),
-                **self._owner(data),
+                user_id=user_id_from_session(data),
+                ip=ip,
+                user_agent=user_agent,
             )
         except IntegrityError as exc:
             raise CreateError from exc
@@ -235,10 +240,10 @@ class SessionStore(SessionBase):
         self,
         connection: BaseDatabaseWrapper,
         sql: Statements,
+        key_hash: str,
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
-        key_hash = hash_key(str(self.session_key))
         row = self._row
         if row is not None and self._write(connection, sql, key_hash, data, row, now, exact=True):
             return
@@ -289,6 +294,7 @@ class SessionStore(SessionBase):
         expiry_setting = data.get(EXPIRY_KEY)
         keep_later = not (exact or self._replace or expiry_setting != row.expiry_setting)
         expire_date = self.get_expiry_date(modification=now, expiry=expiry_setting)
+        ip, user_agent = self._device()
         updated = execute(
             connection,
             sql.update if keep_later else sql.update_exact,
@@ -297,7 +303,9 @@ class SessionStore(SessionBase):
             now=to_db_datetime(connection, now),
             key_hash=key_hash,
             version=row.version,
-            **self._owner(data),
+            user_id=user_id_from_session(data),
+            ip=ip,
+            user_agent=user_agent,
         )
         if updated:
             self._row = _Row(encoded, row.version + 1, expiry_setting)
@@ -328,9 +336,12 @@ class SessionStore(SessionBase):
     def _untouched(
         self, connection: BaseDatabaseWrapper, data: dict[str, Any], now: datetime.datetime
     ) -> bool:
-        """Whether this save would only push the expiry forward by <= TOUCH_AFTER."""
+        """
+        Whether this save of an unmodified session would only push the
+        expiry forward by <= TOUCH_AFTER.
+        """
         row = self._row
-        if self.modified or row is None or row.loaded is None:
+        if row is None or row.loaded is None:
             return False
         seconds = conf.TOUCH_AFTER.get()
         if not seconds:
@@ -348,16 +359,10 @@ class SessionStore(SessionBase):
         serializer = self.serializer()
         return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
 
-    def _owner(self, data: dict[str, Any]) -> dict[str, str | None]:
-        """The user_id, ip and user_agent parameters of a write of `data`."""
-        return {"user_id": user_id_from_session(data), **self._device()}
-
-    def _device(self) -> dict[str, str | None]:
+    def _device(self) -> tuple[str | None, str | None]:
         """The ip and user_agent parameters: NULL (keep what is stored) without a device."""
         device = self.device
-        if device is None:
-            return {"ip": None, "user_agent": None}
-        return {"ip": device.ip, "user_agent": device.user_agent}
+        return (None, None) if device is None else (device.ip, device.user_agent)
 
     def record_activity(self) -> None:
         """
@@ -383,13 +388,15 @@ class SessionStore(SessionBase):
         due = now - datetime.timedelta(seconds=interval)
         if from_db_datetime(connection, row.loaded.updated_at) > due:
             return
+        ip, user_agent = self._device()
         execute(
             connection,
             sql.touch_activity,
             now=to_db_datetime(connection, now),
             key_hash=hash_key(self.session_key),
             due=to_db_datetime(connection, due),
-            **self._device(),
+            ip=ip,
+            user_agent=user_agent,
         )
         # The stored expiry is as read, so a later save can still be skipped
         # (TOUCH_AFTER).
