@@ -13,16 +13,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import logging
+import random
 import re
+import threading
+import time
 from _thread import get_ident
 from asyncio import _get_running_loop
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Value
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
+
+logger = logging.getLogger("django_sql_sessions")
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 _T = TypeVar("_T")
@@ -92,16 +100,18 @@ class Statements:
     delete_between: Statement
 
 
-_compiled: dict[tuple[str, str], Statements] = {}
+_compiled: dict[tuple[str, bool, str], Statements] = {}
 
 
 def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
     """The statements for this connection's vendor and a (validated) table name."""
+    vendor = connection.vendor
+    mariadb = vendor == "mysql" and connection.mysql_is_mariadb  # type: ignore[attr-defined]
     try:
-        return _compiled[connection.vendor, table]
+        return _compiled[vendor, mariadb, table]
     except KeyError:
-        compiled = _compile(connection.vendor, connection.ops.quote_name(table))
-        _compiled[connection.vendor, table] = compiled
+        compiled = _compile(vendor, connection.ops.quote_name(table), mariadb=mariadb)
+        _compiled[vendor, mariadb, table] = compiled
         return compiled
 
 
@@ -143,6 +153,71 @@ def _send(
     values: Mapping[str, Any],
     read: Callable[[Any], _T],
 ) -> _T:
+    params = statement.params(values)
+    attempt = 1
+    while True:
+        try:
+            return _send_once(connection, statement, params, read)
+        except DatabaseError as exc:
+            if not retry_after(connection, exc, attempt):
+                raise
+        attempt += 1
+
+
+# How often an operation the database aborted to resolve a conflict is tried
+# again. Under contention Galera rejects a few in ten writes to one row, so
+# five retries leave about one in ten thousand to the caller.
+CONFLICT_RETRIES = 5
+# Operations tried again, by alias, since the process started: a rising count
+# means writers keep colliding (on Galera, writes to one session through
+# several nodes).
+conflict_retries: Counter[str] = Counter()
+_retries_lock = threading.Lock()
+
+
+def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: int) -> bool:
+    """
+    Whether to try an operation again after the attempt-th try failed with
+    error: the database rolled it back whole to resolve a conflict (a
+    deadlock, a lost Galera certification, a serialization failure), it ran
+    outside any transaction of the caller's, and the retries are not used
+    up. If so, count it and pause briefly (random, so that the colliding
+    writers do not collide again in step).
+    """
+    if attempt > CONFLICT_RETRIES or not _aborted_by_conflict(connection, error):
+        return False
+    # Inside a transaction the database rolled back everything before this
+    # statement too; only the transaction's owner can start it again.
+    if connection.in_atomic_block or not connection.autocommit:
+        return False
+    with _retries_lock:
+        conflict_retries[connection.alias] += 1
+    logger.debug("Conflict on %r, try %d: %s", connection.alias, attempt, error)
+    time.sleep(random.random() * attempt / 1000)
+    return True
+
+
+def _aborted_by_conflict(connection: BaseDatabaseWrapper, error: DatabaseError) -> bool:
+    vendor = connection.vendor
+    if vendor == "mysql":
+        # ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost
+        # Galera's certification to another node's.
+        return bool(error.args) and error.args[0] == 1213
+    if vendor == "postgresql":
+        # deadlock_detected, serialization_failure
+        return getattr(error.__cause__, "sqlstate", None) in ("40P01", "40001")
+    if vendor == "microsoft":
+        # pyodbc's SQLSTATE for a deadlock victim (error 1205).
+        return bool(error.args) and error.args[0] == "40001"
+    return False
+
+
+def _send_once(
+    connection: BaseDatabaseWrapper,
+    statement: Statement,
+    params: list[Any],
+    read: Callable[[Any], _T],
+) -> _T:
     """
     Send a statement through the driver's own cursor, or Django's.
 
@@ -157,7 +232,6 @@ def _send(
     SynchronousOnlyOperation unless DJANGO_ALLOW_ASYNC_UNSAFE is set), and
     on SQL Server, whose driver adapter Django's cursor provides.
     """
-    params = statement.params(values)
     vendor = connection.vendor
     if (
         vendor == "microsoft"
@@ -226,7 +300,7 @@ def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
     return cursor
 
 
-def _compile(vendor: str, table: str) -> Statements:
+def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
     if vendor not in SUPPORTED_VENDORS:
         raise NotImplementedError(
             f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
@@ -281,15 +355,21 @@ def _compile(vendor: str, table: str) -> Statements:
     else:
         nth = "ORDER BY expire_date LIMIT 1 OFFSET %(offset)s"
     expired = f"SELECT expire_date FROM {table} WHERE"
+    # On a MariaDB Galera cluster a node applies other nodes' writes a moment
+    # after they commit, so a session saved through one node could load as
+    # missing (logged out) through another. wsrep_sync_wait = 1 makes a read
+    # wait until this node has applied every write committed before it, for
+    # this statement only; without Galera the setting does nothing.
+    causal = "SET STATEMENT wsrep_sync_wait = 1 FOR " if mariadb else ""
     s = Statement.of
     return Statements(
         load=s(
-            f"SELECT data, expire_date, version, updated_at FROM {table} "
+            f"{causal}SELECT data, expire_date, version, updated_at FROM {table} "
             "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
         ),
-        reload=s(reload),
-        reload_locked=s(reload_locked) if reload_locked else None,
-        exists=s(f"SELECT 1 FROM {table} WHERE key_hash = %(key_hash)s"),
+        reload=s(causal + reload),
+        reload_locked=s(causal + reload_locked) if reload_locked else None,
+        exists=s(f"{causal}SELECT 1 FROM {table} WHERE key_hash = %(key_hash)s"),
         insert=s(insert),
         update=s(
             f"UPDATE {table} SET data = %(data)s, expire_date = CASE WHEN expire_date > "

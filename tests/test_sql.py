@@ -381,6 +381,7 @@ def test_the_sync_engine_inside_an_event_loop_is_refused_as_django_refuses_it(
     import asyncio
 
     from django.core.exceptions import SynchronousOnlyOperation
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
     from django_sql_sessions.backends.db import SessionStore
 
@@ -393,11 +394,35 @@ def test_the_sync_engine_inside_an_event_loop_is_refused_as_django_refuses_it(
         try:
             return SessionStore(key).load()
         finally:
-            # The loop's context may have a connection of its own.
-            connections[alias].close()
+            # The loop's context has a connection of its own; closed for
+            # good, even SQLite's in-memory one (whose close() keeps it).
+            BaseDatabaseWrapper.close(connections[alias])
 
     with pytest.raises(SynchronousOnlyOperation):
         asyncio.run(sync_call_in_the_loop())
     # Django's escape hatch lets it through, as it lets Django's cursor through.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     assert asyncio.run(sync_call_in_the_loop()) == {"n": 1}
+
+
+def test_mariadb_reads_wait_for_the_cluster_and_nothing_else_does() -> None:
+    prefix = "SET STATEMENT wsrep_sync_wait = 1 FOR SELECT "
+    mariadb = _compile("mysql", "t", mariadb=True)
+    reads = {"load", "reload", "reload_locked", "exists"}
+    for field in dataclasses.fields(mariadb):
+        statement = getattr(mariadb, field.name)
+        assert statement.sql.startswith(prefix) == (field.name in reads), field.name
+    for vendor in SUPPORTED_VENDORS:  # MySQL has no SET STATEMENT; the others no Galera
+        compiled = _compile(vendor, "t")
+        assert not any(
+            "wsrep" in getattr(compiled, field.name).sql
+            for field in dataclasses.fields(compiled)
+            if getattr(compiled, field.name) is not None
+        )
+
+
+def test_the_sessions_statements_follow_the_server_flavour(alias: str) -> None:
+    connection = connections[alias]
+    compiled = statements(connection, session_table())
+    mariadb = connection.vendor == "mysql" and connection.mysql_is_mariadb  # type: ignore[attr-defined]
+    assert ("wsrep_sync_wait" in compiled.load.sql) == mariadb

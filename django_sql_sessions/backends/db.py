@@ -25,7 +25,7 @@ from django.contrib.sessions.backends.base import (
     SessionBase,
     UpdateError,
 )
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -42,6 +42,7 @@ from django_sql_sessions.sql import (
     execute,
     fetch_one,
     from_db_datetime,
+    retry_after,
     to_db_datetime,
 )
 
@@ -252,11 +253,23 @@ class SessionStore(SessionBase):
         if sql.reload_locked is not None:
             # Lock the row for the read and the write, so the retry cannot be
             # overtaken again: under a burst of writers to one session an
-            # optimistic retry can lose every race.
-            with transaction.atomic(using=connection.alias):
-                data, row = self._reread(connection, sql.reload_locked, key_hash, data, row)
-                if self._write(connection, sql, key_hash, data, row, now, exact=False):
-                    return
+            # optimistic retry can lose every race. A deadlock or a lost
+            # Galera certification rolls the transaction back whole, so it
+            # starts again (if it is ours, not the caller's).
+            attempt = 1
+            while True:
+                try:
+                    with transaction.atomic(using=connection.alias):
+                        data, row = self._reread(
+                            connection, sql.reload_locked, key_hash, data, row
+                        )
+                        if self._write(connection, sql, key_hash, data, row, now, exact=False):
+                            return
+                    break
+                except DatabaseError as exc:
+                    if not retry_after(connection, exc, attempt):
+                        raise
+                attempt += 1
         else:
             # No row locks (SQLite), but writers are serialized, so
             # optimistic retries settle quickly.
