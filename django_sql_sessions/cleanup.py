@@ -21,6 +21,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_sql_sessions import conf
+from django_sql_sessions.galera import is_galera_node, rows_per_writeset
 from django_sql_sessions.locks import single_runner
 from django_sql_sessions.models import session_connection, session_table
 from django_sql_sessions.sql import Statements, execute, fetch_one, to_db_datetime
@@ -91,11 +92,18 @@ def delete_expired(
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
-    with single_runner(connection, session_table()) as holding:
-        if not holding:
+    if is_galera_node(connection):
+        # A larger writeset fails at commit.
+        batch_size = min(batch_size, rows_per_writeset(connection, conf.MAX_SIZE.get()))
+    with single_runner(connection, session_table()) as hold:
+        if not hold.held:
             return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
         after = None  # the expiry where the last batch ended
         while True:
+            if batches and not hold.keep():
+                # The lease ran out (a pause longer than it lasts); another
+                # runner may have taken over.
+                return CleanupResult(alias, deleted, batches, clock() - started, finished=False)
             batch_started = clock()
             batch, end = _delete_batch(connection, sql, cutoff, after, batch_size)
             batches += 1

@@ -8,6 +8,12 @@ that is killed leaves nothing behind. Inside a caller's atomic() block on
 PostgreSQL the lock belongs to the transaction instead, so a batch that fails
 there cannot leave it held. SQLite needs none: one file, one writer at a time.
 
+On a Galera cluster GET_LOCK holds on one node only, so there the runner
+takes a lease instead: a row in django_sql_sessions_lease, written with a
+conditional statement that the cluster certifies (of two nodes taking it at
+once, one write fails), renewed before each batch, and deleted at the end. A
+runner that is killed leaves its lease to expire, LEASE_SECONDS later.
+
 Session-level locks do not mix with a transaction-mode pooler (PgBouncer's
 pool_mode = transaction): the lock stays on whichever server connection took
 it. Run the cleanup over a direct or session-mode connection there.
@@ -15,15 +21,23 @@ it. Run the cleanup over a direct or session-mode connection there.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
 import logging
-from collections.abc import Iterator
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 
-from django_sql_sessions.sql import Statement, fetch_one
+from django_sql_sessions.galera import is_galera_node
+from django_sql_sessions.models import CleanupLease
+from django_sql_sessions.sql import Statement, execute, fetch_one, to_db_datetime
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -61,14 +75,31 @@ _SESSION_LOCKS = {
 _PG_TRANSACTION_LOCK = Statement.of("SELECT pg_try_advisory_xact_lock(%(name)s)")
 
 
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """Whether this runner holds the cleanup lock, and how it keeps holding it."""
+
+    held: bool
+    # Called before each batch after the first: whether the runner still
+    # holds the lock. A lease is renewed; a lock is held until released.
+    keep: Callable[[], bool] = lambda: True
+
+
+NOT_HELD = Hold(False)
+
+
 @contextmanager
-def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]:
+def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]:
     """Yield whether this connection holds the cleanup lock for ``table``."""
     vendor = connection.vendor
     if vendor == "sqlite":
-        yield True
+        yield Hold(True)
         return
     name: object = lock_name(connection, table)
+    if _uses_lease(connection):
+        with _lease(connection, str(name)) as hold:
+            yield hold
+        return
     if vendor == "postgresql":
         name = _pg_key(str(name))
         if connection.in_atomic_block:
@@ -77,15 +108,15 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
             # could not run and a session lock would outlive the run on that
             # connection. This one ends with the transaction, whatever happens.
             row = fetch_one(connection, _PG_TRANSACTION_LOCK, name=name)
-            yield bool(row and row[0])
+            yield Hold(bool(row and row[0]))
             return
     acquire, release = _SESSION_LOCKS[vendor]
     row = fetch_one(connection, acquire, name=name)
     if not row or not row[0]:
-        yield False
+        yield NOT_HELD
         return
     try:
-        yield True
+        yield Hold(True)
     finally:
         try:
             fetch_one(connection, release, name=name)
@@ -94,5 +125,86 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[bool]
             logger.warning("Could not release the session cleanup lock", exc_info=True)
 
 
+def _uses_lease(connection: BaseDatabaseWrapper) -> bool:
+    return is_galera_node(connection)
+
+
 def _pg_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# How long a lease lasts unless renewed: longer than any batch takes (the
+# runner renews it before each), short enough that a killed runner's lease
+# does not hold up the next run for long.
+LEASE_SECONDS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeaseStatements:
+    take: Statement  # an expired lease: 1 row if taken
+    insert: Statement  # no lease yet: 1 row if taken, 0 if there is one
+    renew: Statement  # 1 row if still ours and unexpired
+    release: Statement
+
+
+def _lease_statements(connection: BaseDatabaseWrapper) -> _LeaseStatements:
+    table = connection.ops.quote_name(CleanupLease._meta.db_table)
+    # On Galera each statement first waits until this node has applied the
+    # cluster's earlier writes, so that it sees a lease another node took.
+    causal = ""
+    if connection.vendor == "mysql" and connection.mysql_is_mariadb:  # type: ignore[attr-defined]
+        causal = "SET STATEMENT wsrep_sync_wait = 7 FOR "
+    insert = f"INTO {table} (name, holder, expires_at) VALUES (%(name)s, %(holder)s, %(until)s)"
+    if connection.vendor == "mysql":
+        insert = f"INSERT IGNORE {insert}"
+    else:
+        insert = f"INSERT {insert} ON CONFLICT (name) DO NOTHING"
+    ours = "WHERE name = %(name)s AND holder = %(holder)s"
+    s = Statement.of
+    return _LeaseStatements(
+        take=s(
+            f"{causal}UPDATE {table} SET holder = %(holder)s, expires_at = %(until)s "
+            "WHERE name = %(name)s AND expires_at <= %(now)s"
+        ),
+        insert=s(causal + insert),
+        renew=s(
+            f"{causal}UPDATE {table} SET expires_at = %(until)s {ours} AND expires_at > %(now)s"
+        ),
+        release=s(f"{causal}DELETE FROM {table} {ours}"),
+    )
+
+
+@contextmanager
+def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
+    sql = _lease_statements(connection)
+    # Which runner holds it, for an operator reading the table.
+    holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(8)}"
+
+    def times() -> dict[str, object]:
+        now = timezone.now()
+        until = now + datetime.timedelta(seconds=LEASE_SECONDS)
+        return {"now": to_db_datetime(connection, now), "until": to_db_datetime(connection, until)}
+
+    def keep() -> bool:
+        if execute(connection, sql.renew, name=name, holder=holder, **times()):
+            return True
+        logger.warning("The session cleanup lease %s expired and was not renewed", name)
+        return False
+
+    at = times()
+    taken = execute(connection, sql.take, name=name, holder=holder, **at) or execute(
+        connection, sql.insert, name=name, holder=holder, until=at["until"]
+    )
+    if not taken:
+        yield NOT_HELD
+        return
+    try:
+        yield Hold(True, keep)
+    finally:
+        try:
+            execute(connection, sql.release, name=name, holder=holder)
+        except DatabaseError:
+            logger.warning(
+                "Could not release the session cleanup lease; it expires by itself",
+                exc_info=True,
+            )

@@ -316,3 +316,25 @@ def session_connection() -> tuple[BaseDatabaseWrapper, Statements]:
 @conf.cached
 def _session_target() -> tuple[str, str]:
     return conf.DB_ALIAS.get(), session_table()
+
+
+class CleanupLease(models.Model):
+    """
+    Who runs the cleanup, where the database's own locks do not reach every
+    node (a Galera cluster: GET_LOCK holds on one node only). A row per
+    cleanup lock name, taken with a conditional write, which the cluster
+    certifies: of two nodes taking it at once, one write fails. See locks.py.
+    """
+
+    name = models.CharField(_("name"), primary_key=True, max_length=64)
+    # A random token of the runner that took it.
+    holder = models.CharField(_("holder"), max_length=64)
+    expires_at = models.DateTimeField(_("expires at"))
+
+    class Meta:
+        db_table = "django_sql_sessions_lease"
+        verbose_name = _("cleanup lease")
+        verbose_name_plural = _("cleanup leases")
+
+    def __str__(self) -> str:
+        return self.name

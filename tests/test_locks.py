@@ -25,9 +25,9 @@ def test_held_lock_is_refused_to_another_connection(threaded_alias: str) -> None
         pytest.skip("SQLite needs no lock")
     with single_runner(per_thread[threaded_alias], "t") as mine:
         theirs = taken_by_another_connection(threaded_alias, "t")
-    assert (mine, theirs) == (True, False)
+    assert (mine.held, theirs) == (True, False)
     with single_runner(per_thread[threaded_alias], "t") as again:
-        assert again  # released on exit
+        assert again.held  # released on exit
 
 
 def taken_by_another_connection(alias: str, table: str) -> bool:
@@ -41,7 +41,7 @@ def taken_by_another_connection(alias: str, table: str) -> bool:
     def other() -> None:
         try:
             with single_runner(per_thread[alias], table) as theirs:
-                seen.append(theirs)
+                seen.append(theirs.held)
         finally:
             per_thread.close_all()
 
@@ -60,8 +60,8 @@ def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(locks, "fetch_one", fake_fetch_one)
     connection = offline_connection()
-    with single_runner(connection, "web_sessions") as holding:
-        assert holding
+    with single_runner(connection, "web_sessions") as hold:
+        assert hold.held
     (acquire, params), (release, same) = sent
     assert "sp_getapplock @Resource = %s" in acquire
     assert "@LockOwner = 'Session', @LockTimeout = 0" in acquire
@@ -90,3 +90,105 @@ def test_a_failed_batch_in_a_callers_transaction_leaves_no_lock(
     with pytest.raises(DatabaseError), transaction.atomic(using=threaded_alias):
         cleanup.delete_expired()
     assert taken_by_another_connection(threaded_alias, session_table())
+
+
+@pytest.fixture
+def leased(threaded_alias: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The lease that a Galera cluster gets, on a single server."""
+    from django.db import connections as per_thread
+
+    if per_thread[threaded_alias].vendor not in ("mysql", "postgresql"):
+        pytest.skip("the lease replaces server locks (Galera); SQLite needs none")
+    monkeypatch.setattr(locks, "_uses_lease", lambda connection: True)
+    return threaded_alias
+
+
+def lease_rows(alias: str) -> list[tuple[str, str]]:
+    from django_sql_sessions.models import CleanupLease
+
+    return list(CleanupLease.objects.using(alias).values_list("name", "holder"))
+
+
+def test_a_held_lease_is_refused_to_another_runner_and_released(leased: str) -> None:
+    from django.db import connections as per_thread
+
+    table = session_table()
+    with single_runner(per_thread[leased], table) as mine:
+        assert mine.held
+        ((name, holder),) = lease_rows(leased)
+        assert name == lock_name(per_thread[leased], table)
+        assert f":{__import__('os').getpid()}:" in holder  # says which runner holds it
+        assert not taken_by_another_connection(leased, table)
+        assert mine.keep()  # renewed
+    assert lease_rows(leased) == []  # released
+    assert taken_by_another_connection(leased, table)
+
+
+def test_an_expired_lease_is_taken_over(leased: str) -> None:
+    import datetime
+
+    from django.db import connections as per_thread
+    from django.utils import timezone
+
+    from django_sql_sessions.models import CleanupLease
+
+    table = session_table()
+    name = lock_name(per_thread[leased], table)
+    # A runner that was killed: its lease ran out and was never deleted.
+    CleanupLease.objects.using(leased).create(
+        name=name, holder="gone", expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+    with single_runner(per_thread[leased], table) as mine:
+        assert mine.held
+        assert [holder for _name, holder in lease_rows(leased)] != ["gone"]
+    # Not expired: refused.
+    CleanupLease.objects.using(leased).create(
+        name=name, holder="busy", expires_at=timezone.now() + datetime.timedelta(seconds=60)
+    )
+    with single_runner(per_thread[leased], table) as refused:
+        assert not refused.held
+    CleanupLease.objects.using(leased).all().delete()
+
+
+def test_a_runner_whose_lease_was_taken_over_stops(leased: str) -> None:
+    import datetime
+
+    from django.db import connections as per_thread
+    from django.utils import timezone
+
+    from django_sql_sessions import cleanup
+    from django_sql_sessions.models import CleanupLease, Session
+
+    now = timezone.now()
+    Session.objects.bulk_create(
+        Session(
+            key_hash=f"{n:064x}", data="e30:x", expire_date=now - datetime.timedelta(hours=n + 1)
+        )
+        for n in range(6)
+    )
+
+    def pause(seconds: float) -> None:
+        # While this runner sleeps past its lease, another takes it over.
+        CleanupLease.objects.using(leased).update(
+            holder="other", expires_at=timezone.now() + datetime.timedelta(seconds=60)
+        )
+
+    result = cleanup.delete_expired(batch_size=2, now=now, sleep=0.01, pause=pause)
+    assert (result.deleted, result.batches, result.finished) == (2, 1, False)
+    assert Session.objects.using(leased).count() == 4
+    assert lease_rows(leased) == [(lock_name(per_thread[leased], session_table()), "other")]
+    CleanupLease.objects.using(leased).all().delete()
+
+
+def test_galera_batches_fit_a_writeset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sql_sessions import galera
+
+    limits: list[tuple[int, int]] = []
+    monkeypatch.setattr(galera, "fetch_one", lambda *args, **kwargs: limits[-1])
+    connection = connections["default"]
+    limits.append((0, 2**31 - 1))  # the defaults: no row limit, 2 GB
+    assert galera.rows_per_writeset(connection, 1024 * 1024) == (2**31 - 1) // (1024 * 1024 + 1024)
+    limits.append((500, 2**31 - 1))
+    assert galera.rows_per_writeset(connection, 4096) == 500
+    limits.append((0, 1000))  # smaller than one row: still one at a time
+    assert galera.rows_per_writeset(connection, 4096) == 1

@@ -125,10 +125,11 @@ def test_another_runner_holds_the_lock(alias: str, monkeypatch: pytest.MonkeyPat
     from contextlib import contextmanager
 
     from django_sql_sessions import cleanup
+    from django_sql_sessions.locks import NOT_HELD
 
     @contextmanager
     def held_elsewhere(*args: Any) -> Any:
-        yield False
+        yield NOT_HELD
 
     add(2, expired=True)
     monkeypatch.setattr(cleanup, "single_runner", held_elsewhere)
