@@ -92,10 +92,14 @@ def databases(
 
 
 def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dict[str, Any]:
-    """DATABASES settings for "postgresql" or "mysql", from the test suite's variables."""
+    """
+    DATABASES settings for "postgresql", "mysql" or "galera" (a Galera cluster,
+    see clusters/galera.sh), from the test suite's variables.
+    """
     prefix, engine, port = {
         "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
         "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
+        "galera": ("GALERA", "django.db.backends.mysql", "3306"),
     }[name]
     if not os.environ.get(f"{prefix}_HOST"):
         sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
@@ -107,7 +111,10 @@ def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dic
         "PASSWORD": os.environ.get(f"{prefix}_PASSWORD", ""),
         "NAME": database,
         "CONN_MAX_AGE": None,
-        "OPTIONS": {"charset": "utf8mb4"} if name == "mysql" else dict(pg_options),
+        # Behind HAProxy a connection to a node that died is replaced at the
+        # next use instead of failing it.
+        "CONN_HEALTH_CHECKS": name == "galera",
+        "OPTIONS": dict(pg_options) if name == "postgresql" else {"charset": "utf8mb4"},
     }
 
 
