@@ -48,12 +48,25 @@ TEST_REQUIREMENTS = [
 ]
 
 
+# django-tidb releases, by the Django they are for (none for 6.1 yet); its
+# SQL is compiled offline where one exists and mysqlclient is installed.
+TIDB_BACKENDS = {"6.0": "django-tidb~=6.0.0", "5.2": "django-tidb~=5.2.0"}
+
+
 def requirements(django: str) -> list[str]:
-    found = [f"Django~={django}.0", *TEST_REQUIREMENTS]
+    found = [
+        f"Django~={django}.0",
+        *TEST_REQUIREMENTS,
+        # CockroachDB SQL is compiled offline with its backend (one release
+        # line per Django version).
+        f"django-cockroachdb~={django}.0",
+    ]
     # mysqlclient compiles against libmariadb (or libmysqlclient) headers, so
     # it is only installed where MySQL tests are asked for.
     if os.environ.get("MYSQL_HOST"):
         found.append("mysqlclient>=2.2.1")
+        if django in TIDB_BACKENDS:
+            found.append(TIDB_BACKENDS[django])
     return found
 
 

@@ -23,6 +23,8 @@ VENDORS = {
 # Also accepted in SQL_SESSIONS_TEST_REQUIRE; each is checked where it is used.
 REQUIRABLE_ELSEWHERE = {
     "mssql_offline": "tests/mssql_offline.py",
+    "cockroachdb_offline": "tests/distributed_offline.py",
+    "tidb_offline": "tests/distributed_offline.py",
     "browser": "tests/test_example_browser.py",
     "asgi": "tests/test_example_server.py",
 }
