@@ -8,11 +8,12 @@ that is killed leaves nothing behind. Inside a caller's atomic() block on
 PostgreSQL the lock belongs to the transaction instead, so a batch that fails
 there cannot leave it held. SQLite needs none: one file, one writer at a time.
 
-On a Galera cluster GET_LOCK holds on one node only, so there the runner
-takes a lease instead: a row in django_sql_sessions_lease, written with a
-conditional statement that the cluster certifies (of two nodes taking it at
-once, one write fails), renewed before each batch, and deleted at the end. A
-runner that is killed leaves its lease to expire, LEASE_SECONDS later.
+On a Galera cluster GET_LOCK holds on one node only, and CockroachDB's
+pg_try_advisory_lock() is a stub that returns true to every caller, so there
+the runner takes a lease instead: a row in django_sql_sessions_lease, written
+with a conditional statement that the cluster certifies (of two nodes taking
+it at once, one write fails), renewed before each batch, and deleted at the
+end. A runner that is killed leaves its lease to expire, LEASE_SECONDS later.
 
 Session-level locks do not mix with a transaction-mode pooler (PgBouncer's
 pool_mode = transaction): the lock stays on whichever server connection took
@@ -126,7 +127,7 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]
 
 
 def _uses_lease(connection: BaseDatabaseWrapper) -> bool:
-    return is_galera_node(connection)
+    return connection.vendor == "cockroachdb" or is_galera_node(connection)
 
 
 def _pg_key(name: str) -> int:

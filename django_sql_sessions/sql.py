@@ -28,7 +28,7 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Value
 
-SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft")
+SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft", "cockroachdb")
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -305,6 +305,12 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
         raise NotImplementedError(
             f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, not {vendor!r}."
         )
+    if vendor == "cockroachdb":
+        # PostgreSQL's dialect, and each of these statements is the same
+        # there: ON CONFLICT, FOR UPDATE, and the rekey guard (an error
+        # aborts a transaction there too). What differs is the cleanup lock
+        # (locks.py) and the retries (docs/scaling.rst).
+        vendor = "postgresql"
     columns = (
         "key_hash, data, expire_date, created_at, updated_at, user_id, ip, user_agent, version"
     )

@@ -1,6 +1,6 @@
 """
 CockroachDB and TiDB without their servers: what their Django backends
-report and compile, and what this package does with them, as
+report and compile, and what this package sends through them, as
 docs/scaling.rst ("Distributed SQL") says. YugabyteDB has nothing of its own
 to compile: through Django's postgresql backend it is vendor "postgresql" and
 gets PostgreSQL's statements, which run against PostgreSQL elsewhere.
@@ -17,7 +17,7 @@ from django_sql_sessions import locks
 from django_sql_sessions.checks import check_settings
 from django_sql_sessions.locks import lock_name, single_runner
 from django_sql_sessions.models import session_table
-from django_sql_sessions.sql import SUPPORTED_VENDORS, statements
+from django_sql_sessions.sql import _compile, statements
 from tests.distributed_offline import (
     as_alias,
     cockroachdb_connection,
@@ -30,16 +30,14 @@ def sent_by_single_runner(connection: Any, monkeypatch: pytest.MonkeyPatch) -> l
     """The statements the cleanup lock sends on this connection (each answered "held")."""
     sent: list[str] = []
 
-    def fake_fetch_one(connection: Any, statement: Any, **values: Any) -> Any:
+    def fake_send(connection: Any, statement: Any, **values: Any) -> Any:
         sent.append(statement.format)
         return (1,)
 
-    monkeypatch.setattr(locks, "fetch_one", fake_fetch_one)
-    try:
-        with single_runner(connection, session_table()):
-            pass
-    except LookupError:
-        pass  # no cleanup lock is known for this vendor: nothing was taken
+    monkeypatch.setattr(locks, "fetch_one", fake_send)
+    monkeypatch.setattr(locks, "execute", lambda *args, **kwargs: bool(fake_send(*args, **kwargs)))
+    with single_runner(connection, session_table()) as hold:
+        assert hold.held
     return sent
 
 
@@ -49,26 +47,30 @@ def one(statements: list[str], pattern: str) -> str:
 
 
 class TestCockroachDB:
-    def test_its_vendor_is_refused_by_the_engine_and_the_check(self) -> None:
+    def test_its_vendor_gets_postgresql_statements(self) -> None:
         connection = cockroachdb_connection()
         assert connection.vendor == "cockroachdb"
-        assert connection.vendor not in SUPPORTED_VENDORS
-        # Not PostgreSQL's statements by default: what differs (the cleanup
-        # lock, retries) is not handled yet.
-        with pytest.raises(NotImplementedError, match="not 'cockroachdb'"):
-            statements(connection, session_table())
+        table = session_table()
+        assert connection.ops.quote_name(table) == f'"{table}"'
+        compiled = statements(connection, table)
+        assert compiled == _compile("postgresql", f'"{table}"')
+        assert compiled.insert.sql.endswith("ON CONFLICT (key_hash) DO NOTHING")
+        assert "AND NOT EXISTS (SELECT 1 FROM" in compiled.rekey.sql
+        assert compiled.reload_locked is not None
+        assert compiled.reload_locked.sql.endswith(" FOR UPDATE")
         with as_alias("default", connection):
-            messages = check_settings(None)
-        assert [m.id for m in messages] == ["django_sql_sessions.E004"]
-        assert "cockroachdb" in messages[0].msg
+            assert check_settings(None) == []  # no E004
 
-    def test_the_cleanup_never_takes_a_postgresql_advisory_lock(
+    def test_the_cleanup_takes_the_lease_not_an_advisory_lock(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # CockroachDB defines pg_try_advisory_lock() as a stub that returns
         # true for every caller: every runner would think it held the lock.
         sent = sent_by_single_runner(cockroachdb_connection(), monkeypatch)
         assert not [sql for sql in sent if "advisory" in sql], sent
+        take, release = sent
+        assert take.startswith('UPDATE "django_sql_sessions_lease" SET holder = %s')
+        assert release.startswith('DELETE FROM "django_sql_sessions_lease" WHERE name = %s')
 
     def test_migrations_compile_to_plain_postgresql_ddl(self) -> None:
         ddl = migration_sql(cockroachdb_connection())
@@ -88,6 +90,9 @@ class TestCockroachDB:
         assert one(ddl, "sql_sessions_user_idx") == (
             f'CREATE INDEX "sql_sessions_user_idx" ON "{table}" ("user_id");'
         )
+        assert one(ddl, '^CREATE TABLE "django_sql_sessions_lease"').startswith(
+            'CREATE TABLE "django_sql_sessions_lease" ("name" varchar(64) NOT NULL PRIMARY KEY, '
+        )
         # Nothing vendor-specific: no RunSQL, only Django's own DDL.
         assert all(re.match(r"(CREATE TABLE|CREATE INDEX|ALTER TABLE) ", sql) for sql in ddl), ddl
 
@@ -95,6 +100,9 @@ class TestCockroachDB:
 class TestTiDB:
     def test_its_backend_is_vendor_mysql(self, monkeypatch: pytest.MonkeyPatch) -> None:
         connection = tidb_connection()
+        # Whether a MySQL server is a Galera node is asked of the server; a
+        # TiDB server is not one.
+        monkeypatch.setattr(locks, "is_galera_node", lambda connection: False)
         assert (connection.vendor, connection.display_name) == ("mysql", "TiDB")
         compiled = statements(connection, session_table())
         # MySQL's statements: a key collision is an IntegrityError (1062).

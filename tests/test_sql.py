@@ -105,11 +105,11 @@ def test_statement_of_reads_repeated_names() -> None:
     assert statement.params({"a": 1, "b": 2}) == [1, 2, 1]
 
 
-def test_only_postgresql_guards_the_rekey() -> None:
+def test_only_the_postgresql_dialect_guards_the_rekey() -> None:
     guarded = [
         v for v in SUPPORTED_VENDORS if _compile(v, "t").rekey.names.count("new_key_hash") == 2
     ]
-    assert guarded == ["postgresql"]
+    assert guarded == ["postgresql", "cockroachdb"]
 
 
 def test_collision_handling_per_vendor() -> None:
