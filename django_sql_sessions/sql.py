@@ -197,14 +197,20 @@ def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: 
     return True
 
 
+# ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost Galera's
+# certification to another node's. TiDB's optimistic autocommit statements:
+# write conflict (9007), and 8002, 8022, 8028, which its docs say to retry.
+_MYSQL_CONFLICTS = frozenset({1213, 9007, 8002, 8022, 8028})
+
+
 def _aborted_by_conflict(connection: BaseDatabaseWrapper, error: DatabaseError) -> bool:
     vendor = connection.vendor
     if vendor == "mysql":
-        # ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost
-        # Galera's certification to another node's.
-        return bool(error.args) and error.args[0] == 1213
-    if vendor == "postgresql":
-        # deadlock_detected, serialization_failure
+        return bool(error.args) and error.args[0] in _MYSQL_CONFLICTS
+    if vendor in ("postgresql", "cockroachdb"):
+        # deadlock_detected, serialization_failure (CockroachDB's "restart
+        # transaction"). Never 40003, "statement completion unknown": the
+        # write may have happened.
         return getattr(error.__cause__, "sqlstate", None) in ("40P01", "40001")
     if vendor == "microsoft":
         # pyodbc's SQLSTATE for a deadlock victim (error 1205).

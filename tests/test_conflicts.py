@@ -10,6 +10,7 @@ them; tests/cluster/ provokes real ones on a Galera cluster.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -142,3 +143,35 @@ def test_the_locked_merge_starts_again_after_a_conflict(server_alias: str) -> No
     assert len(rejected) == 1
     assert sql.conflict_retries[server_alias] - before == 1
     assert SessionStore(store.session_key).load() == {"mine": 1, "theirs": 1}
+
+
+@pytest.mark.parametrize(
+    ("vendor", "error", "retried"),
+    [
+        ("mysql", OperationalError(1213, "Deadlock found"), True),
+        ("mysql", OperationalError(9007, "Write conflict"), True),  # TiDB
+        ("mysql", OperationalError(1205, "Lock wait timeout exceeded"), False),
+        ("mysql", OperationalError(2013, "Lost connection to server during query"), False),
+        ("postgresql", "40P01", True),
+        ("postgresql", "40001", True),
+        ("cockroachdb", "40001", True),
+        ("cockroachdb", "40003", False),  # the write may have happened
+        ("postgresql", "57P01", False),  # admin_shutdown
+        ("sqlite", OperationalError("database is locked"), False),
+    ],
+)
+def test_which_errors_are_conflicts(vendor: str, error: Any, retried: bool) -> None:
+    class Connection:
+        alias = "x"
+        in_atomic_block = False
+        autocommit = True
+
+    Connection.vendor = vendor  # type: ignore[attr-defined]
+    if isinstance(error, str):
+        sqlstate, error = error, OperationalError("from the server")
+        error.__cause__ = type("DriverError", (Exception,), {"sqlstate": sqlstate})()
+    sleeps: list[float] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "sleep", sleeps.append)
+        assert sql.retry_after(Connection(), error, 1) is retried  # type: ignore[arg-type]
+    assert len(sleeps) == int(retried)
