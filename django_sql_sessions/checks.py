@@ -14,7 +14,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
-from django_sql_sessions import conf
+from django_sql_sessions import conf, read_only
 from django_sql_sessions.models import Session, table_mismatch
 from django_sql_sessions.routers import APP_LABEL, SessionRouter
 from django_sql_sessions.sql import SUPPORTED_VENDORS
@@ -191,5 +191,32 @@ def check_table_exists(
             "first migrate: rename the table in the database to match the setting, or set "
             "the setting back to the table's name.",
             id="django_sql_sessions.E006",
+        )
+    ]
+
+
+def check_writable(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """
+    The alias's server accepts writes: not a standby or replica, nor read-only
+    by a setting (E015). An error: migrate cannot mend it, and would fail there
+    anyway.
+    """
+    if conf.DB_ALIAS.problem():
+        return []  # reported as E001
+    alias = conf.DB_ALIAS.get()
+    if not databases or alias not in databases:
+        return []
+    why = read_only.why_read_only(connections[alias])
+    if why is None:
+        return []
+    return [
+        Error(
+            f"{read_only.problem(alias, why)}.",
+            hint=read_only.FIX,
+            id="django_sql_sessions.E015",
         )
     ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.db import DatabaseError
+
 
 class SessionTooLarge(ValueError):
     """The encoded session is larger than SQL_SESSIONS_MAX_SIZE; nothing was written."""
@@ -7,3 +9,16 @@ class SessionTooLarge(ValueError):
 
 class SessionSaveConflict(RuntimeError):
     """Other requests kept saving the session first; this request's changes were not written."""
+
+
+class SessionDatabaseReadOnly(DatabaseError):
+    """
+    The server of SQL_SESSIONS_DB_ALIAS refused a write because it is a
+    standby or read-only; raised from the driver's error, in its place.
+
+    A DatabaseError, as the error it replaces is, rather than
+    ImproperlyConfigured: the same settings work again once the server
+    accepts writes (a failover promotes it, a maintenance ends), and code
+    that already handles database errors (the commands' one-line errors,
+    retries, atomic()) keeps handling this one.
+    """

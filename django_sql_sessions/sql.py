@@ -28,6 +28,8 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Value
 
+from django_sql_sessions.read_only import refusal, refused_as_read_only
+
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft", "cockroachdb")
 
 logger = logging.getLogger("django_sql_sessions")
@@ -159,9 +161,20 @@ def _send(
         try:
             return _send_once(connection, statement, params, read)
         except DatabaseError as exc:
+            _raise_if_read_only(connection, exc)
             if not retry_after(connection, exc, attempt):
                 raise
         attempt += 1
+
+
+def _raise_if_read_only(connection: BaseDatabaseWrapper, error: DatabaseError) -> None:
+    """
+    A write refused by a standby or read-only server becomes one error that
+    says so and names SQL_SESSIONS_DB_ALIAS (see read_only.py), instead of
+    the driver's, which names neither. Never tried again: it stays refused.
+    """
+    if refused_as_read_only(connection.vendor, error):
+        raise refusal(connection.alias, error) from error
 
 
 # How often an operation the database aborted to resolve a conflict is tried

@@ -34,3 +34,12 @@ def logged_in_client(user: Any, path: str = "/login/{}/") -> Client:
     client = Client()
     assert client.get(path.format(user.pk)).status_code == 200
     return client
+
+
+def error_codes(error: BaseException | None) -> list[object]:
+    """The SQLSTATEs (psycopg) and error numbers (MySQLdb) along the chain of causes."""
+    codes: list[object] = []
+    while error is not None:
+        codes += [getattr(error, "sqlstate", None), error.args[0] if error.args else None]
+        error = error.__cause__
+    return codes

@@ -92,6 +92,22 @@ SERVERS = {
     ),
 }
 
+
+def _read_only_mirror(alias: str, **options: Any) -> dict[str, dict[str, Any]]:
+    """
+    A second connection to the alias's test database whose session refuses
+    writes, as a read-only server's would (tests/test_read_only.py), without
+    making the shared server read-only for everyone else. A test mirror:
+    Django gives it the alias's test NAME and keeps its own OPTIONS.
+    """
+    config = SERVERS.get(alias)
+    if not config:
+        return {}
+    mirror = {**config, "TEST": {"MIRROR": alias}}
+    mirror["OPTIONS"] = {**config.get("OPTIONS", {}), **options}
+    return {f"{alias}_read_only": mirror}
+
+
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     # For the router and check tests: a second database, and a replica of the
@@ -114,4 +130,6 @@ DATABASES: dict[str, dict[str, Any]] = {
         "TEST": {"MIRROR": "default"},
     },
     **{alias: config for alias, config in SERVERS.items() if config},
+    **_read_only_mirror("postgresql", options="-c default_transaction_read_only=on"),
+    **_read_only_mirror("mysql", init_command="SET SESSION TRANSACTION READ ONLY"),
 }
