@@ -5,9 +5,11 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix without_time_zones lint docs`` (.ci/run): every supported
-  Django on every supported Python, the suite once with USE_TZ = False, ruff
-  and mypy, then the Sphinx site in docs/ built with warnings as errors. With
+- ``nox -s matrix without_time_zones pg_standby lint docs`` (.ci/run): every
+  supported Django on every supported Python, the suite once with USE_TZ =
+  False, the read-replica tests on a PostgreSQL primary and standby that
+  clusters/pg-standby.sh starts and stops, ruff and mypy, then the Sphinx
+  site in docs/ built with warnings as errors. With
   --error-on-missing-interpreters a missing Python fails the run instead of
   being skipped.
 - ``nox -s docs``: only the documentation, into docs/_build/html.
@@ -106,6 +108,30 @@ def without_time_zones(session: nox.Session) -> None:
     """The suite with USE_TZ = False, on the newest Django."""
     session.env["SQL_SESSIONS_TEST_USE_TZ"] = "0"
     run_suite(session, next(iter(SUPPORTED)))
+
+
+@nox.session(python="3.12")
+def pg_standby(session: nox.Session) -> None:
+    """
+    tests/cluster/test_pg_standby.py on a PostgreSQL primary and a hot
+    standby 2 s behind, which clusters/pg-standby.sh starts for the run and
+    stops afterwards, whether the tests pass or not.
+    """
+    session.install(*requirements(next(iter(SUPPORTED))))
+    session.install("--no-deps", ".")
+    script = "clusters/pg-standby.sh"
+    session.run(script, "start", external=True)
+    try:
+        exports = session.run(script, "env", external=True, silent=True)
+        env = dict(
+            assignment.split("=", 1)
+            for line in str(exports).splitlines()
+            for assignment in line.removeprefix("export ").split()
+        )
+        env["SQL_SESSIONS_TEST_REQUIRE"] = "pgstandby"
+        session.run("pytest", "tests/cluster/test_pg_standby.py", *session.posargs, env=env)
+    finally:
+        session.run(script, "stop", external=True)
 
 
 @nox.session(python="3.12")

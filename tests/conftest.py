@@ -20,6 +20,13 @@ VENDORS = {
 }
 
 
+# Servers started by clusters/*.sh for tests/cluster/: the alias each
+# needs in tests/settings.py, and the environment variable that turns it on.
+# Also accepted in SQL_SESSIONS_TEST_REQUIRE.
+CLUSTERS = {
+    "pgstandby": ("pgstandby", "PG_STANDBY_HOST"),
+}
+
 # Also accepted in SQL_SESSIONS_TEST_REQUIRE; each is checked where it is used.
 REQUIRABLE_ELSEWHERE = {
     "mssql_offline": "tests/mssql_offline.py",
@@ -35,9 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for vendor in required:
         if vendor in REQUIRABLE_ELSEWHERE:
             continue
-        if vendor not in VENDORS:
+        if vendor not in VENDORS and vendor not in CLUSTERS:
             raise pytest.UsageError(f"SQL_SESSIONS_TEST_REQUIRE names unknown {vendor!r}.")
-        alias, env = VENDORS[vendor]
+        alias, env = VENDORS.get(vendor) or CLUSTERS[vendor]
         if alias not in settings.DATABASES:
             raise pytest.UsageError(
                 f"SQL_SESSIONS_TEST_REQUIRE requires {vendor}, but {env} is not set."
@@ -52,6 +59,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             lines.append(f"{vendor}: {db.get('HOST') or db['NAME']}")
         else:
             lines.append(f"{vendor}: SKIPPED, {env} is not set")
+    for cluster, (alias, _env) in CLUSTERS.items():
+        if alias in settings.DATABASES:
+            db = settings.DATABASES[alias]
+            lines.append(f"{cluster}: {db['HOST']}:{db['PORT']}")
     return ["databases: " + "; ".join(lines)]
 
 
@@ -96,7 +107,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             "FAILED: no test ran (every test was skipped or deselected).", red=True
         )
-    ran = [vendor for vendor, (alias, _env) in VENDORS.items() if alias in settings.DATABASES]
+    ran = [
+        name
+        for name, (alias, _env) in {**VENDORS, **CLUSTERS}.items()
+        if alias in settings.DATABASES
+    ]
     missing = [
         f"{vendor} ({env} is not set)"
         for vendor, (alias, env) in VENDORS.items()

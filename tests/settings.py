@@ -108,6 +108,24 @@ def _read_only_mirror(alias: str, **options: Any) -> dict[str, dict[str, Any]]:
     return {f"{alias}_read_only": mirror}
 
 
+def _pg_standby_pair() -> dict[str, dict[str, Any]]:
+    """
+    A PostgreSQL primary and its hot standby, 2 s behind (clusters/pg-standby.sh,
+    tests/cluster/test_pg_standby.py), when PG_STANDBY_HOST is set. The standby
+    is a test mirror of the primary: the test runner creates (and drops) the
+    test database on the primary only, and the standby, which keeps its own
+    HOST and PORT (a mirror takes only the primary's NAME), receives it by
+    replication.
+    """
+    primary = _server("django.db.backends.postgresql", "PG_PRIMARY", "5452")
+    standby = _server("django.db.backends.postgresql", "PG_STANDBY", "5453")
+    if not (primary and standby):
+        return {}
+    standby["NAME"] = primary["NAME"]
+    standby["TEST"] = {"MIRROR": "pgprimary"}
+    return {"pgprimary": primary, "pgstandby": standby}
+
+
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     # For the router and check tests: a second database, and a replica of the
@@ -132,4 +150,5 @@ DATABASES: dict[str, dict[str, Any]] = {
     **{alias: config for alias, config in SERVERS.items() if config},
     **_read_only_mirror("postgresql", options="-c default_transaction_read_only=on"),
     **_read_only_mirror("mysql", init_command="SET SESSION TRANSACTION READ ONLY"),
+    **_pg_standby_pair(),
 }

@@ -18,7 +18,7 @@ def django_admin(*args: str, table: str) -> subprocess.CompletedProcess[str]:
         "SQL_SESSIONS_TEST_TABLE": table,
         "PYTHONPATH": str(ROOT),
     }
-    for server in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST"):
+    for server in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST", "PG_STANDBY_HOST"):
         env.pop(server, None)
     return subprocess.run(
         [sys.executable, "-m", "django", *args],

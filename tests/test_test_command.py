@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ}
-    for server in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST", "SQL_SESSIONS_TEST_REQUIRE"):
+    for server in (
+        "POSTGRES_HOST",
+        "MYSQL_HOST",
+        "MSSQL_HOST",
+        "PG_STANDBY_HOST",
+        "SQL_SESSIONS_TEST_REQUIRE",
+    ):
         env.pop(server, None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", *args],
