@@ -21,5 +21,6 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_routers)
         checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)
         checks.register(sql_sessions_checks.check_writable, checks.Tags.database)
+        checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")

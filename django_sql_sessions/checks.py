@@ -15,6 +15,7 @@ from django.db import connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions import conf, read_only
+from django_sql_sessions.galera import is_galera_node
 from django_sql_sessions.models import Session, table_mismatch
 from django_sql_sessions.routers import APP_LABEL, SessionRouter
 from django_sql_sessions.sql import SUPPORTED_VENDORS
@@ -218,5 +219,43 @@ def check_writable(
             f"{read_only.problem(alias, why)}.",
             hint=read_only.FIX,
             id="django_sql_sessions.E015",
+        )
+    ]
+
+
+def check_causal_reads(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """
+    On a Galera node that is not MariaDB (Percona XtraDB Cluster), the
+    engine cannot make its reads wait for the cluster per statement (no SET
+    STATEMENT), so the connection must (W007). MariaDB needs nothing.
+    """
+    if conf.DB_ALIAS.problem():
+        return []  # reported as E001
+    alias = conf.DB_ALIAS.get()
+    if not databases or alias not in databases:
+        return []
+    connection = connections[alias]
+    if connection.vendor != "mysql" or connection.mysql_is_mariadb:  # type: ignore[attr-defined]
+        return []
+    if not is_galera_node(connection):
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@SESSION.wsrep_sync_wait")
+        (sync_wait,) = cursor.fetchone()
+    if int(sync_wait) & 1:
+        return []
+    return [
+        Warning(
+            f"SQL_SESSIONS_DB_ALIAS {alias!r} is a Galera cluster node whose connections "
+            "read without waiting for the cluster (wsrep_sync_wait has no read bit): a "
+            "session saved through one node can load as missing through another, which "
+            "logs its user out.",
+            hint='Add "init_command": "SET SESSION wsrep_sync_wait = 1" to the alias\'s '
+            "OPTIONS in DATABASES.",
+            id="django_sql_sessions.W007",
         )
     ]
