@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 
 import nox
@@ -174,7 +175,8 @@ def galera(session: nox.Session) -> None:
         exports = session.run(*script, "env", external=True, silent=True)
         assert isinstance(exports, str)
         for line in exports.splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
+            # export NAME=VALUE, the value quoted for the shell where needed
+            name, _, value = shlex.split(line)[1].partition("=")
             session.env[name] = value
         # Only the cluster (and SQLite, which always runs): the other
         # servers' tests run in the other sessions.

@@ -116,7 +116,8 @@ owned_pid() {
     [ -s "$1" ] || return 1
     pid=$(cat "$1")
     [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -e "--defaults-file=$2" -e "$2" || return 1
+    # (Not a pipe: grep -q leaving early would fail it under pipefail.)
+    grep -qxF -e "--defaults-file=$2" -e "$2" < <(tr '\0' '\n' <"/proc/$pid/cmdline") || return 1
     # A killed process lingers as a zombie until reaped; it is not running.
     [ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ] || return 1
     echo "$pid"
@@ -510,15 +511,24 @@ cmd_status() {
 }
 
 cmd_env() {
-    cat <<EOF
-export GALERA_HOST=127.0.0.1
-export GALERA_PORT=$(haproxy_port)
-export GALERA_NODE_PORTS=$(node_port 1),$(node_port 2),$(node_port 3)
-export GALERA_USER=$APP_USER
-export GALERA_PASSWORD=$APP_PASSWORD
-export SQL_SESSIONS_GALERA_PORT=$PORT
-export SQL_SESSIONS_CLUSTER_DIR=${DIR%/galera}
-EOF
+    local name value
+    # The last two, so that the tests drive this same cluster with this script.
+    set -- GALERA_HOST 127.0.0.1 \
+        GALERA_PORT "$(haproxy_port)" \
+        GALERA_NODE_PORTS "$(node_port 1),$(node_port 2),$(node_port 3)" \
+        GALERA_USER "$APP_USER" \
+        GALERA_PASSWORD "$APP_PASSWORD" \
+        SQL_SESSIONS_GALERA_PORT "$PORT" \
+        SQL_SESSIONS_CLUSTER_DIR "${DIR%/galera}"
+    while (($#)); do
+        name=$1 value=$2
+        shift 2
+        if [[ $value =~ ^[A-Za-z0-9_./,:-]+$ ]]; then
+            printf 'export %s=%s\n' "$name" "$value"
+        else
+            printf 'export %s=%q\n' "$name" "$value"
+        fi
+    done
 }
 
 cmd_destroy() {
@@ -543,11 +553,16 @@ check_same_ports() {
 }
 
 case "${1:-}" in
+    start | stop | status | env | destroy) ;;
     kill-node | stop-node | start-node)
         case "${2:-}" in
             1 | 2 | 3) ;;
             *) echo "usage: $0 $1 1|2|3" >&2; exit 2 ;;
         esac
+        ;;
+    *)
+        echo "usage: $0 start|stop|status|kill-node N|stop-node N|start-node N|env|destroy" >&2
+        exit 2
         ;;
 esac
 case "${1:-}" in
@@ -573,8 +588,4 @@ case "${1:-}" in
     start-node) cmd_start_node "$2" ;;
     env) cmd_env ;;
     destroy) cmd_destroy ;;
-    *)
-        echo "usage: $0 start|stop|status|kill-node N|stop-node N|start-node N|env|destroy" >&2
-        exit 2
-        ;;
 esac
