@@ -56,12 +56,15 @@ def causal_query(alias: str, sql: str, params: list[Any] | None = None) -> list[
     left as the engine makes them.
     """
     with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT @@SESSION.wsrep_sync_wait")
+        [(before,)] = cursor.fetchall()
         cursor.execute("SET SESSION wsrep_sync_wait = 1")
         try:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
         finally:
-            cursor.execute("SET SESSION wsrep_sync_wait = 0")
+            # As it was: the engine may have set it on this connection.
+            cursor.execute("SET SESSION wsrep_sync_wait = %s", [before])
 
 
 def status(alias: str, name: str) -> str:
