@@ -20,9 +20,10 @@ _report: list[str] = []
 @pytest.fixture
 def galera(django_db_setup: None, django_db_blocker: Any, settings: Any) -> Iterator[str]:
     """
-    "galera" (through HAProxy) as SQL_SESSIONS_DB_ALIAS, with all three nodes
-    Synced; the session table is emptied afterwards. Tests run outside any
-    transaction, as a session store does in production.
+    "galera" (through HAProxy) as SQL_SESSIONS_DB_ALIAS, with all three
+    nodes Synced; the session table and the cleanup lease are emptied
+    afterwards. Tests run outside any transaction, as a session store does
+    in production.
     """
     if not cluster.configured():
         pytest.skip(cluster.SKIP_REASON)
@@ -33,8 +34,8 @@ def galera(django_db_setup: None, django_db_blocker: Any, settings: Any) -> Iter
         yield "galera"
         cluster.close_connections()
         cluster.ensure_three_nodes()
-        table = session_table()
-        cluster.query(cluster.node_alias(1), f"DELETE FROM `{table}`")
+        for table in (session_table(), "django_sql_sessions_lease"):
+            cluster.query(cluster.node_alias(1), f"DELETE FROM `{table}`")
         cluster.close_connections()
 
 

@@ -17,7 +17,7 @@ from django.db import connections
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "clusters" / "galera.sh"
 NODES: tuple[str, ...] = settings.GALERA_NODES
-SKIP_REASON = "galera not configured: GALERA_HOST is not set"
+SKIP_REASON = "Galera cluster not configured: GALERA_HOST is not set (see clusters/galera.sh)"
 
 
 def configured() -> bool:
