@@ -5,14 +5,18 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix without_time_zones pg_standby lint docs`` (.ci/run): every
-  supported Django on every supported Python, the suite once with USE_TZ =
-  False, the read-replica tests on a PostgreSQL primary and standby that
-  clusters/pg-standby.sh starts and stops, ruff and mypy, then the Sphinx
-  site in docs/ built with warnings as errors. With
+- ``nox -s matrix without_time_zones pg_standby lint docs galera`` (.ci/run):
+  every supported Django on every supported Python, the suite once with
+  USE_TZ = False, the read-replica tests on a PostgreSQL primary and standby
+  that clusters/pg-standby.sh starts and stops, ruff and mypy, the Sphinx
+  site in docs/ built with warnings as errors, then the Galera tests. With
   --error-on-missing-interpreters a missing Python fails the run instead of
   being skipped.
 - ``nox -s docs``: only the documentation, into docs/_build/html.
+- ``nox -s galera`` (.ci/run too): starts the 3-node MariaDB Galera cluster
+  behind HAProxy of clusters/galera.sh (as root), runs
+  tests/cluster/test_galera_*.py against it, and stops it again if it was
+  not running before.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
 settings are in the environment (see README.rst); SQLite always runs.
@@ -22,6 +26,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import subprocess
+from pathlib import Path
 
 import nox
 
@@ -148,6 +155,41 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session(python="3.12")
+def galera(session: nox.Session) -> None:
+    """tests/cluster/test_galera_*.py against the Galera cluster of clusters/galera.sh."""
+    session.install(
+        f"Django~={next(iter(SUPPORTED))}.0",
+        "pytest>=8.3",
+        "pytest-django>=4.9",
+        "mysqlclient>=2.2.1",
+    )
+    session.install("--no-deps", ".")
+    script = ("bash", "clusters/galera.sh")
+    # Exit status 3: none of it is running. A cluster that was already up
+    # (someone working on these tests) is left running at the end.
+    status = subprocess.run([*script, "status"], capture_output=True, check=False)
+    started_here = status.returncode == 3
+    try:
+        session.run(*script, "start", external=True)
+        exports = session.run(*script, "env", external=True, silent=True)
+        assert isinstance(exports, str)
+        for line in exports.splitlines():
+            # export NAME=VALUE, the value quoted for the shell where needed
+            name, _, value = shlex.split(line)[1].partition("=")
+            session.env[name] = value
+        # Only the cluster (and SQLite, which always runs): the other
+        # servers' tests run in the other sessions.
+        for server in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST"):
+            session.env[server] = ""
+        session.env["SQL_SESSIONS_TEST_REQUIRE"] = "galera"
+        tests = sorted(str(path) for path in Path("tests/cluster").glob("test_galera_*.py"))
+        session.run("pytest", *(session.posargs or tests))
+    finally:
+        if started_here:
+            session.run(*script, "stop", external=True)
 
 
 @nox.session(python=None)

@@ -19,12 +19,12 @@ VENDORS = {
     "mssql": ("mssql", "MSSQL_HOST"),
 }
 
-
 # Servers started by clusters/*.sh for tests/cluster/: the alias each
 # needs in tests/settings.py, and the environment variable that turns it on.
 # Also accepted in SQL_SESSIONS_TEST_REQUIRE.
 CLUSTERS = {
     "pgstandby": ("pgstandby", "PG_STANDBY_HOST"),
+    "galera": ("galera", "GALERA_HOST"),
 }
 
 # Also accepted in SQL_SESSIONS_TEST_REQUIRE; each is checked where it is used.
@@ -68,14 +68,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> Iterator[None]:
-    """Create a test database on every configured alias, whatever the tests ask for."""
+    """
+    Create a test database on every configured alias, whatever the tests ask
+    for, except the Galera nodes': theirs is the one "galera" creates.
+    """
     from django.test.utils import setup_databases, teardown_databases
 
+    aliases = set(settings.DATABASES) - set(settings.GALERA_NODES)
     with django_db_blocker.unblock():
         config = setup_databases(
             verbosity=0,
             interactive=False,
-            aliases=set(settings.DATABASES),  # type: ignore[arg-type]  # any collection works
+            aliases=aliases,  # type: ignore[arg-type]  # any collection works
         )
     yield
     with django_db_blocker.unblock():

@@ -9,6 +9,8 @@ import os
 import tempfile
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 SECRET_KEY = "django-sql-sessions-tests"
 USE_TZ = os.environ.get("SQL_SESSIONS_TEST_USE_TZ", "1") == "1"
 TIME_ZONE = "America/Chicago"
@@ -49,6 +51,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, te
 
 SESSION_ENGINE = "django_sql_sessions.backends.db"
 SQL_SESSIONS_TABLE = os.environ.get("SQL_SESSIONS_TEST_TABLE", "test_web_sessions")
+# For a command run in a subprocess on another alias (tests/cluster/).
+if os.environ.get("SQL_SESSIONS_TEST_DB_ALIAS"):
+    SQL_SESSIONS_DB_ALIAS = os.environ["SQL_SESSIONS_TEST_DB_ALIAS"]
 # Off, so no request in a test deletes rows by chance; tests/test_garbage_collection.py
 # turns it on with a deterministic draw.
 SQL_SESSIONS_GC_FREQUENCY = 0
@@ -126,6 +131,55 @@ def _pg_standby_pair() -> dict[str, dict[str, Any]]:
     return {"pgprimary": primary, "pgstandby": standby}
 
 
+def _galera() -> dict[str, dict[str, Any]]:
+    """
+    The Galera cluster of clusters/galera.sh, for tests/cluster/: "galera"
+    through HAProxy, "galera1" to "galera3" straight to each node.
+
+    The nodes hold one database between them, which the test setup creates
+    once, through "galera" (tests/conftest.py leaves the node aliases out of
+    it): their NAME is that test database from the start. Not a test
+    MIRROR, which would give them the name as well: check W001 takes a
+    mirror for a read replica, which a Galera node is not, and the cleanup
+    test runs purgesessions (checks on) with a node as the sessions alias.
+    """
+    galera = _server(
+        "django.db.backends.mysql",
+        "GALERA",
+        "14300",
+        OPTIONS={"charset": "utf8mb4"},
+        TEST={"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+        # As a production site behind HAProxy would: a connection kept
+        # between requests, checked before its first use in each request.
+        CONN_MAX_AGE=60,
+        CONN_HEALTH_CHECKS=True,
+    )
+    if galera is None:
+        return {}
+    ports = [p for p in os.environ.get("GALERA_NODE_PORTS", "").split(",") if p]
+    if len(ports) != len(GALERA_NODES):
+        raise ImproperlyConfigured(
+            f"GALERA_NODE_PORTS is {os.environ.get('GALERA_NODE_PORTS')!r}; with GALERA_HOST "
+            'it must list the three nodes\' ports: eval "$(clusters/galera.sh env)".'
+        )
+    test_name = galera["TEST"]["NAME"]
+    nodes = {
+        alias: {
+            **galera,
+            "PORT": port,
+            "NAME": test_name,
+            "CONN_MAX_AGE": 0,
+            "CONN_HEALTH_CHECKS": False,
+            "TEST": galera["TEST"],
+        }
+        for alias, port in zip(GALERA_NODES, ports, strict=True)
+    }
+    return {"galera": galera, **nodes}
+
+
+# Aliases whose test database another alias ("galera") creates.
+GALERA_NODES = ("galera1", "galera2", "galera3")
+
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     # For the router and check tests: a second database, and a replica of the
@@ -151,4 +205,5 @@ DATABASES: dict[str, dict[str, Any]] = {
     **_read_only_mirror("postgresql", options="-c default_transaction_read_only=on"),
     **_read_only_mirror("mysql", init_command="SET SESSION TRANSACTION READ ONLY"),
     **_pg_standby_pair(),
+    **_galera(),
 }

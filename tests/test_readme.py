@@ -68,6 +68,10 @@ def test_renders_without_warnings() -> None:
     render(README)
 
 
+def test_the_clusters_readme_renders_without_warnings() -> None:
+    render((ROOT / "clusters" / "README.rst").read_text())
+
+
 def test_fits_a_package_page() -> None:
     assert len(README.splitlines()) <= MAX_LINES
 
@@ -87,6 +91,7 @@ PIPE_TABLE_RULE = re.compile(r"^\s*\|?(\s*:?-{3,}:?\s*\|)+\s*:?-*:?\s*\|?\s*$", 
     [
         ROOT / "README.rst",
         CHANGELOG,
+        ROOT / "clusters" / "README.rst",
         *sorted(p for p in (ROOT / "docs").rglob("*.rst") if "_build" not in p.parts),
     ],
     ids=lambda path: str(path.relative_to(ROOT)),

@@ -17,6 +17,7 @@ def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
         "MYSQL_HOST",
         "MSSQL_HOST",
         "PG_STANDBY_HOST",
+        "GALERA_HOST",
         "SQL_SESSIONS_TEST_REQUIRE",
     ):
         env.pop(server, None)

@@ -17,6 +17,7 @@ from django.contrib.auth import (
     logout,
     update_session_auth_hash,
 )
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError
 from django.urls import path
 
@@ -107,6 +108,14 @@ async def arevoked_then_password_changed(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+@login_required
+def count(request: HttpRequest) -> HttpResponse:
+    # One more request of a logged-in client: the user's id and the new count.
+    n = request.session.get("n", 0) + 1
+    request.session["n"] = n
+    return HttpResponse(f"{request.user.pk} {n}")
+
+
 def read_then_fail(request: HttpRequest) -> HttpResponse:
     request.session.get("value")
     return HttpResponseServerError("failed")
@@ -119,6 +128,7 @@ urlpatterns = [
     path("revoked-then-password-changed/", revoked_then_password_changed),
     path("async/revoked-then-password-changed/", arevoked_then_password_changed),
     path("read-then-fail/", read_then_fail),
+    path("count/", count),
     path("admin/", admin.site.urls),
     path("whoami/", whoami),
     path("async/whoami/", awhoami),
