@@ -12,6 +12,9 @@ writes, over all three nodes. Each of --clients processes holds one
 connection and its own sessions, and runs each workload for --seconds:
 
 - read: load a session;
+- read, no sync wait: the same, with the engine's reads compiled without
+  ``SET STATEMENT wsrep_sync_wait = 1`` (what the causal reads cost, and
+  what they prevent: see the stale-read test in tests/cluster/);
 - write: load a session, change it, save it;
 - create: save a new session.
 
@@ -42,9 +45,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 from benchmarks import report  # noqa: E402
 from benchmarks.cleanup import percentile, populate  # noqa: E402
-from benchmarks.run import SESSION, configure, create_database, key  # noqa: E402
+from benchmarks.run import SESSION, TABLE, configure, create_database, key  # noqa: E402
 
-WORKLOADS = ("read", "write", "create")
+WORKLOADS = ("read", "read, no sync wait", "write", "create")
 # The clients' own sessions: client c owns key(c * PER_CLIENT) onwards.
 PER_CLIENT = 1000
 
@@ -83,6 +86,9 @@ def client(
 
     tally = Tally()
     rng = random.Random(number)
+    if workload == "read, no sync wait":
+        without_sync_wait(alias)
+        workload = "read"
     mine = [key(number * PER_CLIENT + i) for i in range(sessions)]
     retries_before = sql.conflict_retries[alias]
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
@@ -111,6 +117,17 @@ def client(
             connections.close_all()
     tally.conflict_retries = sql.conflict_retries[alias] - retries_before
     return tally
+
+
+def without_sync_wait(alias: str) -> None:
+    """In this process, the alias's statements as on a server that is not MariaDB."""
+    from django.db import connections
+
+    from django_sql_sessions import sql
+
+    connection = connections[alias]
+    plain = sql._compile(connection.vendor, connection.ops.quote_name(TABLE))
+    sql._compiled[connection.vendor, True, TABLE] = plain
 
 
 def start_clients(
