@@ -154,7 +154,7 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
     from django.utils import timezone
 
     from django_sql_sessions import sql
-    from django_sql_sessions.backends.db import SessionStore
+    from django_sql_sessions.backends.db import FOREVER, SessionStore
     from django_sql_sessions.keys import hash_key
 
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
@@ -192,7 +192,9 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
 
         def baseline_load() -> None:
             cursor = cursor_for_one()
-            cursor.execute(load_text, (key_hash, adapt(timezone.now())))
+            now = timezone.now()
+            born_after = now - datetime.timedelta(seconds=FOREVER)
+            cursor.execute(load_text, (key_hash, adapt(now), adapt(born_after)))
             row = cursor.fetchone()
             done_with(cursor)
             decode(row[0])

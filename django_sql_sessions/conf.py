@@ -243,6 +243,14 @@ ACTIVITY_INTERVAL = Setting[int](
     "E013",
     "Remove the setting to use the default of {default} seconds.",
 )
+ABSOLUTE_LIFETIME = Setting[int](
+    "SQL_SESSIONS_ABSOLUTE_LIFETIME",
+    # Off, as in Django: a session lives while it is used.
+    0,
+    whole_number(0, unit="seconds", low=" (off)"),
+    "E016",
+    "Use a number of seconds such as 43200 (12 hours), or {default} (the default) for none.",
+)
 
 SETTINGS: tuple[Setting[Any], ...] = (
     DB_ALIAS,
@@ -255,4 +263,5 @@ SETTINGS: tuple[Setting[Any], ...] = (
     IPV4_PREFIX,
     IPV6_PREFIX,
     ACTIVITY_INTERVAL,
+    ABSOLUTE_LIFETIME,
 )

@@ -67,7 +67,8 @@ class Statement:
 
 @dataclasses.dataclass(frozen=True)
 class Statements:
-    # -> (data, expire_date, version, updated_at) of a live session
+    # -> (data, expire_date, version, updated_at) of a live session: not
+    # expired, and created (or moved to its key) after born_after
     load: Statement
     # -> (data, version), live or expired
     reload: Statement
@@ -337,9 +338,11 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
         f"INSERT INTO {table} ({columns}) VALUES (%(key_hash)s, %(data)s, %(expire_date)s, "
         "%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1)"
     )
+    # A new key is a new session for the absolute lifetime: login() moves the
+    # session to a new key, so the clock starts at login.
     rekey = (
-        f"UPDATE {table} SET key_hash = %(new_key_hash)s, updated_at = %(now)s, "
-        "version = version + 1 WHERE key_hash = %(key_hash)s"
+        f"UPDATE {table} SET key_hash = %(new_key_hash)s, created_at = %(now)s, "
+        "updated_at = %(now)s, version = version + 1 WHERE key_hash = %(key_hash)s"
     )
     cas = (
         "updated_at = %(now)s, version = version + 1 "
@@ -390,7 +393,8 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
     return Statements(
         load=s(
             f"{causal}SELECT data, expire_date, version, updated_at FROM {table} "
-            "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
+            "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s "
+            "AND created_at > %(born_after)s"
         ),
         reload=s(causal + reload),
         reload_locked=s(causal + reload_locked) if reload_locked else None,

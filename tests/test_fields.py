@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from django.db import connections
 from django.utils import timezone
@@ -70,6 +72,9 @@ def test_key_lookups_use_the_primary_key(alias: str) -> None:
         {
             "key_hash": hash_key(store.session_key),
             "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+            "born_after": connection.ops.adapt_datetimefield_value(
+                timezone.now() - datetime.timedelta(days=1)
+            ),
         }
     )
     explain = {

@@ -23,7 +23,7 @@ from tests.mssql_offline import offline_connection
 # The parameters each statement takes, by name (the engine, the cleanup and
 # the lock pass them as keywords).
 PARAMETERS = {
-    "load": {"key_hash", "now"},
+    "load": {"key_hash", "now", "born_after"},
     "reload": {"key_hash"},
     "reload_locked": {"key_hash"},
     "exists": {"key_hash"},
@@ -87,13 +87,13 @@ def test_parameters_are_bound_by_name_in_placeholder_order() -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        {"key_hash": "h"},  # one missing
-        {"key_hash": "h", "now": 1, "user_agent": "x"},  # one too many
-        {"key_hash": "h", "nwo": 1},  # misspelt
+        {"key_hash": "h", "now": 1},  # one missing
+        {"key_hash": "h", "now": 1, "born_after": 0, "user_agent": "x"},  # one too many
+        {"key_hash": "h", "nwo": 1, "born_after": 0},  # misspelt
     ],
 )
 def test_a_missing_or_unknown_parameter_is_refused(values: dict[str, Any]) -> None:
-    with pytest.raises(TypeError, match=r"takes \['key_hash', 'now'\]"):
+    with pytest.raises(TypeError, match=r"takes \['born_after', 'key_hash', 'now'\]"):
         _compile("sqlite", "t").load.params(values)
 
 
@@ -159,7 +159,7 @@ class TestSqlServerOffline:
         assert isinstance(compiled, Statements)
         assert compiled.load.format == (
             "SELECT data, expire_date, version, updated_at FROM [test_web_sessions] "
-            "WHERE key_hash = %s AND expire_date > %s"
+            "WHERE key_hash = %s AND expire_date > %s AND created_at > %s"
         )
         assert compiled.update.format == (
             "UPDATE [test_web_sessions] SET data = %s, expire_date = CASE WHEN expire_date > %s "

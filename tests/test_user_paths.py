@@ -265,3 +265,70 @@ class TestModelInstanceSave:
         # The merge keeps the later expiry the instance save wrote.
         assert abs((stored.expire_date - later).total_seconds()) < 1
         assert stored.version == 3  # the instance save, then the merged write
+
+
+class TestAbsoluteLifetime:
+    """SQL_SESSIONS_ABSOLUTE_LIFETIME: from login, however active the session stays."""
+
+    @pytest.mark.parametrize("prefix", ["", "/async"])
+    def test_an_active_session_ends_at_its_boundary(
+        self,
+        alias: str,
+        settings: Any,
+        clock: Callable[[float], None],
+        make_user: Any,
+        prefix: str,
+    ) -> None:
+        settings.SQL_SESSIONS_ABSOLUTE_LIFETIME = 3600
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        user = make_user()
+        client = Client()
+        client.get(prefix + "/write/cart/")  # anonymous, at t0
+        clock(3000)
+        # Login, 50 minutes later, starts the clock: the anonymous start does
+        # not cut the logged-in session short.
+        assert client.get(f"{prefix}/login/{user.pk}/").status_code == 200
+        for seconds in (3000 + 1200, 3000 + 2400, 3000 + 3599):
+            # Active every 20 minutes: the idle timeout never bites.
+            clock(seconds)
+            assert client.get(prefix + "/whoami/").content == str(user.pk).encode()
+        clock(3000 + 3601)
+        assert client.get(prefix + "/whoami/").content == b"anonymous"
+        # Its idle expiry is still ahead; the load statement refused it.
+        assert Session.objects.filter(user_id=str(user.pk), expire_date__gt=timezone.now())
+
+    def test_an_anonymous_session_counts_from_its_creation(
+        self, alias: str, settings: Any, clock: Callable[[float], None]
+    ) -> None:
+        settings.SQL_SESSIONS_ABSOLUTE_LIFETIME = 600
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        client = Client()
+        client.get("/write/cart/")
+        clock(599)
+        assert client.get("/read/").content == b"cart"
+        clock(601)
+        assert client.get("/read/").content == b"None"
+
+    def test_off_by_default(
+        self, alias: str, settings: Any, clock: Callable[[float], None]
+    ) -> None:
+        settings.SESSION_SAVE_EVERY_REQUEST = True
+        client = Client()
+        client.get("/write/cart/")
+        for day in range(1, 30):  # a request a day for a month
+            clock(day * 86400)
+            assert client.get("/read/").content == b"cart"
+
+    def test_a_new_key_restarts_the_clock(
+        self, alias: str, clock: Callable[[float], None]
+    ) -> None:
+        store = saved_session(value="x")
+        created = row_of_key(store.session_key).created_at
+        clock(90)
+        store.cycle_key()
+        assert row_of_key(store.session_key).created_at == created + datetime.timedelta(seconds=90)
+
+
+def row_of_key(session_key: str | None) -> Session:
+    assert session_key is not None
+    return Session.objects.get(key_hash=hash_key(session_key))

@@ -54,6 +54,9 @@ KEY_ATTEMPTS = 10
 # between; this many in a row only happens under a flood of writes to it.
 SAVE_ATTEMPTS = 20
 EXPIRY_KEY = "_session_expiry"
+# SQL_SESSIONS_ABSOLUTE_LIFETIME = 0 (off): the load statement still takes a
+# bound, one no session reaches.
+FOREVER = 100 * 365 * 24 * 3600
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -163,11 +166,14 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         connection, sql = session_connection()
+        now = timezone.now()
+        lifetime = conf.ABSOLUTE_LIFETIME.get() or FOREVER
         row = fetch_one(
             connection,
             sql.load,
             key_hash=hash_key(key),
-            now=to_db_datetime(connection, timezone.now()),
+            now=to_db_datetime(connection, now),
+            born_after=to_db_datetime(connection, now - datetime.timedelta(seconds=lifetime)),
         )
         if row is None:
             # Missing or expired: never adopt a key we did not issue.
