@@ -76,9 +76,9 @@ class Setting(Generic[_T]):
 
 def cached(function: Callable[[], _T]) -> Callable[[], _T]:
     """
-    function(), which must depend only on the package's settings and
-    DATABASES, computed once and kept as the settings are. An exception is
-    raised again on every call, never kept.
+    function(), which must depend only on the package's settings,
+    DATABASES and SESSION_ENGINE, computed once and kept as the settings
+    are. An exception is raised again on every call, never kept.
     """
 
     @functools.wraps(function)
@@ -101,7 +101,8 @@ def _remember(key: object, compute: Callable[[], _T]) -> _T:
 
 def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
     """Forget validated values (connected to setting_changed in AppConfig.ready())."""
-    if setting.startswith("SQL_SESSIONS_") or setting == "DATABASES":
+    # SESSION_ENGINE: whether the cached engine is in use (caching.in_use()).
+    if setting.startswith("SQL_SESSIONS_") or setting in ("DATABASES", "SESSION_ENGINE"):
         _generation[0] += 1
         _cache.clear()
 

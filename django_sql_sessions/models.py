@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from django_sql_sessions import conf
+from django_sql_sessions import caching, conf
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
 from django_sql_sessions.sql import Statements, statements
@@ -75,6 +75,39 @@ class SessionQuerySet(models.QuerySet["Session"]):
     def _filter_or_exclude_inplace(self, negate: bool, args: Any, kwargs: Any) -> None:
         args, kwargs = _hash_raw_keys(args, kwargs)
         super()._filter_or_exclude_inplace(negate, args, kwargs)  # type: ignore[misc]
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        if not caching.in_use():
+            return super().delete()
+        deleted, per_model = 0, dict[str, int]()
+        for chunk, key_hashes in self._in_chunks():
+            count, counts = super(SessionQuerySet, chunk).delete()
+            caching.invalidate(key_hashes, using=chunk.db)
+            deleted += count
+            for label, n in counts.items():
+                per_model[label] = per_model.get(label, 0) + n
+        return deleted, per_model
+
+    def update(self, **kwargs: Any) -> int:
+        if not caching.in_use():
+            return super().update(**kwargs)
+        updated = 0
+        for chunk, key_hashes in self._in_chunks():
+            updated += super(SessionQuerySet, chunk).update(**kwargs)
+            caching.invalidate(key_hashes, using=chunk.db)
+        return updated
+
+    def _in_chunks(self) -> Iterator[tuple[SessionQuerySet, Sequence[str]]]:
+        """
+        For the cached engine, which must forget exactly the rows a delete or
+        update changes: this queryset's rows, selected first, as querysets of
+        at most IN_LIST_SIZE rows that still match, with their key hashes. A
+        row that starts to match after the select is left alone, as if it had
+        changed after the delete or update.
+        """
+        key_hashes = list(self.values_list("key_hash", flat=True))
+        for chunk in in_lists(key_hashes):
+            yield self.filter(key_hash__in=chunk), chunk
 
     def active(self) -> SessionQuerySet:
         return self.filter(expire_date__gt=timezone.now())
@@ -223,6 +256,15 @@ class Session(models.Model):
         super().save(*args, **kwargs)
         if bumped:
             self.refresh_from_db(fields=["version"])
+        if caching.in_use():
+            caching.invalidate([self.key_hash], using=self._state.db or conf.DB_ALIAS.get())
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        key_hash, using = self.key_hash, self._state.db or conf.DB_ALIAS.get()
+        result = super().delete(*args, **kwargs)  # which sets the primary key to None
+        if caching.in_use():
+            caching.invalidate([key_hash], using=using)
+        return result
 
     @classmethod
     def get_session_store_class(cls) -> type[SessionStore]:

@@ -455,7 +455,14 @@ _DATETIME = Value(None, output_field=DateTimeField())
 
 
 def from_db_datetime(connection: BaseDatabaseWrapper, value: Any) -> datetime.datetime:
-    """A datetime column read with raw SQL, converted as the ORM would (time zone included)."""
+    """
+    A datetime column read with raw SQL, converted as the ORM would (time
+    zone included). A value converted already (an aware datetime; no driver
+    returns one that a converter changes) is returned as it is: the cached
+    engine's rows hold converted values.
+    """
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value
     for converter in connection.ops.get_db_converters(_DATETIME):
         value = converter(value, _DATETIME, connection)
     assert isinstance(value, datetime.datetime)

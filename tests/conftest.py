@@ -37,10 +37,23 @@ REQUIRABLE_ELSEWHERE = {
 }
 
 
+def required(feature: str) -> bool:
+    """Whether SQL_SESSIONS_TEST_REQUIRE names the feature (CI: a missing one fails)."""
+    return feature in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", "").split(",")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     required = [v for v in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", "").split(",") if v]
     for vendor in required:
         if vendor in REQUIRABLE_ELSEWHERE:
+            continue
+        if vendor == "redis":
+            # The cached engine's tests, on REDIS_URL and on a redis-server of
+            # their own (tests/test_backends_cached_db.py).
+            if not settings.REDIS_URL:
+                raise pytest.UsageError(
+                    "SQL_SESSIONS_TEST_REQUIRE requires redis, but REDIS_URL is not set."
+                )
             continue
         if vendor not in VENDORS and vendor not in CLUSTERS:
             raise pytest.UsageError(f"SQL_SESSIONS_TEST_REQUIRE names unknown {vendor!r}.")
@@ -63,7 +76,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         if alias in settings.DATABASES:
             db = settings.DATABASES[alias]
             lines.append(f"{cluster}: {db['HOST']}:{db['PORT']}")
-    return ["databases: " + "; ".join(lines)]
+    redis = settings.REDIS_URL or "SKIPPED, REDIS_URL is not set"
+    return ["databases: " + "; ".join(lines), f"redis: {redis}"]
 
 
 @pytest.fixture(scope="session")
@@ -210,3 +224,83 @@ def make_user(django_db_setup: None, django_db_blocker: Any) -> Iterator[Any]:
         yield make
         for user in created:
             type(user)._default_manager.filter(pk=user.pk).delete()
+
+
+# The engines the contract tests run on: the db engine, and the cached engine
+# in front of Redis and of a process-local cache (any cache without
+# compare-and-set takes the same path).
+CACHED_ENGINE = "django_sql_sessions.backends.cached_db"
+ENGINES = {"db": None, "cached-redis": "sessions_redis", "cached-locmem": "sessions_locmem"}
+
+
+def _engine_params() -> list[Any]:
+    params = []
+    for name, cache_alias in ENGINES.items():
+        marks = []
+        if cache_alias is not None and cache_alias not in settings.CACHES:
+            marks.append(pytest.mark.skip(reason="redis not configured: REDIS_URL is not set"))
+        params.append(pytest.param(cache_alias, id=name, marks=marks))
+    return params
+
+
+@pytest.fixture(params=_engine_params())
+def engine(
+    request: pytest.FixtureRequest, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[type[Any]]:
+    """
+    Run a contract test on each engine: SESSION_ENGINE is set (for the
+    middleware, login() and the test client), and the name SessionStore in
+    the test's module and in tests.helpers is bound to the engine's store,
+    so that a test written for the db engine checks the cached one too.
+
+    On the cached engine the cache must not fail during the test: a cache
+    error would send the engine to the database and hide a broken cache.
+    """
+    from django_sql_sessions import caching
+    from django_sql_sessions.backends import cached_db, db
+    from tests import helpers
+
+    cache_alias = request.param
+    store = db.SessionStore if cache_alias is None else cached_db.SessionStore
+    if cache_alias is not None:
+        settings.SESSION_ENGINE = CACHED_ENGINE
+        settings.SESSION_CACHE_ALIAS = cache_alias
+        if cache_alias == "sessions_redis":
+            ping_redis()
+    for module in (request.module, helpers):
+        if hasattr(module, "SessionStore"):
+            monkeypatch.setattr(module, "SessionStore", store)
+    caching.reset()
+    errors = sum(caching.cache_errors.values())
+    yield store
+    if cache_alias is not None:
+        assert sum(caching.cache_errors.values()) == errors, "the session cache failed"
+        clear_session_cache(cache_alias)
+    caching.reset()
+
+
+def ping_redis() -> None:
+    """Fail (when required) or skip the test if REDIS_URL does not answer."""
+    from django.core.cache import caches
+
+    try:
+        caches["sessions_redis"]._cache.get_client(write=True).ping()
+    except Exception as exc:
+        message = f"Redis at REDIS_URL ({settings.REDIS_URL}) does not answer: {exc}"
+        if required("redis"):
+            pytest.fail(message + ", and SQL_SESSIONS_TEST_REQUIRE requires redis.")
+        pytest.skip(message)
+
+
+def clear_session_cache(cache_alias: str) -> None:
+    """Delete this run's entries (on Redis, only keys with the run's prefix)."""
+    from django.core.cache import caches
+
+    cache = caches[cache_alias]
+    if cache_alias != "sessions_redis":
+        cache.clear()
+        return
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)

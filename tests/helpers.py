@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.test import Client
 
+from django_sql_sessions import caching, conf
 from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
 
 
@@ -43,3 +46,17 @@ def error_codes(error: BaseException | None) -> list[object]:
         codes += [getattr(error, "sqlstate", None), error.args[0] if error.args else None]
         error = error.__cause__
     return codes
+
+
+def cached_engine() -> bool:
+    """Whether the test runs on the cached engine (see the engine fixture)."""
+    return bool(settings.SESSION_ENGINE == "django_sql_sessions.backends.cached_db")
+
+
+def wrote_raw_sql(session_key: str) -> None:
+    """
+    Tell the cached engine's cache that a test changed the session's row with
+    raw SQL, which the cache cannot see (docs/cache.rst); a no-op otherwise.
+    """
+    if cached_engine():
+        caching.invalidate([hash_key(session_key)], using=conf.DB_ALIAS.get())

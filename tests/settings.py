@@ -180,6 +180,27 @@ def _galera() -> dict[str, dict[str, Any]]:
 # Aliases whose test database another alias ("galera") creates.
 GALERA_NODES = ("galera1", "galera2", "galera3")
 
+
+# The cached engine's caches (tests/conftest.py's engine fixture): Redis
+# when REDIS_URL names a server, such as redis://127.0.0.1:6379/0, and a
+# process-local cache, which stands for any cache without compare-and-set.
+# Keys carry the run's prefix, so parallel runs share a server safely.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CACHES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "sessions_locmem": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "sessions",
+    },
+}
+if REDIS_URL:
+    CACHES["sessions_redis"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"test_sql_sessions_{RUN_ID}",
+        "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+    }
+
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     # For the router and check tests: a second database, and a replica of the

@@ -15,6 +15,9 @@ from django_sql_sessions.admin import USER_AGENT_COLUMN_LENGTH
 from django_sql_sessions.models import Session
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 CHANGELIST = "/admin/django_sql_sessions/session/"
 
 

@@ -24,7 +24,10 @@ from django_sql_sessions import sql as sql_module
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.models import Session, session_table
 from tests.counting import count_statements
-from tests.helpers import saved_session
+from tests.helpers import cached_engine, saved_session, wrote_raw_sql
+
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
 
 # A sync test body and its async twin run against the same expectations.
 sync_and_async = pytest.mark.parametrize("run", ["sync", "async"])
@@ -373,6 +376,7 @@ class TestBadInput:
                 f"UPDATE {connection.ops.quote_name(session_table())} SET data = %s",
                 ["eyJ1c2VyIjoiZXZlIn0:1xWjhd:forgedsignature"],
             )
+        wrote_raw_sql(str(store.session_key))
 
         with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
             loaded = SessionStore(store.session_key)
@@ -426,7 +430,10 @@ class TestStatementCounts:
             "exists": exists.count,
             "delete": delete.count,
         }
-        assert counts == dict.fromkeys(counts, 1)
+        expected = dict.fromkeys(counts, 1)
+        if cached_engine():
+            expected["load"] = 0  # served from the cache the create filled
+        assert counts == expected
         for sql in create.sql + save.sql + cycle.sql + delete.sql:
             assert not sql.strip('"').upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT"))
 
@@ -456,17 +463,29 @@ class TestStatementCounts:
         request = factory.get("/", HTTP_COOKIE=f"sessionid={key}")
         with count_statements(alias) as login:
             response = run_middleware(request, login_view)
-        assert login.count == 3  # load, the move to a new key, the save
+        # The load (from the cache on the cached engine), the move to a new
+        # key, the save.
+        assert login.count == (2 if cached_engine() else 3)
         assert response.cookies["sessionid"].value != key
 
     @pytest.mark.parametrize(
-        ("workload", "expected"),
-        [("read", 1), ("miss", 1), ("write", 2), ("new", 1), ("cycle", 3), ("touch", 1)],
+        ("workload", "expected", "cached"),
+        [
+            ("read", 1, 0),
+            ("miss", 1, 1),
+            ("write", 2, 1),
+            ("new", 1, 1),
+            ("cycle", 3, 2),
+            ("touch", 1, 0),
+        ],
     )
     def test_statements_per_request(
-        self, alias: str, settings: Any, workload: str, expected: int
+        self, alias: str, settings: Any, workload: str, expected: int, cached: int
     ) -> None:
-        """The benchmark's workloads, through the middleware, as issue 3 counts them."""
+        """
+        The benchmark's workloads, through the middleware, as issue 3 counts
+        them; on the cached engine, the load of a saved session is a hit.
+        """
         if workload == "touch":
             settings.SESSION_SAVE_EVERY_REQUEST = True
             settings.SQL_SESSIONS_TOUCH_AFTER = 60
@@ -489,7 +508,7 @@ class TestStatementCounts:
         request = RequestFactory().get("/", HTTP_COOKIE=cookie)
         with count_statements(alias) as statements:
             run_middleware(request, view)
-        assert statements.count == expected
+        assert statements.count == (cached if cached_engine() else expected)
 
     @pytest.mark.parametrize("method", ["save", "cycle_key"])
     def test_collisions_inside_atomic_leave_the_transaction_usable(
@@ -568,6 +587,8 @@ class TestTouchAfter:
         return alias
 
     def visit(self, key: str, view: Callable[[HttpRequest], HttpResponse] | None = None) -> int:
+        """The statements a request sends, not counting the load: the writes."""
+
         def read(request: HttpRequest) -> HttpResponse:
             request.session.get("cart")
             return HttpResponse()
@@ -575,7 +596,8 @@ class TestTouchAfter:
         request = RequestFactory().get("/", HTTP_COOKIE=f"sessionid={key}")
         with count_statements(self.alias) as statements:
             run_middleware(request, view or read)
-        return statements.count
+        # The cached engine loads these sessions from the cache.
+        return statements.count - (0 if cached_engine() else 1)
 
     def stored_expiry(self) -> datetime.datetime:
         (row,) = rows(self.alias)
@@ -593,9 +615,9 @@ class TestTouchAfter:
         key = self.start(touching, frozen_now)
         first_expiry = self.stored_expiry()
         frozen_now(self.t0 + datetime.timedelta(seconds=30))
-        assert self.visit(key) == 1  # the load only
+        assert self.visit(key) == 0
         frozen_now(self.t0 + datetime.timedelta(seconds=60))
-        assert self.visit(key) == 1  # exactly at the boundary: still skipped
+        assert self.visit(key) == 0  # exactly at the boundary: still skipped
         assert self.stored_expiry() == first_expiry
 
     def test_rewritten_once_the_expiry_lags_by_more(
@@ -604,7 +626,7 @@ class TestTouchAfter:
         key = self.start(touching, frozen_now)
         later = self.t0 + datetime.timedelta(seconds=60, microseconds=1)
         frozen_now(later)
-        assert self.visit(key) == 2
+        assert self.visit(key) == 1
         assert self.stored_expiry() == later + datetime.timedelta(seconds=3600)
 
     def test_changed_sessions_are_always_written(
@@ -612,7 +634,7 @@ class TestTouchAfter:
     ) -> None:
         key = self.start(touching, frozen_now)
         frozen_now(self.t0 + datetime.timedelta(seconds=1))
-        assert self.visit(key, lambda r: set_and_respond(r, "cart", [1, 2])) == 2
+        assert self.visit(key, lambda r: set_and_respond(r, "cart", [1, 2])) == 1
         assert SessionStore(key).load() == {"cart": [1, 2]}
 
     def test_changes_made_in_place_are_written(
@@ -625,7 +647,7 @@ class TestTouchAfter:
             return HttpResponse()
 
         frozen_now(self.t0 + datetime.timedelta(seconds=1))
-        assert self.visit(key, append) == 2
+        assert self.visit(key, append) == 1
         assert SessionStore(key).load() == {"cart": [1, 2]}
 
     def test_zero_keeps_djangos_behaviour(
@@ -634,7 +656,7 @@ class TestTouchAfter:
         settings.SQL_SESSIONS_TOUCH_AFTER = 0
         key = self.start(touching, frozen_now)
         frozen_now(self.t0 + datetime.timedelta(seconds=1))
-        assert self.visit(key) == 2
+        assert self.visit(key) == 1
         assert self.stored_expiry() == self.t0 + datetime.timedelta(seconds=3601)
 
     @sync_and_async
@@ -668,7 +690,9 @@ class TestObservability:
             SessionStore(store.session_key).load()
         # MariaDB's reads carry a per-statement setting (SET STATEMENT ... FOR).
         verbs = [sql.split(" FOR ", 1)[-1] if sql.startswith("SET ") else sql for sql in seen]
-        assert [verb.split()[0] for verb in verbs] == ["INSERT", "SELECT"]
+        # The cached engine serves the load from the cache.
+        loads = [] if cached_engine() else ["SELECT"]
+        assert [verb.split()[0] for verb in verbs] == ["INSERT", *loads]
 
     def test_debug_query_log(self, alias: str) -> None:
         from django.test.utils import CaptureQueriesContext

@@ -22,7 +22,11 @@ from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import session_table
 from tests.counting import count_statements
+from tests.helpers import wrote_raw_sql
 from tests.servers import kill
+
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
 
 # Fixtures are set up once per test, not per example; every example below
 # leaves the table as it found it.
@@ -229,3 +233,4 @@ def write_raw(alias: str, key: str, data: str) -> None:
             "WHERE key_hash = %s",
             [data, hash_key(key)],
         )
+    wrote_raw_sql(key)

@@ -21,6 +21,9 @@ from django.db import OperationalError, connections, transaction
 from django_sql_sessions import sql
 from django_sql_sessions.backends.db import SessionStore
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 def conflict(alias: str) -> OperationalError:
     """The django.db error the alias's driver gives a statement rolled back by a conflict."""

@@ -14,6 +14,9 @@ from django_sql_sessions.user_sessions import list_sessions
 from tests.counting import count_statements
 from tests.helpers import key, row_of, saved_session
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
 both_paths = pytest.mark.parametrize("prefix", ["", "/async"], ids=["sync", "async"])
 

@@ -25,6 +25,9 @@ from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
 from django_sql_sessions.user_sessions import list_sessions, revoke_session
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 DJANGO_ENGINE = "django.contrib.sessions.backends.db"
 SALT = DjangoStore().key_salt
 

@@ -10,6 +10,9 @@ from django.core.management.base import CommandError
 from django_sql_sessions.models import Session
 from tests.helpers import logged_in_client
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 def revoke(*args: str) -> str:
     out = StringIO()

@@ -20,6 +20,9 @@ from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
 
 

@@ -24,6 +24,9 @@ from django_sql_sessions.user_sessions import (
 from tests.counting import count_statements
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
+# Each test runs on the db engine and on the cached engine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("engine")
+
 sync_and_async = pytest.mark.parametrize("run", ["sync", "async"])
 
 

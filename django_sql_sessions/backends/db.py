@@ -408,11 +408,12 @@ class SessionStore(SessionBase):
         if from_db_datetime(connection, row.loaded.updated_at) > due:
             return
         ip, user_agent = self._device()
-        execute(
+        key_hash = hash_key(self.session_key)
+        touched = execute(
             connection,
             sql.touch_activity,
             now=to_db_datetime(connection, now),
-            key_hash=hash_key(self.session_key),
+            key_hash=key_hash,
             due=to_db_datetime(connection, due),
             ip=ip,
             user_agent=user_agent,
@@ -420,6 +421,13 @@ class SessionStore(SessionBase):
         # The stored expiry is as read, so a later save can still be skipped
         # (TOUCH_AFTER).
         row.activity_recorded = True
+        if touched:
+            self._activity_touched(connection, key_hash, row, now)
+
+    def _activity_touched(
+        self, connection: BaseDatabaseWrapper, key_hash: str, row: _Row, now: datetime.datetime
+    ) -> None:
+        """Called after record_activity() set the row's updated_at to now (the cached engine)."""
 
     async def arecord_activity(self) -> None:
         """See record_activity()."""

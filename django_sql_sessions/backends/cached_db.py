@@ -1,0 +1,154 @@
+"""
+The cache-fronted engine: SESSION_ENGINE = "django_sql_sessions.backends.cached_db".
+
+The db engine, with reads served from Django's cache (SESSION_CACHE_ALIAS)
+when it holds the session: no SQL, and no database connection, on a hit.
+The database stays the truth: every write is the db engine's statement
+first, then the cache (caching.py says how, docs/cache.rst why). A cache
+that fails or times out is left out for a few seconds, and the engine is the
+db engine meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from django.contrib.sessions.backends.base import UpdateError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from django_sql_sessions import caching
+from django_sql_sessions.backends import db
+from django_sql_sessions.keys import hash_key, is_valid_key
+from django_sql_sessions.models import session_connection
+from django_sql_sessions.sql import Statements, from_db_datetime
+
+
+class SessionStore(db.SessionStore):
+    def load(self) -> dict[str, Any]:
+        key = self.session_key
+        if key is None:
+            return super().load()
+        key_hash = hash_key(key)
+        entry = caching.read(key_hash)
+        if entry is not None and entry.expire_date > timezone.now():
+            self._replace = False
+            data = self.decode(entry.data)
+            self._row = db._Row(
+                entry.data,
+                entry.version,
+                data.get(db.EXPIRY_KEY),
+                db._Loaded(entry.expire_date, entry.updated_at),
+            )
+            return data
+        since = time.monotonic()
+        data = super().load()
+        row = self._row
+        if row is not None and row.loaded is not None:
+            connection, _sql = session_connection()
+            caching.offer(
+                key_hash,
+                caching.Entry(
+                    row.data,
+                    row.version,
+                    from_db_datetime(connection, row.loaded.expire_date),
+                    from_db_datetime(connection, row.loaded.updated_at),
+                ),
+                since,
+                using=connection.alias,
+            )
+        return data
+
+    def _insert(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        key: str,
+        data: dict[str, Any],
+        now: datetime.datetime,
+    ) -> None:
+        since = time.monotonic()
+        super()._insert(connection, sql, key, data, now)
+        # A new key: nothing older can be cached under it, so the session is
+        # offered as any read is (a tombstone of a revocation still wins).
+        caching.offer(
+            hash_key(key),
+            self._entry(now, self.get_expiry_date(modification=now)),
+            since,
+            using=connection.alias,
+        )
+
+    def _write(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        key_hash: str,
+        data: dict[str, Any],
+        row: db._Row,
+        now: datetime.datetime,
+        *,
+        exact: bool,
+    ) -> bool:
+        since = time.monotonic()
+        if not super()._write(connection, sql, key_hash, data, row, now, exact=exact):
+            return False
+        # After a conflict the stored expiry may be later than this one
+        # (update keeps the later); the entry's is never later than the row's.
+        expire_date = self.get_expiry_date(modification=now, expiry=data.get(db.EXPIRY_KEY))
+        caching.replace(key_hash, self._entry(now, expire_date), since, using=connection.alias)
+        return True
+
+    def _update(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        key_hash: str,
+        data: dict[str, Any],
+        now: datetime.datetime,
+    ) -> None:
+        try:
+            super()._update(connection, sql, key_hash, data, now)
+        except UpdateError:
+            # The row is gone: whoever deleted it without telling the cache
+            # (raw SQL, another engine) leaves no copy behind either.
+            caching.invalidate([key_hash], using=connection.alias)
+            raise
+
+    def _entry(self, now: datetime.datetime, expire_date: datetime.datetime) -> caching.Entry:
+        """The cache entry of the row this store has just written at `now`."""
+        row = self._row
+        assert row is not None
+        return caching.Entry(row.data, row.version, expire_date, now)
+
+    def _activity_touched(
+        self,
+        connection: BaseDatabaseWrapper,
+        key_hash: str,
+        row: db._Row,
+        now: datetime.datetime,
+    ) -> None:
+        # The same version with the new updated_at, so that the next request
+        # served from the cache does not find the activity due again.
+        if row.loaded is None:
+            return
+        expire_date = from_db_datetime(connection, row.loaded.expire_date)
+        entry = caching.Entry(row.data, row.version, expire_date, now)
+        caching.replace(key_hash, entry, time.monotonic(), using=connection.alias)
+
+    def delete(self, session_key: str | None = None) -> None:
+        key = self.session_key if session_key is None else session_key
+        super().delete(session_key)
+        if is_valid_key(key):
+            connection, _sql = session_connection()
+            caching.invalidate([hash_key(key)], using=connection.alias)
+
+    def cycle_key(self) -> None:
+        old_key = self.session_key
+        super().cycle_key()
+        # The row moved to the new key (or was gone): the old key's entry
+        # must not outlive it. The new key has none until the next save.
+        if old_key is not None and old_key != self.session_key:
+            connection, _sql = session_connection()
+            caching.invalidate([hash_key(old_key)], using=connection.alias)
