@@ -71,6 +71,9 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+# The clock the freshness and retry rules read (tests move it).
+clock = time.monotonic
+
 # Cache errors since the process started, by cache alias: each also keeps
 # the cache out of use for RETRY_AFTER seconds (reads and writes go to the
 # database alone).
@@ -145,7 +148,7 @@ def offer(key_hash: str, entry: Entry, since: float, *, using: str) -> None:
     if not _autocommit(using):
         return
     store = _store()
-    if store is None or time.monotonic() - since > FRESH_SECONDS:
+    if store is None or clock() - since > FRESH_SECONDS:
         return
     ttl = _ttl(store.cache, entry)
     if ttl is None:
@@ -171,7 +174,7 @@ def replace(key_hash: str, entry: Entry, since: float, *, using: str) -> None:
             return
         ttl = _ttl(store.cache, entry)
         try:
-            if ttl is None or not store.compares or time.monotonic() - since > FRESH_SECONDS:
+            if ttl is None or not store.compares or clock() - since > FRESH_SECONDS:
                 store.tombstone([KEY_PREFIX + key_hash])
             else:
                 store.offer(KEY_PREFIX + key_hash, entry, ttl)
@@ -238,7 +241,7 @@ _lock = threading.Lock()
 
 def _failed(store: _Store, exc: Exception) -> None:
     global _down_until, _logged_at, _errors_since_log
-    now = time.monotonic()
+    now = clock()
     with _lock:
         cache_errors[store.alias] += 1
         _errors_since_log += 1
@@ -273,7 +276,7 @@ def _pend(key_hashes: list[str]) -> None:
 
 def _store() -> _Store | None:
     """The session cache, or None while it is out of use after an error."""
-    if _down_until and time.monotonic() < _down_until:
+    if _down_until and clock() < _down_until:
         return None
     alias = settings.SESSION_CACHE_ALIAS
     cache = caches[alias]

@@ -14,7 +14,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
-from django_sql_sessions import conf, read_only
+from django_sql_sessions import caching, conf, read_only
 from django_sql_sessions.galera import is_galera_node
 from django_sql_sessions.models import Session, table_mismatch
 from django_sql_sessions.routers import APP_LABEL, SessionRouter
@@ -259,3 +259,60 @@ def check_causal_reads(
             id="django_sql_sessions.W007",
         )
     ]
+
+
+REDIS_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+# Caches that one process's revocation does not reach in another process.
+LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def check_cache(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """The cached engine's cache: configured, shared between processes, bounded in time."""
+    if not caching.in_use():
+        return []
+    alias = settings.SESSION_CACHE_ALIAS
+    if alias not in settings.CACHES:
+        return [
+            Error(
+                f"SESSION_CACHE_ALIAS is {alias!r}, which is not an alias in CACHES.",
+                hint="Point SESSION_CACHE_ALIAS at the cache the sessions are served from, "
+                "such as a RedisCache.",
+                id="django_sql_sessions.E017",
+            )
+        ]
+    config = settings.CACHES[alias]
+    backend = config.get("BACKEND", "")
+    if backend in LOCAL_CACHES:
+        return [
+            Warning(
+                f"The session cache {alias!r} is a {backend.rsplit('.', 1)[-1]}, which each "
+                "process keeps to itself: a session logged out or revoked in one process "
+                "keeps working from another's cache until the entry's TIMEOUT ends.",
+                hint="Use a cache that every process shares, such as "
+                "django.core.cache.backends.redis.RedisCache.",
+                id="django_sql_sessions.W009",
+            )
+        ]
+    if backend == "django.core.cache.backends.redis.RedisCache":
+        # In OPTIONS, or in the URL's query string, where redis-py reads them too.
+        options, location = config.get("OPTIONS", {}), str(config.get("LOCATION", ""))
+        missing = [n for n in REDIS_TIMEOUTS if n not in options and f"{n}=" not in location]
+        if missing:
+            return [
+                Warning(
+                    f"The session cache {alias!r} sets no {' or '.join(missing)}: a Redis "
+                    "that hangs or cannot be reached holds each request until the "
+                    "operating system gives up, instead of sending it to the database.",
+                    hint="Add 'socket_timeout': 0.25 and 'socket_connect_timeout': 0.25 "
+                    "(seconds) to the cache's OPTIONS.",
+                    id="django_sql_sessions.W008",
+                )
+            ]
+    return []

@@ -284,7 +284,7 @@ def ping_redis() -> None:
     from django.core.cache import caches
 
     try:
-        caches["sessions_redis"]._cache.get_client(write=True).ping()
+        caches["sessions_redis"]._cache.get_client(write=True).ping()  # type: ignore[attr-defined]
     except Exception as exc:
         message = f"Redis at REDIS_URL ({settings.REDIS_URL}) does not answer: {exc}"
         if required("redis"):
@@ -300,7 +300,7 @@ def clear_session_cache(cache_alias: str) -> None:
     if cache_alias != "sessions_redis":
         cache.clear()
         return
-    client = cache._cache.get_client(write=True)
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
     keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
     if keys:
         client.delete(*keys)

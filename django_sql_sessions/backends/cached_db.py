@@ -12,7 +12,6 @@ db engine meanwhile.
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any
 
 from django.contrib.sessions.backends.base import UpdateError
@@ -43,7 +42,7 @@ class SessionStore(db.SessionStore):
                 db._Loaded(entry.expire_date, entry.updated_at),
             )
             return data
-        since = time.monotonic()
+        since = caching.clock()
         data = super().load()
         row = self._row
         if row is not None and row.loaded is not None:
@@ -69,7 +68,7 @@ class SessionStore(db.SessionStore):
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
-        since = time.monotonic()
+        since = caching.clock()
         super()._insert(connection, sql, key, data, now)
         # A new key: nothing older can be cached under it, so the session is
         # offered as any read is (a tombstone of a revocation still wins).
@@ -91,7 +90,7 @@ class SessionStore(db.SessionStore):
         *,
         exact: bool,
     ) -> bool:
-        since = time.monotonic()
+        since = caching.clock()
         if not super()._write(connection, sql, key_hash, data, row, now, exact=exact):
             return False
         # After a conflict the stored expiry may be later than this one
@@ -135,7 +134,7 @@ class SessionStore(db.SessionStore):
             return
         expire_date = from_db_datetime(connection, row.loaded.expire_date)
         entry = caching.Entry(row.data, row.version, expire_date, now)
-        caching.replace(key_hash, entry, time.monotonic(), using=connection.alias)
+        caching.replace(key_hash, entry, caching.clock(), using=connection.alias)
 
     def delete(self, session_key: str | None = None) -> None:
         key = self.session_key if session_key is None else session_key
