@@ -50,6 +50,7 @@ TEST_REQUIREMENTS = [
     "hypothesis>=6.100",
     "setuptools>=77",  # the packaging test builds the wheel
     "psycopg[binary]>=3.1.8",
+    "redis>=4.0",  # the cached engine's tests, on Django's RedisCache
     "mssql-django>=1.6",  # SQL Server SQL is compiled offline even without a server
     "selenium>=4.20",  # drives Debian's chromium; never downloads a browser (see tests)
     "uvicorn>=0.30",  # the example behind an ASGI server

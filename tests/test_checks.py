@@ -11,7 +11,12 @@ from django.core.management.base import SystemCheckError
 from django.db import connections
 from django.db.migrations.recorder import MigrationRecorder
 
-from django_sql_sessions.checks import check_routers, check_settings, check_table_exists
+from django_sql_sessions.checks import (
+    check_cache,
+    check_routers,
+    check_settings,
+    check_table_exists,
+)
 from django_sql_sessions.models import Session
 from django_sql_sessions.routers import APP_LABEL
 
@@ -264,3 +269,60 @@ def test_a_galera_node_without_causal_reads_is_warned_about(
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION wsrep_sync_wait = 0")
     assert check_causal_reads(None, databases=[alias]) == []  # not a cluster
+
+
+REDIS = "django.core.cache.backends.redis.RedisCache"
+TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("cache", "expected"),
+    [
+        ({"BACKEND": REDIS, "LOCATION": "redis://h:6379", "OPTIONS": TIMEOUTS}, []),
+        (
+            {
+                "BACKEND": REDIS,
+                "LOCATION": "redis://h:6379/0?socket_timeout=0.25&socket_connect_timeout=0.25",
+            },
+            [],
+        ),
+        ({"BACKEND": REDIS, "LOCATION": "redis://h:6379"}, ["django_sql_sessions.W008"]),
+        (
+            {"BACKEND": REDIS, "LOCATION": "redis://h", "OPTIONS": {"socket_timeout": 0.25}},
+            ["django_sql_sessions.W008"],
+        ),
+        (
+            {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            ["django_sql_sessions.W009"],
+        ),
+        ({"BACKEND": "django.core.cache.backends.dummy.DummyCache"}, ["django_sql_sessions.W009"]),
+        ({"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache"}, []),
+    ],
+    ids=[
+        "redis",
+        "redis-url-options",
+        "redis-no-timeouts",
+        "redis-one-timeout",
+        "locmem",
+        "dummy",
+        "memcached",
+    ],
+)
+def test_the_cached_engines_cache(
+    settings: Any, cache: dict[str, Any], expected: list[str]
+) -> None:
+    assert check_cache(None) == []  # the db engine needs no cache
+    settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
+    settings.CACHES = {**settings.CACHES, "sessions": cache}
+    settings.SESSION_CACHE_ALIAS = "sessions"
+    messages = check_cache(None)
+    assert ids(messages) == expected
+    if expected == ["django_sql_sessions.W008"]:
+        assert "socket_connect_timeout" in messages[0].msg
+        assert "OPTIONS" in str(messages[0].hint)
+
+
+def test_the_cached_engines_cache_alias_must_exist(settings: Any) -> None:
+    settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
+    settings.SESSION_CACHE_ALIAS = "nowhere"
+    assert ids(check_cache(None)) == ["django_sql_sessions.E017"]

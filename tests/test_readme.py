@@ -10,7 +10,7 @@ README = (ROOT / "README.rst").read_text()
 CHANGELOG = ROOT / "CHANGELOG.rst"
 # The package index shows the README as the project page; it stays a page a
 # Django user reads through, with the long form in docs/.
-MAX_LINES = 450
+MAX_LINES = 485
 FIRST_SCREEN = 60
 
 
@@ -45,7 +45,7 @@ def test_every_check_id_is_documented() -> None:
     )
     in_code = set(re.findall(r'"(?:django_sql_sessions\.)?([EW]\d{3})"', source))
     in_readme = set(re.findall(r"django_sql_sessions\.([EW]\d{3})", README))
-    assert len(in_code) == 23
+    assert len(in_code) == 26
     assert in_code == in_readme
 
 
