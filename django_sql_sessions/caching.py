@@ -113,16 +113,18 @@ class Entry(NamedTuple):
             return None
 
 
+ENGINE = "django_sql_sessions.backends.cached_db"
+
+
 @conf.cached
 def in_use() -> bool:
-    """Whether SESSION_ENGINE is backends.cached_db or a subclass of its store."""
-    from django_sql_sessions.backends.cached_db import SessionStore
-
+    """Whether SESSION_ENGINE is backends.cached_db, or a subclass of its store."""
     try:
-        engine = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+        store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
     except ImportError:
         return False
-    return isinstance(engine, type) and issubclass(engine, SessionStore)
+    # By name: the engine imports this module, not the other way round.
+    return any(cls.__module__ == ENGINE for cls in getattr(store, "__mro__", ()))
 
 
 def read(key_hash: str) -> Entry | None:
