@@ -85,29 +85,32 @@ class Entry(NamedTuple):
 
     data: str  # encoded and signed, as stored
     version: int
-    expire_date: datetime.datetime  # in the project's time, as the ORM reads it
+    # In the project's time, as the ORM reads them.
+    expire_date: datetime.datetime
     updated_at: datetime.datetime
+    created_at: datetime.datetime  # for SQL_SESSIONS_ABSOLUTE_LIFETIME
 
     def dump(self) -> str:
         # The version first: the offer script reads it.
         return (
-            f"{self.version}|{self.expire_date.isoformat()}|"
-            f"{self.updated_at.isoformat()}|{self.data}"
+            f"{self.version}|{self.expire_date.isoformat()}|{self.updated_at.isoformat()}|"
+            f"{self.created_at.isoformat()}|{self.data}"
         )
 
     @classmethod
     def load(cls, value: str) -> Entry | None:
         """The entry in a cached value; None for a tombstone or anything else."""
-        parts = value.split("|", 3)
-        if len(parts) != 4:
+        parts = value.split("|", 4)
+        if len(parts) != 5:
             return None
-        version, expire_date, updated_at, data = parts
+        version, expire_date, updated_at, created_at, data = parts
         try:
             return cls(
                 data,
                 int(version),
                 datetime.datetime.fromisoformat(expire_date),
                 datetime.datetime.fromisoformat(updated_at),
+                datetime.datetime.fromisoformat(created_at),
             )
         except ValueError:
             return None

@@ -70,6 +70,9 @@ class Statements:
     # -> (data, expire_date, version, updated_at) of a live session: not
     # expired, and created (or moved to its key) after born_after
     load: Statement
+    # As load, and created_at: the cached engine's entries carry it, so that
+    # a hit can apply SQL_SESSIONS_ABSOLUTE_LIFETIME as the load does.
+    load_created: Statement
     # -> (data, version), live or expired
     reload: Statement
     # As reload, locking the row until the transaction ends; None where the
@@ -389,12 +392,15 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
     # wait until this node has applied every write committed before it, for
     # this statement only; without Galera the setting does nothing.
     causal = "SET STATEMENT wsrep_sync_wait = 1 FOR " if mariadb else ""
+    live = (
+        f"FROM {table} WHERE key_hash = %(key_hash)s AND expire_date > %(now)s "
+        "AND created_at > %(born_after)s"
+    )
     s = Statement.of
     return Statements(
-        load=s(
-            f"{causal}SELECT data, expire_date, version, updated_at FROM {table} "
-            "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s "
-            "AND created_at > %(born_after)s"
+        load=s(f"{causal}SELECT data, expire_date, version, updated_at {live}"),
+        load_created=s(
+            f"{causal}SELECT data, expire_date, version, updated_at, created_at {live}"
         ),
         reload=s(causal + reload),
         reload_locked=s(causal + reload_locked) if reload_locked else None,

@@ -216,6 +216,36 @@ class TestExpiry:
         assert cached(key(store)) is not None
         assert SessionStore(key(store)).load() == {}
 
+    @pytest.mark.parametrize("filled_by", ["create", "miss", "cycle_key"])
+    def test_the_absolute_lifetime_applies_to_hits(
+        self,
+        cache_alias: str,
+        alias: str,
+        settings: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        filled_by: str,
+    ) -> None:
+        if filled_by == "cycle_key" and cache_alias != "sessions_redis":
+            pytest.skip("a save fills only a cache that compares versions")
+        settings.SQL_SESSIONS_ABSOLUTE_LIFETIME = 60
+        t0 = timezone.now()
+        monkeypatch.setattr(timezone, "now", lambda: t0)
+        store = saved(n=1)
+        if filled_by == "miss":
+            clear_session_cache(cache_alias)
+            assert SessionStore(key(store)).load() == {"n": 1}
+        elif filled_by == "cycle_key":
+            monkeypatch.setattr(timezone, "now", lambda: t0 - datetime.timedelta(seconds=30))
+            store = saved(n=1)  # created earlier, moved to a new key (login) at t0
+            monkeypatch.setattr(timezone, "now", lambda: t0)
+            store.cycle_key()
+            store.save()
+        monkeypatch.setattr(timezone, "now", lambda: t0 + datetime.timedelta(seconds=59))
+        assert load_statements(alias, key(store)) == ({"n": 1}, 0)
+        monkeypatch.setattr(timezone, "now", lambda: t0 + datetime.timedelta(seconds=61))
+        assert cached(key(store)) is not None  # still in the cache, never served
+        assert SessionStore(key(store)).load() == {}
+
     def test_cleanup_needs_no_invalidation(
         self, cache_alias: str, alias: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -623,6 +653,7 @@ class TestRaces:
                     SessionStore().encode({"n": 1}),
                     1,
                     timezone.now() + datetime.timedelta(hours=1),
+                    timezone.now(),
                     timezone.now(),
                 ),
                 caching.clock(),

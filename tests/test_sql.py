@@ -24,6 +24,7 @@ from tests.mssql_offline import offline_connection
 # the lock pass them as keywords).
 PARAMETERS = {
     "load": {"key_hash", "now", "born_after"},
+    "load_created": {"key_hash", "now", "born_after"},
     "reload": {"key_hash"},
     "reload_locked": {"key_hash"},
     "exists": {"key_hash"},
@@ -408,7 +409,7 @@ def test_the_sync_engine_inside_an_event_loop_is_refused_as_django_refuses_it(
 def test_mariadb_reads_wait_for_the_cluster_and_nothing_else_does() -> None:
     prefix = "SET STATEMENT wsrep_sync_wait = 1 FOR SELECT "
     mariadb = _compile("mysql", "t", mariadb=True)
-    reads = {"load", "reload", "reload_locked", "exists"}
+    reads = {"load", "load_created", "reload", "reload_locked", "exists"}
     for field in dataclasses.fields(mariadb):
         statement = getattr(mariadb, field.name)
         assert statement.sql.startswith(prefix) == (field.name in reads), field.name
