@@ -55,6 +55,7 @@ TEST_REQUIREMENTS = [
     "selenium>=4.20",  # drives Debian's chromium; never downloads a browser (see tests)
     "uvicorn>=0.30",  # the example behind an ASGI server
     "docutils>=0.22",  # the README must render on the package index (writer= by name)
+    "ua-parser>=1.0",  # the devices extra; tests also take it away to cover its absence
 ]
 
 

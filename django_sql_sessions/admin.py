@@ -12,6 +12,7 @@ by a prefix of their key hash.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,25 +26,29 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince, timeuntil
 from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf
+from django_sql_sessions.devices import device_name
 from django_sql_sessions.models import Session, SessionQuerySet, in_lists
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
-DEVICE_FIELDS = ("ip", "user_agent")
-# The list shows user agents shortened: whole ones, up to 255 characters
-# each, push the table wider than any screen. The detail page has them whole.
-DEVICE_COLUMNS = ("network", "short_user_agent")
-USER_AGENT_COLUMN_LENGTH = 32
+DEVICE_FIELDS = ("ip", "device", "user_agent")
+# The list names each device ("Firefox 140 on Windows"), with the whole user
+# agent in a title: whole ones, up to 255 characters each, push the table
+# wider than any screen. The detail page has both.
+DEVICE_COLUMNS = ("network", "device")
 # Where label_users() leaves each row's user label.
 USER_LABEL = "_sql_sessions_user_label"
+# Between a lower-case and an upper-case letter: "Headless|Chrome".
+_WORD_JOINS = re.compile(r"(?<=[a-z])(?=[A-Z])")
 # The changelist counts no further than this (plus one, to know there are
 # more). Counting a table of millions
 # of sessions on every page view would scan a whole index each time; past the
@@ -230,12 +235,20 @@ class SessionAdmin(_ModelAdmin):
         # Only ever a network (SQL_SESSIONS_IPV4_PREFIX, ..._IPV6_PREFIX).
         return obj.ip
 
-    @admin.display(description=_("user agent"), ordering="user_agent")
-    def short_user_agent(self, obj: Session) -> str | None:
-        agent = obj.user_agent
-        if agent is None or len(agent) <= USER_AGENT_COLUMN_LENGTH:
-            return agent
-        return format_html('<span title="{}">{}…</span>', agent, agent[:USER_AGENT_COLUMN_LENGTH])
+    @admin.display(description=_("device"))
+    def device(self, obj: Session) -> str:
+        # Not ordered: sorting by the raw string would not sort the names.
+        name = device_name(obj.user_agent)
+        if obj.user_agent is None:
+            return name
+        # A line may break inside one-word names such as "HeadlessChrome",
+        # which would otherwise set the column's narrowest width.
+        parts = ((part,) for part in _WORD_JOINS.split(name))
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.user_agent,
+            format_html_join(mark_safe("<wbr>"), "{}", parts),
+        )
 
     @admin.display(description=_("last activity"), ordering="updated_at")
     def last_activity(self, obj: Session) -> Any:

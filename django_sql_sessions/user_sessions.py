@@ -17,6 +17,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
 from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
 
@@ -32,6 +33,11 @@ class UserSession:
     ip: str | None  # None unless SQL_SESSIONS_DEVICE_DETAILS recorded it
     user_agent: str | None
     current: bool  # the session passed as `current`
+
+    @property
+    def device_name(self) -> str:
+        """The user agent for people to read: "Firefox 140 on Windows" (see devices.py)."""
+        return device_name(self.user_agent)
 
 
 def user_id(user: object) -> str:

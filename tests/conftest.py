@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ REQUIRABLE_ELSEWHERE = {
     "tidb_offline": "tests/distributed_offline.py",
     "browser": "tests/test_example_browser.py",
     "asgi": "tests/test_example_server.py",
+    "ua_parser": "tests/conftest.py (the user_agent_parser fixture)",
 }
 
 
@@ -304,3 +306,23 @@ def clear_session_cache(cache_alias: str) -> None:
     keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(params=["installed", "absent"], ids=["ua-parser", "no-ua-parser"])
+def user_agent_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """
+    Each test twice: with ua-parser (the devices extra), and as if it were not
+    installed. Returns whether it is there.
+    """
+    if request.param == "absent":
+        # None in sys.modules makes `import ua_parser` raise ImportError.
+        monkeypatch.setitem(sys.modules, "ua_parser", None)
+        return False
+    try:
+        import ua_parser  # noqa: F401
+    except ImportError:
+        reason = "ua-parser is not installed (the devices extra)"
+        if "ua_parser" in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", ""):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return True

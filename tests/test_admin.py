@@ -11,7 +11,7 @@ from django.contrib.auth import SESSION_KEY
 from django.test import Client
 from django.utils import timezone
 
-from django_sql_sessions.admin import USER_AGENT_COLUMN_LENGTH
+from django_sql_sessions.devices import device_name
 from django_sql_sessions.models import Session
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
@@ -115,7 +115,7 @@ def test_lists_who_is_logged_in_without_keys_or_data(alias: str, admin_client: C
     assert admin_client.cookies["sessionid"].value not in page
     assert row.data not in page
     assert "the-cart-token" not in page
-    assert cells(page, "network") == cells(page, "short_user_agent") == []  # not recorded
+    assert cells(page, "network") == cells(page, "device") == []  # not recorded
 
 
 def test_detail_view_is_read_only_and_shows_no_data(alias: str, admin_client: Client) -> None:
@@ -157,13 +157,25 @@ def test_state_filter_and_user_search(alias: str, admin_client: Client) -> None:
     assert shown(f"?q={live.session_key}") == set()  # keys are not searchable
 
 
-def test_device_columns_when_tracked(alias: str, admin_client: Client, settings: Any) -> None:
+FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:140.0) Gecko/20100101 Firefox/140.0"
+
+
+def test_device_columns_when_tracked(
+    alias: str, admin_client: Client, settings: Any, user_agent_parser: bool
+) -> None:
     settings.SQL_SESSIONS_DEVICE_DETAILS = True
-    Client(REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT="Lynx/2.9").get("/write/x/")
+    Client(REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT=FIREFOX).get("/write/x/")
     page = admin_client.get(CHANGELIST).content.decode()
     # The admin's own browser has a row too, recorded without details.
     assert "203.0.113.0" in cells(page, "network")
-    assert "Lynx/2.9" in cells(page, "short_user_agent")
+    named = "Firefox 140 on Windows" if user_agent_parser else FIREFOX[:39] + "…"
+    assert f'<span title="{FIREFOX}">{named}</span>' in cells(page, "device")
+    assert "Unknown device" in cells(page, "device")  # the admin's own row
+    # The detail page names it and has the user agent whole.
+    row = Session.objects.get(user_agent=FIREFOX)
+    detail = admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+    assert named in detail
+    assert f'<div class="readonly">{FIREFOX}</div>' in detail
 
 
 def cells(page: str, column: str) -> list[str]:
@@ -203,7 +215,7 @@ def test_the_user_column_names_users(alias: str, admin_client: Client, make_user
 
 
 def test_a_page_of_users_is_named_with_one_query(
-    alias: str, admin_client: Client, make_user: Any
+    alias: str, admin_client: Client, make_user: Any, settings: Any, user_agent_parser: bool
 ) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connections, router
@@ -228,13 +240,18 @@ def test_a_page_of_users_is_named_with_one_query(
         )
 
     _page, alone, _sql = get_page()  # the admin's own session only
+    settings.SQL_SESSIONS_DEVICE_DETAILS = True
     users = [make_user(f"user{n}") for n in range(30)]
     for user in users:
         for _device in range(2):
             saved_session(**{SESSION_KEY: str(user.pk)})
+    # Devices named on the page cost no query either.
+    Session.objects.filter(user_id__isnull=False).update(user_agent=FIREFOX)
     page, on_users, on_sessions = get_page()
 
     assert {f"user{n}" for n in range(30)} <= set(cells(page, "user"))
+    named = [cell for cell in cells(page, "device") if device_name(FIREFOX) in cell]
+    assert len(named) == 61  # and the admin's own
     # As many queries on users for 61 rows of 31 users as for one row.
     assert len(on_users) == len(alone)
     lookups = [sql for sql in on_users if " IN (" in sql]
@@ -273,8 +290,8 @@ def test_the_user_column_converts_ids_to_the_user_models_keys(
     ]
 
 
-def test_the_user_agent_column_is_short_and_escaped(
-    alias: str, admin_client: Client, settings: Any
+def test_the_device_column_is_short_and_escaped(
+    alias: str, admin_client: Client, settings: Any, user_agent_parser: bool
 ) -> None:
     settings.SQL_SESSIONS_DEVICE_DETAILS = True
     agent = "<script>alert(1)</script> Mozilla/5.0 " + "(X11; Linux x86_64) " * 20
@@ -284,12 +301,16 @@ def test_the_user_agent_column_is_short_and_escaped(
     assert len(stored) == 255
 
     page = admin_client.get(CHANGELIST).content.decode()
-    [cell] = [cell for cell in cells(page, "short_user_agent") if "Mozilla" in cell]
+    [cell] = [cell for cell in cells(page, "device") if "Mozilla" in cell]
     span = re.fullmatch(r'<span title="(.*)">(.*)</span>', cell)
     assert span is not None
     title, text = span.groups()
     assert html.unescape(title) == stored
-    assert html.unescape(text) == stored[:USER_AGENT_COLUMN_LENGTH] + "…"
+    assert html.unescape(text.replace("<wbr>", "")) == device_name(stored)
+    # ua-parser finds the system; without it, the start of the string.
+    assert html.unescape(text.replace("<wbr>", "")) == (
+        "Unknown browser on Linux" if user_agent_parser else stored[:39] + "…"
+    )
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in cell
     # Whole on the detail page.

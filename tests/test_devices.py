@@ -8,7 +8,13 @@ from django.test import Client
 from django.utils import timezone
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.devices import anonymize_ip, clean_user_agent
+from django_sql_sessions.devices import (
+    RAW_NAME_LENGTH,
+    UNKNOWN_DEVICE,
+    anonymize_ip,
+    clean_user_agent,
+    device_name,
+)
 from django_sql_sessions.models import Session
 from django_sql_sessions.user_sessions import list_sessions
 from tests.counting import count_statements
@@ -107,6 +113,50 @@ class TestDeviceDetails:
         client.get(f"/login/{user.pk}/")
         [listed] = list_sessions(user)
         assert (listed.ip, listed.user_agent) == ("2001:db8:abcd::", FIREFOX)
+        assert listed.device_name == device_name(FIREFOX)
+
+
+WINDOWS_FIREFOX = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:140.0) Gecko/20100101 Firefox/140.0"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+LONG_UNKNOWN = "PhoneBrowser/1.0 " + "(some build details) " * 5
+
+
+@pytest.mark.parametrize(
+    ("agent", "parsed", "raw"),
+    [
+        (WINDOWS_FIREFOX, "Firefox 140 on Windows", None),
+        (FIREFOX, "Firefox 140 on Linux", None),
+        (IPHONE, "Mobile Safari 17 on iOS", None),
+        ("curl/8.4.0", "curl 8", None),
+        ("Mozilla/5.0 (X11; Linux x86_64)", "Unknown browser on Linux", None),
+        # Not recognised: the user agent itself, shortened, either way.
+        ("PhoneBrowser/1.0", "PhoneBrowser/1.0", "PhoneBrowser/1.0"),
+        (LONG_UNKNOWN, LONG_UNKNOWN[: RAW_NAME_LENGTH - 1] + "…", None),
+        (None, UNKNOWN_DEVICE, UNKNOWN_DEVICE),
+        ("", UNKNOWN_DEVICE, UNKNOWN_DEVICE),
+    ],
+)
+def test_device_name(
+    user_agent_parser: bool, agent: str | None, parsed: str, raw: str | None
+) -> None:
+    if user_agent_parser:
+        assert device_name(agent) == parsed
+    else:
+        # Without ua-parser: the user agent cut to RAW_NAME_LENGTH characters.
+        shortened = agent if len(agent or "") <= RAW_NAME_LENGTH else None
+        expected = raw or shortened or (agent or "")[: RAW_NAME_LENGTH - 1] + "…"
+        assert device_name(agent) == expected
+        assert len(device_name(agent)) <= RAW_NAME_LENGTH
+
+
+def test_device_name_without_versions(user_agent_parser: bool) -> None:
+    expected = "Firefox on Windows" if user_agent_parser else WINDOWS_FIREFOX[:39] + "…"
+    assert device_name(WINDOWS_FIREFOX, versions=False) == expected
 
 
 def age_activity(client: Client, seconds: int) -> datetime.datetime:
