@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -36,9 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from django_sql_sessions import conf
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.models import Session, SessionQuerySet, in_lists
-
-if TYPE_CHECKING:
-    from django.contrib.auth.base_user import AbstractBaseUser
+from django_sql_sessions.user_sessions import users_by_id
 
 DEVICE_FIELDS = ("ip", "device", "user_agent")
 # The list names each device ("Firefox 140 on Windows"), with the whole user
@@ -71,29 +67,6 @@ class CappedPaginator(_Paginator):
         # subquery that stops at the cap.
         sessions: QuerySet[Session] = self.object_list  # type: ignore[assignment]
         return sessions[: COUNT_CAP + 1].count()
-
-
-def users_by_id(user_ids: Collection[str]) -> dict[str, AbstractBaseUser]:
-    """The users of these user_id values, with one query; missing ones are left out."""
-    user_model = get_user_model()
-    pk_field = user_model._meta.pk
-    assert pk_field is not None
-    pks: dict[str, Any] = {}
-    for user_id in user_ids:
-        try:
-            pk = pk_field.to_python(user_id)
-            # Out of the column's range, an integer would make the query
-            # fail rather than match nothing.
-            pk_field.run_validators(pk)
-        except ValidationError:
-            continue  # not a key of this user model, so no user has it
-        pks[user_id] = pk
-    if not pks:
-        return {}
-    # The user model's manager, so that the project's routers choose the
-    # users' database, which may not be the sessions' one.
-    found = {user.pk: user for user in user_model._default_manager.filter(pk__in=pks.values())}
-    return {user_id: found[pk] for user_id, pk in pks.items() if pk in found}
 
 
 def label_users(rows: Iterable[Session]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -20,6 +22,9 @@ from django.db import models
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
 from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,29 @@ def user_id(user: object) -> str:
             f"indexed for keys of up to {USER_ID_MAX_LENGTH}."
         )
     return value
+
+
+def users_by_id(user_ids: Collection[str]) -> dict[str, AbstractBaseUser]:
+    """The users of these user_id values, with one query; missing ones are left out."""
+    user_model = get_user_model()
+    pk_field = user_model._meta.pk
+    assert pk_field is not None
+    pks: dict[str, Any] = {}
+    for user_id in user_ids:
+        try:
+            pk = pk_field.to_python(user_id)
+            # Out of the column's range, an integer would make the query
+            # fail rather than match nothing.
+            pk_field.run_validators(pk)
+        except ValidationError:
+            continue  # not a key of this user model, so no user has it
+        pks[user_id] = pk
+    if not pks:
+        return {}
+    # The user model's manager, so that the project's routers choose the
+    # users' database, which may not be the sessions' one.
+    found = {user.pk: user for user in user_model._default_manager.filter(pk__in=pks.values())}
+    return {user_id: found[pk] for user_id, pk in pks.items() if pk in found}
 
 
 def list_sessions(user: object, current: SessionBase | None = None) -> list[UserSession]:
