@@ -110,6 +110,15 @@ def device_name(user_agent: str | None, *, versions: bool = True) -> str:
     return Truncator(user_agent).chars(RAW_NAME_LENGTH)
 
 
+def parser_installed() -> bool:
+    """Whether ua-parser is there to name devices."""
+    try:
+        import ua_parser  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _parse(user_agent: str) -> PartialResult | None:
     """ua-parser's result for the browser and system, or None without ua-parser."""
     # Imported on each call (a dictionary look-up once loaded), so that the
