@@ -35,7 +35,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from django_sql_sessions import conf
@@ -175,30 +175,23 @@ def collect(
     connection = connections[alias]
     table = session_table()
     sessions: QuerySet[Session] = Session.objects.all()
-    live_rows = sessions.filter(expire_date__gt=now)
-    expired_rows = sessions.filter(expire_date__lte=now)
     size, catalog_rows = table_size(connection, table)
 
-    small = exact or _capped_count(sessions, exact_up_to) is not None
-    if small:
-        live = Number(live_rows.count(), True)
-        expired = Number(expired_rows.count(), True)
-        total = Number(live.count + expired.count, True)
+    read_all = exact or _capped_count(sessions, exact_up_to) is not None
+    if read_all:
+        live, expired, total = _counts(now)
     else:
-        total = _estimate_total(connection, sessions, catalog_rows)
-        counted = _capped_count(expired_rows, exact_up_to)
-        estimated = None if counted is not None else _explain_rows(connection, expired_rows)
-        if counted is not None or estimated is None:
-            # Within the cap, or no estimate to be had (SQL Server): counted,
-            # along the expire_date index.
-            expired = Number(counted if counted is not None else expired_rows.count(), True)
-        else:
-            expired = Number(estimated, False)
-        live = Number(max(total.count - expired.count, 0), total.exact and expired.exact)
+        live, expired, total = _estimated_counts(connection, now, exact_up_to, catalog_rows)
 
-    if small:
+    # Read whole, the rows are filtered inside the aggregates rather than by
+    # WHERE: a planner would walk the expire_date index for the live ones and
+    # fetch nearly every row by its key, many times slower than one pass.
+    live_only = Q(expire_date__gt=now)
+    if read_all:
         sampled = None
-        created = live_rows.aggregate(oldest=Min("created_at"), newest=Max("created_at"))
+        created = sessions.aggregate(
+            oldest=Min("created_at", filter=live_only), newest=Max("created_at", filter=live_only)
+        )
         oldest, newest = created["oldest"], created["newest"]
     else:
         sample = list(
@@ -212,11 +205,12 @@ def collect(
 
     devices = None
     if conf.DEVICE_DETAILS.get() and top:
-        if small:
+        if read_all:
             agents = Counter(
                 dict(
-                    live_rows.values("user_agent")
-                    .annotate(n=Count("*"))
+                    sessions.values("user_agent")
+                    .annotate(n=Count("pk", filter=live_only))
+                    .filter(n__gt=0)
                     .order_by("-n", "user_agent")
                     .values_list("user_agent", "n")[:USER_AGENTS_NAMED]
                 )
@@ -247,6 +241,34 @@ def collect(
         size=size,
         expired_waiting_since=first if first is not None and first <= now else None,
     )
+
+
+def _counts(now: datetime.datetime) -> tuple[Number, Number, Number]:
+    """Live, expired and all sessions, counted along the expire_date index."""
+    live = Session.objects.filter(expire_date__gt=now).count()
+    expired = Session.objects.filter(expire_date__lte=now).count()
+    return Number(live, True), Number(expired, True), Number(live + expired, True)
+
+
+def _estimated_counts(
+    connection: BaseDatabaseWrapper, now: datetime.datetime, cap: int, catalog_rows: int | None
+) -> tuple[Number, Number, Number]:
+    """
+    Live, expired and all sessions of a table larger than cap: the expired
+    ones counted up to cap (a cleaned table keeps few), the rest estimated.
+    """
+    total = _estimate_total(connection, Session.objects.all(), catalog_rows)
+    expired_rows = Session.objects.filter(expire_date__lte=now)
+    counted = _capped_count(expired_rows, cap)
+    estimated = None if counted is not None else _explain_rows(connection, expired_rows)
+    if counted is not None or estimated is None:
+        # Within the cap, or no estimate to be had (SQL Server): counted,
+        # along the expire_date index.
+        expired = Number(counted if counted is not None else expired_rows.count(), True)
+    else:
+        expired = Number(estimated, False)
+    live = Number(max(total.count - expired.count, 0), total.exact and expired.exact)
+    return live, expired, total
 
 
 def sample_bound(rows: int, total: int) -> str:
