@@ -3,8 +3,9 @@ What the session table holds, for manage.py sessionstats: live and expired
 sessions, the users with the most, the oldest and newest, devices, size on
 disk, and how long expired sessions have waited for the cleanup.
 
-Built to answer in about a second on a table of ten million rows, because an
-operator runs it when something is already wrong:
+Built to answer within seconds on a table of ten million rows, because an
+operator runs it when something is already wrong (docs/operations.rst has
+the measurements):
 
 - A count reads at most EXACT_UP_TO rows (an index range, for the expired
   ones); past that the database's own estimate stands in (PostgreSQL's and
@@ -16,7 +17,8 @@ operator runs it when something is already wrong:
   the primary key.
 - The users with the most sessions are counted exactly, by walking the user
   index once and grouping as it goes: no sort of the rows, only of the
-  groups for the top N.
+  groups for the top N. This is the slow part (seconds at ten million rows);
+  top=0 skips it.
 - exact=True counts and reads everything instead.
 
 Usernames come from the user model's own database with one query: the users
