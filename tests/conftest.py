@@ -322,7 +322,7 @@ def user_agent_parser(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         import ua_parser  # noqa: F401
     except ImportError:
         reason = "ua-parser is not installed (the devices extra)"
-        if "ua_parser" in os.environ.get("SQL_SESSIONS_TEST_REQUIRE", ""):
+        if required("ua_parser"):
             pytest.fail(reason)
         pytest.skip(reason)
     return True
