@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,10 @@ def client(
 
     tally = Tally()
     rng = random.Random(number)
+    restore = None
     if workload == "read, no sync wait":
-        without_sync_wait(alias)
+        # Pool processes run the next workloads too: put the statements back.
+        restore = without_sync_wait(alias)
         workload = "read"
     mine = [key(number * PER_CLIENT + i) for i in range(sessions)]
     retries_before = sql.conflict_retries[alias]
@@ -101,7 +104,13 @@ def client(
                         SessionStore(session_key).load()
                     elif workload == "write":
                         store = SessionStore(session_key)
-                        store["n"] = store.get("n", 0) + 1
+                        if "n" not in store:
+                            # A live session that loads as missing: its user
+                            # would be logged out. Not written (a save would
+                            # start a new session under a new key).
+                            tally.errors["session missing on load"] += 1
+                            continue
+                        store["n"] += 1
                         store.save()
                     else:
                         store = SessionStore()
@@ -115,19 +124,30 @@ def client(
                     tally.writes[session_key] += 1
         finally:
             connections.close_all()
+            if restore:
+                restore()
     tally.conflict_retries = sql.conflict_retries[alias] - retries_before
     return tally
 
 
-def without_sync_wait(alias: str) -> None:
-    """In this process, the alias's statements as on a server that is not MariaDB."""
+def without_sync_wait(alias: str) -> Callable[[], None]:
+    """
+    In this process, the alias's statements as on a server that is not
+    MariaDB; return what puts them back.
+    """
     from django.db import connections
 
     from django_sql_sessions import sql
 
     connection = connections[alias]
-    plain = sql._compile(connection.vendor, connection.ops.quote_name(TABLE))
-    sql._compiled[connection.vendor, True, TABLE] = plain
+    key = (connection.vendor, True, TABLE)
+    causal = sql.statements(connection, TABLE)
+    sql._compiled[key] = sql._compile(connection.vendor, connection.ops.quote_name(TABLE))
+
+    def put_back() -> None:
+        sql._compiled[key] = causal
+
+    return put_back
 
 
 def start_clients(
