@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_sql_sessions.sql import Statement, fetch_all, fetch_one
+from django_sql_sessions.sql import Statement, fetch_all, fetch_one, kept
 
 # No rows where the server was built without wsrep (MySQL, most other builds).
 _WSREP_ON = Statement.of("SHOW VARIABLES LIKE 'wsrep_on'")
@@ -17,8 +17,7 @@ _WRITESET_LIMITS = Statement.of("SELECT @@wsrep_max_ws_rows, @@wsrep_max_ws_size
 ROW_OVERHEAD = 1024
 
 
-# Asked once per driver connection, kept on Django's connection object with
-# the driver connection it belongs to (a reconnect asks again).
+# Asked once per driver connection (a reconnect asks again).
 _KEPT_ANSWER = "_django_sql_sessions_galera"
 
 
@@ -26,14 +25,12 @@ def is_galera_node(connection: BaseDatabaseWrapper) -> bool:
     if connection.vendor != "mysql":
         return False
     connection.ensure_connection()
-    raw = connection.connection
-    kept = getattr(connection, _KEPT_ANSWER, None)
-    if kept is not None and kept[0] is raw:
-        return bool(kept[1])
+    return kept(connection, _KEPT_ANSWER, _wsrep_on)
+
+
+def _wsrep_on(connection: BaseDatabaseWrapper) -> bool:
     rows = fetch_all(connection, _WSREP_ON)
-    answer = bool(rows) and str(rows[0][1]).upper() == "ON"
-    setattr(connection, _KEPT_ANSWER, (raw, answer))
-    return answer
+    return bool(rows) and str(rows[0][1]).upper() == "ON"
 
 
 def rows_per_writeset(connection: BaseDatabaseWrapper, row_bytes: int) -> int:

@@ -305,22 +305,39 @@ def _send_once(
 _KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 
-def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
+def kept(
+    connection: BaseDatabaseWrapper,
+    attribute: str,
+    make: Callable[[BaseDatabaseWrapper], _T],
+) -> _T:
+    """
+    make(connection), made once per driver connection: kept on Django's
+    connection object under `attribute` together with the driver connection
+    it belongs to, so a reconnect makes it anew and frees the old one.
+    """
     raw = connection.connection
-    kept = getattr(connection, _KEPT_CURSOR, None)
-    if kept is not None and kept[0] is raw:
-        return kept[1]
+    found = getattr(connection, attribute, None)
+    if found is not None and found[0] is raw:
+        return found[1]  # type: ignore[no-any-return]
+    value = make(connection)
+    setattr(connection, attribute, (raw, value))
+    return value
+
+
+def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
+    return kept(connection, _KEPT_CURSOR, _new_postgresql_cursor)
+
+
+def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
+    raw = connection.connection
     if raw.prepare_threshold is not None:
         # The project enabled prepared statements (OPTIONS "prepare_threshold"),
         # which only server-side binding uses: psycopg then prepares each of
         # these few statements once per connection.
         import psycopg
 
-        cursor = psycopg.Cursor(raw)
-    else:
-        cursor = raw.cursor()
-    setattr(connection, _KEPT_CURSOR, (raw, cursor))
-    return cursor
+        return psycopg.Cursor(raw)
+    return raw.cursor()
 
 
 def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:

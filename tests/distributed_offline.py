@@ -18,29 +18,13 @@ from django.db import connections
 from django.db.migrations.loader import MigrationLoader
 
 from django_sql_sessions.routers import APP_LABEL
-
-# What DatabaseWrapper needs; HOST and NAME lead nowhere, and connecting is
-# refused below anyway.
-_SETTINGS: dict[str, Any] = {
-    "NAME": "offline",
-    "HOST": "",
-    "PORT": "",
-    "USER": "",
-    "PASSWORD": "",
-    "OPTIONS": {},
-    "TIME_ZONE": None,
-    "CONN_MAX_AGE": 0,
-    "CONN_HEALTH_CHECKS": False,
-    "AUTOCOMMIT": True,
-    "ATOMIC_REQUESTS": False,
-    "TEST": {},
-}
+from tests.mssql_offline import OFFLINE_SETTINGS
 
 
 def cockroachdb_connection() -> Any:
     wrapper = _backend("django_cockroachdb", "cockroachdb_offline")
     connection = wrapper(
-        {**_SETTINGS, "ENGINE": "django_cockroachdb"}, alias="cockroachdb_offline"
+        {**OFFLINE_SETTINGS, "ENGINE": "django_cockroachdb"}, alias="cockroachdb_offline"
     )
     # The version the features ask the server for (django-cockroachdb 6.1
     # needs 24.3 or later).
@@ -57,7 +41,7 @@ def cockroachdb_connection() -> Any:
 
 def tidb_connection() -> Any:
     wrapper = _backend("django_tidb", "tidb_offline")
-    connection = wrapper({**_SETTINGS, "ENGINE": "django_tidb"}, alias="tidb_offline")
+    connection = wrapper({**OFFLINE_SETTINGS, "ENGINE": "django_tidb"}, alias="tidb_offline")
     # The server variables django-tidb and Django's MySQL backend read once
     # per connection object.
     server = {

@@ -11,6 +11,23 @@ from typing import Any
 
 import pytest
 
+# What a DatabaseWrapper needs; HOST and NAME lead nowhere. Shared with
+# tests/distributed_offline.py.
+OFFLINE_SETTINGS: dict[str, Any] = {
+    "NAME": "offline",
+    "HOST": "",
+    "PORT": "",
+    "USER": "",
+    "PASSWORD": "",
+    "OPTIONS": {},
+    "TIME_ZONE": None,
+    "CONN_MAX_AGE": 0,
+    "CONN_HEALTH_CHECKS": False,
+    "AUTOCOMMIT": True,
+    "ATOMIC_REQUESTS": False,
+    "TEST": {},
+}
+
 
 def offline_connection() -> Any:
     try:
@@ -24,19 +41,4 @@ def offline_connection() -> Any:
     # Seed the version cache the compiler consults, instead of asking a server.
     DatabaseWrapper._known_versions[alias] = 2022
     DatabaseWrapper._known_azures[alias] = False
-    settings_dict: dict[str, Any] = {
-        "ENGINE": "mssql",
-        "NAME": "offline",
-        "HOST": "",
-        "PORT": "",
-        "USER": "",
-        "PASSWORD": "",
-        "OPTIONS": {},
-        "TIME_ZONE": None,
-        "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": False,
-        "AUTOCOMMIT": True,
-        "ATOMIC_REQUESTS": False,
-        "TEST": {},
-    }
-    return DatabaseWrapper(settings_dict, alias=alias)
+    return DatabaseWrapper({**OFFLINE_SETTINGS, "ENGINE": "mssql"}, alias=alias)

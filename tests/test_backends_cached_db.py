@@ -39,6 +39,7 @@ from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
 from tests.conftest import CACHED_ENGINE, clear_session_cache, ping_redis, required
 from tests.counting import count_statements
+from tests.helpers import key
 
 CACHES = [
     pytest.param(
@@ -92,11 +93,6 @@ def saved(**data: Any) -> SessionStore:
     store.update(data)
     store.save()
     return store
-
-
-def key(store: SessionStore) -> str:
-    assert store.session_key is not None
-    return store.session_key
 
 
 def cached(session_key: str) -> caching.Entry | None:
