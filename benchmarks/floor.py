@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 # Statements the floor sends per operation, by workload.
-STATEMENTS = {"read": 1, "miss": 1, "write": 2, "touch": 2, "new": 1, "cycle": 2}
+STATEMENTS = {"read": 1, "fill": 1, "miss": 1, "write": 2, "touch": 2, "new": 1, "cycle": 2}
 
 
 def connect(settings_dict: dict[str, Any], vendor: str) -> Any:
@@ -96,6 +96,7 @@ class Floor:
     def operation(self, workload: str) -> Callable[..., None]:
         return {
             "read": self.read,
+            "fill": self.read,
             "miss": self.read,
             "write": self.write,
             "touch": self.write,

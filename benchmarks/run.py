@@ -10,6 +10,14 @@ SQL_SESSIONS_BENCH_DATABASE if set (also for lost_updates.py and cleanup.py).
 Every run measures all engines back to back on the same data; the table
 reports medians over --runs runs, and ratios are paired run by run.
 
+The cache-fronted engines (our "cached" and Django's "cached_db") read
+through Django's cache: "read" times them on sessions already in the cache
+(a hit; one untimed pass fills it), "fill" on an emptied cache (a miss
+that reads the row and fills the entry). The other engines do the same in
+both. With --redis URL the cache is Django's RedisCache at URL (a database
+of its own: "fill" empties it), otherwise a local-memory cache; --redis adds
+_redis to the fragment's name.
+
 With --docs DIR it also writes DIR/requests.rst and DIR/requests.svg (see
 benchmarks/report.py); --growth, --sqlite-wal and --pg-prepare add
 _growth, _wal and _prepared to the name.
@@ -41,11 +49,18 @@ from benchmarks import report  # noqa: E402
 
 ENGINES = {
     "ours": "django_sql_sessions.backends.db",
+    "cached": "django_sql_sessions.backends.cached_db",
     "db": "django.contrib.sessions.backends.db",
     "cached_db": "django.contrib.sessions.backends.cached_db",
     "signed_cookies": "django.contrib.sessions.backends.signed_cookies",
 }
-WORKLOADS = ["read", "miss", "write", "touch", "new", "cycle"]
+# Measured unless --engines says otherwise: our cached engine needs --redis
+# to be measured the way it is deployed.
+DEFAULT_ENGINES = ["ours", "db", "cached_db", "signed_cookies"]
+# Engines that read through SESSION_CACHE_ALIAS (see the module docstring).
+CACHED = {"cached", "cached_db"}
+WORKLOADS = ["read", "fill", "miss", "write", "touch", "new", "cycle"]
+DEFAULT_WORKLOADS = ["read", "miss", "write", "touch", "new", "cycle"]
 TABLE = "bench_sessions"
 DATABASE_NAME = os.environ.get("SQL_SESSIONS_BENCH_DATABASE", "bench_sql_sessions")
 if not re.fullmatch(r"[a-z_][a-z0-9_]*", DATABASE_NAME):
@@ -119,10 +134,22 @@ def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dic
 
 
 def configure(
-    names: list[str], data_dir: Path, *, wal: bool = False, prepare: bool = False
+    names: list[str],
+    data_dir: Path,
+    *,
+    wal: bool = False,
+    prepare: bool = False,
+    redis: str | None = None,
 ) -> None:
     import django
     from django.conf import settings
+
+    cache: dict[str, Any] = {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+    }
+    if redis:
+        cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis}
 
     settings.configure(
         DEBUG=False,
@@ -131,12 +158,7 @@ def configure(
         INSTALLED_APPS=["django.contrib.sessions", "django_sql_sessions"],
         DATABASES=databases(names, data_dir, wal, {"prepare_threshold": 1} if prepare else {}),
         DATABASE_ROUTERS=[ROUTER],
-        CACHES={
-            "default": {
-                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                "OPTIONS": {"MAX_ENTRIES": 10_000_000},
-            }
-        },
+        CACHES={"default": cache},
         SQL_SESSIONS_TABLE=TABLE,
         SESSION_ENGINE=ENGINES["ours"],
     )
@@ -298,18 +320,22 @@ class Bench:
         self.factory = RequestFactory()
         self.rng = random.Random(1)
         # Reads and writes use the first 90% of the keys. cycle moves keys, so
-        # it gets the last 10%: one half for the engine and Django's db engine,
-        # the other for the floor and cached_db (which share their tables).
+        # it gets the last 10%, in thirds: engines on different tables may
+        # share a third (ours and Django's db, the floor and cached_db), ours
+        # and cached (one table) may not.
         self.read_range = max(1, rows * 9 // 10)
-        middle = (self.read_range + rows) // 2
-        first = [key(i) for i in range(self.read_range, middle)]
-        second = [key(i) for i in range(middle, rows)]
+        third = max(1, (rows - self.read_range) // 3)
+        first, second, last = (
+            [key(i) for i in range(start, start + third)]
+            for start in range(self.read_range, self.read_range + 3 * third, third)
+        )
         self.cookies = self._signed_cookie()
         self.cycle_pool = {
             "ours": first,
             "db": list(first),
             "floor": second,
             "cached_db": list(second),
+            "cached": last,
             "signed_cookies": [self.cookies] * len(first),
         }
         self.moves = 0
@@ -334,8 +360,13 @@ class Bench:
             return [f"{self.rows + i:032x}" for i in range(self.requests)]
         return [key(self.rng.randrange(self.read_range)) for _ in range(self.requests)]
 
-    def run_engine(self, engine: str, workload: str, keys: list[str]) -> float:
-        """Return µs per request for `requests` requests through the middleware."""
+    def run_engine(
+        self, engine: str, workload: str, keys: list[str], *, prepare: bool = True
+    ) -> float:
+        """
+        Return µs per request for `requests` requests through the middleware,
+        after an untimed prepare_cache() unless told not to.
+        """
         from django.http import HttpResponse
         from django.test import override_settings
 
@@ -372,6 +403,8 @@ class Bench:
         save_every = workload == "touch"
         get = self.factory.get
         with override_settings(SESSION_SAVE_EVERY_REQUEST=save_every):
+            if prepare:
+                self.prepare_cache(engine, workload, keys)
             gc.collect()
             if workload == "cycle":
                 start = time.perf_counter_ns()
@@ -390,6 +423,26 @@ class Bench:
         self._forget(engine, created)
         return elapsed / len(keys) / 1000
 
+    def prepare_cache(self, engine: str, workload: str, keys: list[str]) -> None:
+        """Put the sessions about to be timed in the cache, or empty it, as the workload says."""
+        if engine not in CACHED:
+            return
+        from django.conf import settings
+        from django.core.cache import caches
+        from django.http import HttpResponse
+
+        if workload == "fill":
+            caches[settings.SESSION_CACHE_ALIAS].clear()
+        elif workload in {"read", "write", "touch"}:
+
+            def view(request: Any) -> HttpResponse:
+                request.session.get("cart")
+                return HttpResponse()
+
+            middleware = self.middleware(engine, view)
+            for k in keys:
+                middleware(self.factory.get("/", HTTP_COOKIE=f"sessionid={k}"))
+
     def _forget(self, engine: str, created: list[str]) -> None:
         """Delete the sessions a `new` run created, so every run sees the same table."""
         if not created or engine == "signed_cookies":
@@ -397,7 +450,7 @@ class Bench:
         from django.db import connections
 
         with connections[self.alias].cursor() as cursor:
-            if engine == "ours":
+            if engine in {"ours", "cached"}:
                 rows = [(_hash(k),) for k in created]
                 cursor.executemany(f"DELETE FROM {TABLE} WHERE key_hash = %s", rows)
             else:
@@ -436,8 +489,9 @@ class Bench:
         from tests.counting import count_statements
 
         keys = self.sample(workload)[:1]
+        self.prepare_cache(engine, workload, keys)
         with count_statements(self.alias) as statements:
-            self.run_engine(engine, workload, keys)
+            self.run_engine(engine, workload, keys, prepare=False)
         if workload == "new":
             # _forget's cleanup DELETE ran inside the counter.
             return statements.count - 1
@@ -445,9 +499,10 @@ class Bench:
 
     def peak_kib(self, engine: str, workload: str) -> float:
         keys = self.sample(workload)[:200]
+        self.prepare_cache(engine, workload, keys)
         tracemalloc.start()
         try:
-            self.run_engine(engine, workload, keys)
+            self.run_engine(engine, workload, keys, prepare=False)
             return tracemalloc.get_traced_memory()[1] / 1024
         finally:
             tracemalloc.stop()
@@ -519,12 +574,14 @@ HEADERS = [
     "ops/s",
     "x floor",
     "speed-up vs db",
+    "speed-up vs ours",
     "statements",
     "peak KiB",
 ]
 # Fixed colours, the same in every chart: ours stands out, the floor is grey.
 COLORS = {
     "ours": "#1f77b4",
+    "cached": "#17becf",
     "db": "#ff7f0e",
     "cached_db": "#2ca02c",
     "signed_cookies": "#9467bd",
@@ -539,6 +596,7 @@ def describe(alias: str, server: str) -> str:
         "WAL" if "init_command" in options else "",
         "prepared statements" if "prepare_threshold" in options else "",
         f"buffer pool {_buffer_pool_mb(alias)} MB" if connections_vendor(alias) == "mysql" else "",
+        "Redis cache" if _redis_cache() else "",
     ]
     extra = ", ".join(e for e in extras if e)
     return f"{server or alias} ({extra})" if extra else server or alias
@@ -552,9 +610,12 @@ def table(
         median = statistics.median(result.micros)
         floor = results[(workload, "floor")].micros
         vs_floor = paired_ratio(result.micros, floor)
-        speedup = ""
-        if (workload, "db") in results and engine != "db":
-            speedup = f"{paired_ratio(results[(workload, 'db')].micros, result.micros):.2f}x"
+        speedup = {}
+        for other in ["db", "ours"]:
+            speedup[other] = ""
+            if (workload, other) in results and engine != other:
+                ratio = paired_ratio(results[(workload, other)].micros, result.micros)
+                speedup[other] = f"{ratio:.2f}x"
         peak = f"{result.peak_kib:.0f}" if result.peak_kib is not None else ""
         cells.append(
             [
@@ -563,7 +624,8 @@ def table(
                 f"{median:,.0f}",
                 f"{1e6 / median:,.0f}",
                 f"{vs_floor:.2f}x",
-                speedup,
+                speedup["db"],
+                speedup["ours"],
                 result.statements,
                 peak,
             ]
@@ -582,6 +644,13 @@ def medians(results: dict[tuple[str, str], Result]) -> dict[str, dict[str, float
     for (workload, engine), result in results.items():
         found.setdefault(workload, {})[engine] = statistics.median(result.micros)
     return found
+
+
+def _redis_cache() -> bool:
+    from django.conf import settings
+
+    backend: str = settings.CACHES[settings.SESSION_CACHE_ALIAS]["BACKEND"]
+    return backend.endswith(".RedisCache")
 
 
 def connections_vendor(alias: str) -> str:
@@ -668,8 +737,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=1000, help="requests per run")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=", ".join(ENGINES))
+    parser.add_argument(
+        "--workloads", default=",".join(DEFAULT_WORKLOADS), help=", ".join(WORKLOADS)
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Django's RedisCache at URL as the session cache (a Redis database of its own)",
+    )
     parser.add_argument(
         "--growth",
         default="",
@@ -694,7 +770,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = args.databases.split(",")
-    configure(names, Path(args.data_dir), wal=args.sqlite_wal, prepare=args.pg_prepare)
+    configure(
+        names, Path(args.data_dir), wal=args.sqlite_wal, prepare=args.pg_prepare, redis=args.redis
+    )
     for alias in names:
         create_database(alias)
     stamp = report.Stamp.collect(aliases=names)
@@ -728,6 +806,7 @@ def main() -> None:
                 ("_growth", args.growth),
                 ("_wal", args.sqlite_wal),
                 ("_prepared", args.pg_prepare),
+                ("_redis", args.redis),
             ]
             if used
         )

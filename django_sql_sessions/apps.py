@@ -13,8 +13,8 @@ class SqlSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.core.signals import request_finished, setting_changed
 
+        from django_sql_sessions import caching, conf
         from django_sql_sessions import checks as sql_sessions_checks
-        from django_sql_sessions import conf
         from django_sql_sessions.garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
@@ -25,3 +25,4 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
+        setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.cache")

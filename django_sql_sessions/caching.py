@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import caches
@@ -337,13 +337,15 @@ class _RedisStore(_Store):
 
     def __init__(self, alias: str, cache: BaseCache) -> None:
         super().__init__(alias, cache)
-        # One client and script per cache object (one per thread): making a
-        # redis.Redis costs more than a GET.
-        kept = cache.__dict__.get(_KEPT_CLIENT)
+        # One client (and its connection pool) per alias and process. Django
+        # makes a cache object per thread, and under ASGI per request, each
+        # with a pool of its own: a client kept on the object would connect
+        # to Redis on every request. redis-py's pools are thread-safe and
+        # start afresh in a forked child.
+        kept = _clients.get(alias)
         if kept is None:
             client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-            kept = (client, client.register_script(_OFFER_SCRIPT))
-            cache.__dict__[_KEPT_CLIENT] = kept
+            kept = _clients.setdefault(alias, (client, client.register_script(_OFFER_SCRIPT)))
         self.client, self.script = kept
 
     def get(self, key: str) -> str | None:
@@ -362,14 +364,21 @@ class _RedisStore(_Store):
         pipeline.execute()
 
 
-_KEPT_CLIENT = "_django_sql_sessions_client"
+_clients: dict[str, tuple[Any, Any]] = {}
+
+
+def forget_clients(*, setting: str, **kwargs: object) -> None:
+    """setting_changed receiver: a changed cache gets new clients."""
+    if setting in {"CACHES", "SESSION_CACHE_ALIAS"}:
+        _clients.clear()
 
 
 def reset() -> None:
-    """Forget errors and waiting tombstones (for tests)."""
+    """Forget errors, waiting tombstones and clients (for tests)."""
     global _down_until, _logged_at, _errors_since_log
     with _lock:
         _down_until = 0.0
         _logged_at = None
         _errors_since_log = 0
         _pending.clear()
+    _clients.clear()
