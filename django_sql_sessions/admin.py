@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from django_sql_sessions import conf
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.models import Session, SessionQuerySet, in_lists
+from django_sql_sessions.signals import send_revoked
 from django_sql_sessions.user_sessions import users_by_id
 
 DEVICE_FIELDS = ("ip", "device", "user_agent")
@@ -270,11 +271,22 @@ class SessionAdmin(_ModelAdmin):
         # neither every row in memory nor a lock on all of them at once.
         key_hashes = list(queryset.values_list("key_hash", flat=True))
         count = 0
+        revoked: list[str] = []
         for key_hash_list in in_lists(key_hashes):
             chunk = Session.objects.filter(key_hash__in=key_hash_list)
             self.log_deletions(request, chunk)
             deleted, _per_model = chunk.delete()
             count += deleted
+            if deleted:
+                revoked += key_hash_list
+        send_revoked(
+            Session,
+            revoked,
+            user_id=None,
+            via="admin",
+            actor=request.user,
+            using=conf.DB_ALIAS.get(),
+        )
         self.message_user(
             request,
             ngettext("Revoked %d session.", "Revoked %d sessions.", count) % count,

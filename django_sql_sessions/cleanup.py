@@ -23,7 +23,8 @@ from django.utils import timezone
 from django_sql_sessions import conf
 from django_sql_sessions.galera import is_galera_node, rows_per_writeset
 from django_sql_sessions.locks import single_runner
-from django_sql_sessions.models import session_connection, session_table
+from django_sql_sessions.models import Session, session_connection, session_table
+from django_sql_sessions.signals import send_purged
 from django_sql_sessions.sql import Statements, execute, fetch_one, to_db_datetime
 
 
@@ -64,6 +65,7 @@ def delete_expired(
     progress: Progress | None = None,
     clock: Callable[[], float] | None = None,
     pause: Callable[[float], None] | None = None,
+    via: str = "api",
 ) -> CleanupResult:
     """
     Delete sessions that expired at or before ``now``, one batch at a time.
@@ -74,6 +76,8 @@ def delete_expired(
     pauses ``sleep`` seconds between batches to leave room for live traffic.
     If another runner holds the cleanup lock, it deletes nothing. ``clock``
     and ``pause`` (time.monotonic and time.sleep) are there for tests.
+    ``via`` names the caller in the sessions_purged signal (signals.py),
+    sent when the run deleted anything, even if it then failed.
     """
     if batch_size is None:
         batch_size = conf.CLEANUP_BATCH_SIZE.get()
@@ -95,34 +99,39 @@ def delete_expired(
     if is_galera_node(connection):
         # A larger writeset fails at commit.
         batch_size = min(batch_size, rows_per_writeset(connection, conf.MAX_SIZE.get()))
-    with single_runner(connection, session_table()) as hold:
-        if not hold.held:
-            return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
-        after = None  # the expiry where the last batch ended
-        while True:
-            if batches and not hold.keep():
-                # The lease ran out (a pause longer than it lasts); another
-                # runner may have taken over.
-                return CleanupResult(alias, deleted, batches, clock() - started, finished=False)
-            batch_started = clock()
-            batch, end = _delete_batch(connection, sql, cutoff, after, batch_size)
-            batches += 1
-            deleted += batch
-            finished = clock()
-            elapsed = finished - started
-            if progress:
-                progress(deleted, batches, elapsed)
-            if end is None:
-                return CleanupResult(alias, deleted, batches, elapsed)
-            after = end
-            # Stop when the pause and another batch as long as the last one
-            # would overrun the budget.
-            next_end = elapsed + sleep + (finished - batch_started)
-            out_of_time = max_seconds is not None and next_end > max_seconds
-            if out_of_time or (max_batches is not None and batches >= max_batches):
-                return CleanupResult(alias, deleted, batches, elapsed, finished=False)
-            if sleep:
-                pause(sleep)
+    try:
+        with single_runner(connection, session_table()) as hold:
+            if not hold.held:
+                return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
+            after = None  # the expiry where the last batch ended
+            while True:
+                if batches and not hold.keep():
+                    # The lease ran out (a pause longer than it lasts); another
+                    # runner may have taken over.
+                    return CleanupResult(
+                        alias, deleted, batches, clock() - started, finished=False
+                    )
+                batch_started = clock()
+                batch, end = _delete_batch(connection, sql, cutoff, after, batch_size)
+                batches += 1
+                deleted += batch
+                finished = clock()
+                elapsed = finished - started
+                if progress:
+                    progress(deleted, batches, elapsed)
+                if end is None:
+                    return CleanupResult(alias, deleted, batches, elapsed)
+                after = end
+                # Stop when the pause and another batch as long as the last one
+                # would overrun the budget.
+                next_end = elapsed + sleep + (finished - batch_started)
+                out_of_time = max_seconds is not None and next_end > max_seconds
+                if out_of_time or (max_batches is not None and batches >= max_batches):
+                    return CleanupResult(alias, deleted, batches, elapsed, finished=False)
+                if sleep:
+                    pause(sleep)
+    finally:
+        send_purged(Session, count=deleted, seconds=clock() - started, via=via, using=alias)
 
 
 def _delete_batch(

@@ -47,7 +47,7 @@ class GarbageCollector:
         connection = connections[conf.DB_ALIAS.get()]
         was_open = connection.connection is not None
         try:
-            delete_expired(max_batches=1)
+            delete_expired(max_batches=1, via="garbage_collection")
         finally:
             # Django already closed (or kept) the request's connection before
             # this ran; a connection opened here is not left behind.

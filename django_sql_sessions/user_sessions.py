@@ -21,7 +21,8 @@ from django.db import models
 
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
-from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
+from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session, in_lists
+from django_sql_sessions.signals import send_revoked
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -126,39 +127,67 @@ async def alist_sessions(user: object, current: SessionBase | None = None) -> li
     return await sync_to_async(list_sessions)(user, current)
 
 
-def revoke_session(user: object, session_id: str) -> bool:
+def revoke_session(user: object, session_id: str, *, actor: object = None) -> bool:
     """
     Delete one of the user's sessions by its UserSession.id; return whether
     there was one. Another user's session is never touched, so the id can
-    come straight from a form.
+    come straight from a form. ``actor``, who is revoking it, is passed on
+    to the session_revoked signal (signals.py).
     """
     owner = user_id(user)
     if not is_key_hash(session_id):
         return False
-    deleted, _per_model = Session.objects.filter(key_hash=session_id, user_id=owner).delete()
+    sessions = Session.objects.filter(key_hash=session_id, user_id=owner)
+    deleted, _per_model = sessions.delete()
+    if deleted:
+        send_revoked(
+            Session, [session_id], user_id=owner, via="api", actor=actor, using=sessions.db
+        )
     return deleted > 0
 
 
-async def arevoke_session(user: object, session_id: str) -> bool:
+async def arevoke_session(user: object, session_id: str, *, actor: object = None) -> bool:
     """See revoke_session()."""
-    return await sync_to_async(revoke_session)(user, session_id)
+    return await sync_to_async(revoke_session)(user, session_id, actor=actor)
 
 
-def revoke_all_sessions(user: object, keep: SessionBase | None = None) -> int:
+def revoke_all_sessions(
+    user: object, keep: SessionBase | None = None, *, actor: object = None
+) -> int:
     """
     Delete all the user's sessions except `keep` (the current one, for "log
     out other devices" or after a password change); return how many.
+    ``actor`` as for revoke_session().
     """
-    sessions = Session.objects.filter(user_id=user_id(user))
+    return revoke_users_sessions(user_id(user), keep, via="api", actor=actor)
+
+
+async def arevoke_all_sessions(
+    user: object, keep: SessionBase | None = None, *, actor: object = None
+) -> int:
+    """See revoke_all_sessions()."""
+    return await sync_to_async(revoke_all_sessions)(user, keep, actor=actor)
+
+
+def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, actor: object) -> int:
+    """
+    revoke_all_sessions() for a user_id value, with the signal's ``via``
+    and ``actor`` (revokesessions says "command").
+    """
+    sessions = Session.objects.filter(user_id=owner)
     if (kept := _session_id(keep)) is not None:
         sessions = sessions.exclude(key_hash=kept)
-    deleted, _per_model = sessions.delete()
+    # The key hashes first, for the signal: a user has a handful of rows,
+    # found through the user index. A login that lands between this select
+    # and the delete keeps its session, as if it had come just after.
+    key_hashes = list(sessions.values_list("key_hash", flat=True))
+    deleted = 0
+    for chunk in in_lists(key_hashes):
+        count, _per_model = sessions.filter(key_hash__in=chunk).delete()
+        deleted += count
+    if deleted:
+        send_revoked(Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db)
     return deleted
-
-
-async def arevoke_all_sessions(user: object, keep: SessionBase | None = None) -> int:
-    """See revoke_all_sessions()."""
-    return await sync_to_async(revoke_all_sessions)(user, keep)
 
 
 def _session_id(session: SessionBase | None) -> str | None:

@@ -36,6 +36,7 @@ from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key, new_key
 from django_sql_sessions.models import Session, session_connection, user_id_from_session
+from django_sql_sessions.signals import send_save_merged, send_save_refused, send_too_large
 from django_sql_sessions.sql import (
     Statement,
     Statements,
@@ -222,7 +223,8 @@ class SessionStore(SessionBase):
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
-        encoded = self._encode_within_limit(data)
+        # No row yet, so no key hash in the too-large signal.
+        encoded = self._encode_within_limit(data, None, connection.alias)
         ip, user_agent = self._device()
         try:
             inserted = execute(
@@ -254,6 +256,37 @@ class SessionStore(SessionBase):
         row = self._row
         if row is not None and self._write(connection, sql, key_hash, data, row, now, exact=True):
             return
+        # This request's changes, which the merge carries onto the newer data
+        # (None when it replaces that data instead: nothing is merged).
+        changed = None if row is None or self._replace else _changed(self.decode(row.data), data)
+        try:
+            attempts = self._write_again(connection, sql, key_hash, data, row, now)
+        except UpdateError:
+            send_save_refused(type(self), key_hash, using=connection.alias)
+            raise
+        if attempts and changed is not None:
+            send_save_merged(
+                type(self), key_hash, changed=changed, attempts=attempts, using=connection.alias
+            )
+        if not attempts:
+            raise SessionSaveConflict(
+                "Other requests kept saving the session while this request tried to save "
+                "it; its changes were not written."
+            )
+
+    def _write_again(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: Statements,
+        key_hash: str,
+        data: dict[str, Any],
+        row: _Row | None,
+        now: datetime.datetime,
+    ) -> int:
+        """
+        Read the row again, merge, write; return how many reads that took, or
+        0 if other saves kept overtaking this one.
+        """
         # Another request saved first, or this store never read the row
         # (clear() without a load): read it again, merge, write.
         if sql.reload_locked is not None:
@@ -270,8 +303,8 @@ class SessionStore(SessionBase):
                             connection, sql.reload_locked, key_hash, data, row
                         )
                         if self._write(connection, sql, key_hash, data, row, now, exact=False):
-                            return
-                    break
+                            return attempt
+                    return 0
                 except DatabaseError as exc:
                     if not retry_after(connection, exc, attempt):
                         raise
@@ -286,11 +319,8 @@ class SessionStore(SessionBase):
                     time.sleep(random.random() * attempt / 1000)
                 data, row = self._reread(connection, sql.reload, key_hash, data, row)
                 if self._write(connection, sql, key_hash, data, row, now, exact=False):
-                    return
-        raise SessionSaveConflict(
-            "Other requests kept saving the session while this request tried to save "
-            "it; its changes were not written."
-        )
+                    return attempt + 1
+            return 0
 
     def _write(
         self,
@@ -309,7 +339,7 @@ class SessionStore(SessionBase):
         Not exact (after a conflict): keep a later stored expiry, which a
         newer request wrote, unless this request set the expiry itself.
         """
-        encoded = self._encode_within_limit(data)
+        encoded = self._encode_within_limit(data, key_hash, connection.alias)
         expiry_setting = data.get(EXPIRY_KEY)
         keep_later = not (exact or self._replace or expiry_setting != row.expiry_setting)
         expire_date = self.get_expiry_date(modification=now, expiry=expiry_setting)
@@ -433,12 +463,13 @@ class SessionStore(SessionBase):
         """See record_activity()."""
         await sync_to_async(self.record_activity)()
 
-    def _encode_within_limit(self, data: dict[str, Any]) -> str:
+    def _encode_within_limit(self, data: dict[str, Any], key_hash: str | None, using: str) -> str:
         encoded: str = self.encode(data)
         limit = conf.MAX_SIZE.get()
         # Signed session data is ASCII (base64 and a signature): one byte a
         # character in every column encoding.
         if len(encoded) > limit:
+            send_too_large(type(self), key_hash, size=len(encoded), limit=limit, using=using)
             raise SessionTooLarge(
                 f"The session is {len(encoded)} bytes encoded, more than "
                 f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
@@ -524,7 +555,16 @@ class SessionStore(SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        delete_expired()
+        delete_expired(via="clear_expired")
+
+
+def _changed(base: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """The names of the entries this request set or deleted (mine against base), sorted."""
+    return sorted(
+        str(key)
+        for key in base.keys() | mine.keys()
+        if key not in mine or key not in base or base[key] != mine[key]
+    )
 
 
 def _merge(*, base: dict[str, Any], mine: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:

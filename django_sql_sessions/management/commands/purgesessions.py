@@ -94,7 +94,11 @@ class Command(BaseCommand):
 
         try:
             result = delete_expired(
-                batch_size=batch_size, max_seconds=max_seconds, sleep=sleep, progress=progress
+                batch_size=batch_size,
+                max_seconds=max_seconds,
+                sleep=sleep,
+                progress=progress,
+                via="command",
             )
         except KeyboardInterrupt:
             raise CommandError(

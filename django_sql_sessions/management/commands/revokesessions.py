@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_sql_sessions import conf
 from django_sql_sessions.management._common import database_errors, plural
-from django_sql_sessions.user_sessions import revoke_all_sessions
+from django_sql_sessions.user_sessions import revoke_users_sessions
 from django_sql_sessions.user_sessions import user_id as stored_user_id
 
 
@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 if not model._default_manager.filter(pk=owner).exists():
                     label += " (no such user)"
             with database_errors(conf.DB_ALIAS.get()):
-                count = revoke_all_sessions(owner)
+                count = revoke_users_sessions(owner, None, via="command", actor=None)
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Revoked {plural(count, 'session')} of {label}.")
