@@ -5,7 +5,8 @@ async session API), with concurrent clients that each keep their own session.
 
     python benchmarks/servers.py --databases postgresql,mysql --redis redis://127.0.0.1:6379/9
 
-The load comes from wrk (Debian's package), one connection per client. Each
+The load comes from wrk (Debian's package), one connection per client;
+uvicorn runs on uvloop and httptools (uvicorn[standard]). Each
 configuration starts its own server processes (benchmarks/serverapp), gives
 every client a session of its own first (for read and write), and counts the
 database connections the server opened while it ran: PostgreSQL's
@@ -153,6 +154,9 @@ class Server:
         else:
             command = [
                 *[sys.executable, "-m", "uvicorn", "--workers", "2", *bind],
+                # uvicorn[standard]'s: on asyncio's own loop every request here
+                # took 45 ms or more, whatever the view did.
+                *["--loop", "uvloop", "--http", "httptools"],
                 *["--log-level", "warning", "--no-access-log"],
                 "benchmarks.serverapp.asgi:application",
             ]
