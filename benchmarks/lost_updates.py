@@ -9,7 +9,9 @@ Every save that returned without an error should be in the final session; a
 a load-and-save with no other writer, for our engine and Django's.
 
 With --docs DIR it also writes DIR/lost_updates.rst and DIR/lost_updates.svg
-(see benchmarks/report.py).
+(see benchmarks/report.py). --engines ours,cached,db,cached_db --redis URL
+measures the cache-fronted engines too (the hot session of a page and its
+parallel XHRs), into lost_updates_redis.*.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 from benchmarks import report  # noqa: E402
 from benchmarks.run import (  # noqa: E402
+    COLORS,
     ENGINES,
     alias_under_test,
     configure,
@@ -111,6 +114,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--engines", default="ours,db", help=", ".join(ENGINES))
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Django's RedisCache at URL for the cached engines; adds _redis to the fragment",
+    )
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument(
         "--docs",
@@ -119,7 +128,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = args.databases.split(",")
-    configure(names, Path(args.data_dir))
+    engines = args.engines.split(",")
+    configure(names, Path(args.data_dir), redis=args.redis)
     from django.core.management import call_command
 
     for alias in names:
@@ -134,7 +144,7 @@ def main() -> None:
             call_command("migrate", database=alias, verbosity=0)
             caption = describe(alias, stamp.servers.get(alias, ""))
             rows: list[list[report.Cell]] = []
-            for engine in ["ours", "db"]:
+            for engine in engines:
                 made, stored, failed, contended = hammer(engine, args.workers, args.saves)
                 alone = solo(engine, 200, args.runs)
                 rows.append(
@@ -162,7 +172,7 @@ def main() -> None:
                 f"Increments lost of {total:,} saves that returned ({what})",
                 lost,
                 "increments lost",
-                colors={"ours": "#1f77b4", "db": "#ff7f0e"},
+                colors=COLORS,
                 labels=True,
             )
 
@@ -170,9 +180,8 @@ def main() -> None:
             f"Bar chart: of {total:,} increments saved into one session by {args.workers} "
             "threads, how many each engine lost, by database"
         )
-        path = report.write_fragment(
-            args.docs, "lost_updates", stamp, tables, chart=chart, alt=alt
-        )
+        name = "lost_updates_redis" if args.redis else "lost_updates"
+        path = report.write_fragment(args.docs, name, stamp, tables, chart=chart, alt=alt)
         print(f"Wrote {path} and {path.with_suffix('.svg')}")
 
 

@@ -23,6 +23,12 @@ On the 2-core CI machine that should take 20 to 25 minutes: run.py about 16
 to 5, most of it MariaDB. Run it on a quiet machine: anything else running
 shows up in the numbers.
 
+With --redis URL it also runs the cached engine's benchmarks on
+PostgreSQL and MariaDB (about 20 more minutes; servers.py needs wrk):
+run.py --engines ours,cached,db,cached_db --redis URL (requests_redis.*),
+lost_updates.py likewise (lost_updates_redis.*), cache_down.py and
+servers.py.
+
 Options: --docs DIR (default docs/perf); --smoke, tiny sizes that prove the
 pipeline in about a minute (the stamp's command shows the sizes, so nobody
 mistakes them for measurements); --variants, also run.py's --pg-prepare,
@@ -113,10 +119,40 @@ def smaller(command: list[str]) -> list[str]:
     return found
 
 
-def commands(*, smoke: bool, variants: bool) -> list[list[str]]:
+FOUR_ENGINES = ["--engines", "ours,cached,db,cached_db"]
+SERVERS = "postgresql,mysql"
+
+
+def cache_commands(redis: str) -> list[list[str]]:
+    """The cached engine's benchmarks, with Django's RedisCache at `redis`."""
+    return [
+        [
+            *["run.py", "--databases", SERVERS, *FOUR_ENGINES],
+            *["--workloads", "read,fill,miss,write,new,cycle", "--redis", redis],
+        ],
+        ["lost_updates.py", "--databases", SERVERS, *FOUR_ENGINES, "--redis", redis],
+        ["cache_down.py", "--databases", SERVERS],
+        ["servers.py", "--databases", SERVERS, "--redis", redis],
+    ]
+
+
+# Smoke sizes of the cached engine's benchmarks (run.py takes SMOKE_SIZES).
+CACHE_SMOKE = {
+    "lost_updates.py": ["--workers", "2", "--saves", "10", "--runs", "2"],
+    "cache_down.py": ["--seconds", "1"],
+    "servers.py": ["--seconds", "1"],
+}
+
+
+def commands(*, smoke: bool, variants: bool, redis: str | None = None) -> list[list[str]]:
     found = [list(command) for command in (SMOKE if smoke else FULL)]
     if variants:
         found += [smaller(command) if smoke else command for command in VARIANTS]
+    for command in cache_commands(redis) if redis else []:
+        if smoke:
+            script = command[0]
+            command = smaller(command) if script == "run.py" else command + CACHE_SMOKE[script]
+        found.append(command)
     if (BENCHMARKS / "overhead.py").exists():
         found.append(["overhead.py", *(["--smoke"] if smoke else [])])
     return found
@@ -127,6 +163,12 @@ def main() -> None:
     parser.add_argument("--docs", default=str(ROOT / "docs" / "perf"), metavar="DIR")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: prove the pipeline")
     parser.add_argument("--variants", action="store_true", help="also the run.py variants")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="also the cached engine's benchmarks, on Django's RedisCache at URL "
+        "(a Redis database of their own: run.py empties it)",
+    )
     args = parser.parse_args()
     try:
         import matplotlib  # noqa: F401
@@ -136,10 +178,10 @@ def main() -> None:
     output = Path(tempfile.mkdtemp(prefix="perf-"))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-data-") as data:
-        for command in commands(smoke=args.smoke, variants=args.variants):
+        for command in commands(smoke=args.smoke, variants=args.variants, redis=args.redis):
             script, *options = command
             argv = [sys.executable, str(BENCHMARKS / script), *options, "--docs", str(output)]
-            if script != "overhead.py":  # the others keep SQLite files in --data-dir
+            if script in {"run.py", "lost_updates.py", "cleanup.py"}:  # SQLite files
                 argv += ["--data-dir", data]
             shown = shlex.join(["python", f"benchmarks/{script}", *options])
             print(f"regenerate: {shown}", flush=True)
