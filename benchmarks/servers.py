@@ -198,7 +198,7 @@ def new_session(server: Server) -> str:
     """A session of its own, as a client's first visit makes it: its cookie."""
     with urllib.request.urlopen(server.url("write"), timeout=10) as response:
         for header in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = header.partition("=")
+            name, _, rest = str(header).partition("=")
             if name.strip() == "sessionid":
                 return rest.split(";", 1)[0]
     sys.exit("the server set no session cookie")
