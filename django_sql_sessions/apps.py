@@ -11,10 +11,10 @@ class SqlSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core.signals import request_finished, setting_changed
+        from django.core.signals import request_finished, request_started, setting_changed
 
         from django_sql_sessions import checks as sql_sessions_checks
-        from django_sql_sessions import conf
+        from django_sql_sessions import conf, deployment
         from django_sql_sessions.garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
@@ -24,4 +24,7 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_writable, checks.Tags.database)
         checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
+        request_started.connect(
+            deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"
+        )
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
