@@ -13,8 +13,8 @@ class SqlSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.core.signals import request_finished, request_started, setting_changed
 
+        from django_sql_sessions import caching, conf, deployment
         from django_sql_sessions import checks as sql_sessions_checks
-        from django_sql_sessions import conf, deployment
         from django_sql_sessions.garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
@@ -28,3 +28,4 @@ class SqlSessionsConfig(AppConfig):
             deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"
         )
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
+        setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.caching")

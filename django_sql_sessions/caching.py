@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import caches
@@ -337,12 +337,20 @@ class _RedisStore(_Store):
 
     def __init__(self, alias: str, cache: BaseCache) -> None:
         super().__init__(alias, cache)
-        # One client and script per cache object (one per thread): making a
-        # redis.Redis costs more than a GET.
+        # One client and script per cache configuration and process, kept on
+        # each cache object too for the next look-up: making a redis.Redis
+        # costs more than a GET, and Django makes a cache object, with a
+        # connection pool of its own, per thread and, under ASGI, per
+        # request (a context of its own), which would connect to Redis on
+        # every request. redis-py's clients and pools are thread-safe.
         kept = cache.__dict__.get(_KEPT_CLIENT)
         if kept is None:
-            client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-            kept = (client, client.register_script(_OFFER_SCRIPT))
+            config = (alias, repr(cache._servers), repr(cache._options))  # type: ignore[attr-defined]
+            with _lock:
+                kept = _clients.get(config)
+                if kept is None:
+                    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+                    kept = _clients[config] = (client, client.register_script(_OFFER_SCRIPT))
             cache.__dict__[_KEPT_CLIENT] = kept
         self.client, self.script = kept
 
@@ -363,6 +371,18 @@ class _RedisStore(_Store):
 
 
 _KEPT_CLIENT = "_django_sql_sessions_client"
+# (alias, servers, options) -> (client, offer script), per process.
+_clients: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
+    """
+    Make Redis clients anew after CACHES changes (connected to setting_changed
+    in AppConfig.ready()), as Django makes its cache objects anew.
+    """
+    if setting == "CACHES":
+        with _lock:
+            _clients.clear()
 
 
 def reset() -> None:

@@ -4,7 +4,8 @@ test AsyncClient, whose handler has neither ASGIHandler's per-request thread
 nor its sender), in this process.
 
 - The cached engine serves a session read with no database connection at
-  all, where the db engine opens one per request (CONN_MAX_AGE = 0).
+  all, where the db engine opens one per request (CONN_MAX_AGE = 0), and
+  with no new connection to Redis.
 - Persistent connections on the sessions alias under ASGI are warned about,
   once per process; not under WSGI, and not with CONN_MAX_AGE = 0.
 """
@@ -12,6 +13,7 @@ nor its sender), in this process.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -125,6 +127,35 @@ def test_the_cached_engine_reads_with_no_database_connection(
     alias: str, redis_engine: None, opened: list[str]
 ) -> None:
     assert session_reads(alias, opened) == []
+
+
+def test_the_cached_engine_reads_with_no_new_redis_connection(
+    alias: str, redis_engine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each request in a context of its own, as a server such as uvicorn
+    # runs it: Django then makes a cache object per request, each with a
+    # connection pool of its own, and the engine must not connect through it.
+    import redis.connection
+
+    connects: list[object] = []
+    connect: Any = redis.connection.Connection._connect
+
+    def counted(self: Any) -> Any:
+        connects.append(self)
+        return connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
+
+    def in_new_context(path: str, cookie: str = "") -> tuple[int, bytes, str]:
+        return contextvars.Context().run(asgi_get, path, cookie)
+
+    status, _body, key = in_new_context("/async/write/hello/")
+    assert status == 200
+    in_new_context("/async/read/", key)
+    del connects[:]
+    for _ in range(READS):
+        assert in_new_context("/async/read/", key)[:2] == (200, b"hello")
+    assert connects == []
 
 
 def test_the_db_engine_opens_a_connection_per_request(alias: str, opened: list[str]) -> None:
