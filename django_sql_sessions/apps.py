@@ -11,9 +11,9 @@ class SqlSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core.signals import request_finished, setting_changed
+        from django.core.signals import request_finished, request_started, setting_changed
 
-        from django_sql_sessions import caching, conf
+        from django_sql_sessions import caching, conf, deployment
         from django_sql_sessions import checks as sql_sessions_checks
         from django_sql_sessions.garbage_collection import collector
 
@@ -24,5 +24,8 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_writable, checks.Tags.database)
         checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
+        request_started.connect(
+            deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"
+        )
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
-        setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.cache")
+        setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.caching")

@@ -337,15 +337,21 @@ class _RedisStore(_Store):
 
     def __init__(self, alias: str, cache: BaseCache) -> None:
         super().__init__(alias, cache)
-        # One client (and its connection pool) per alias and process. Django
-        # makes a cache object per thread, and under ASGI per request, each
-        # with a pool of its own: a client kept on the object would connect
-        # to Redis on every request. redis-py's pools are thread-safe and
-        # start afresh in a forked child.
-        kept = _clients.get(alias)
+        # One client and script per cache configuration and process, kept on
+        # each cache object too for the next look-up: making a redis.Redis
+        # costs more than a GET, and Django makes a cache object, with a
+        # connection pool of its own, per thread and, under ASGI, per
+        # request (a context of its own), which would connect to Redis on
+        # every request. redis-py's clients and pools are thread-safe.
+        kept = cache.__dict__.get(_KEPT_CLIENT)
         if kept is None:
-            client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-            kept = _clients.setdefault(alias, (client, client.register_script(_OFFER_SCRIPT)))
+            config = (alias, repr(cache._servers), repr(cache._options))  # type: ignore[attr-defined]
+            with _lock:
+                kept = _clients.get(config)
+                if kept is None:
+                    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+                    kept = _clients[config] = (client, client.register_script(_OFFER_SCRIPT))
+            cache.__dict__[_KEPT_CLIENT] = kept
         self.client, self.script = kept
 
     def get(self, key: str) -> str | None:
@@ -364,21 +370,26 @@ class _RedisStore(_Store):
         pipeline.execute()
 
 
-_clients: dict[str, tuple[Any, Any]] = {}
+_KEPT_CLIENT = "_django_sql_sessions_client"
+# (alias, servers, options) -> (client, offer script), per process.
+_clients: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
-def forget_clients(*, setting: str, **kwargs: object) -> None:
-    """setting_changed receiver: a changed cache gets new clients."""
-    if setting in {"CACHES", "SESSION_CACHE_ALIAS"}:
-        _clients.clear()
+def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
+    """
+    Make Redis clients anew after CACHES changes (connected to setting_changed
+    in AppConfig.ready()), as Django makes its cache objects anew.
+    """
+    if setting == "CACHES":
+        with _lock:
+            _clients.clear()
 
 
 def reset() -> None:
-    """Forget errors, waiting tombstones and clients (for tests)."""
+    """Forget errors and waiting tombstones (for tests)."""
     global _down_until, _logged_at, _errors_since_log
     with _lock:
         _down_until = 0.0
         _logged_at = None
         _errors_since_log = 0
         _pending.clear()
-    _clients.clear()

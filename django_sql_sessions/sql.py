@@ -109,10 +109,27 @@ class Statements:
 _compiled: dict[tuple[str, bool, str], Statements] = {}
 
 
+# Whether a MySQL alias's server is MariaDB, by alias and server, per
+# process. Django keeps the answer on the connection object, and asks the
+# server (on a connection of its own, if none is open) once per object; under
+# ASGI every request's thread has new objects, so asking Django on each
+# request would open a connection per request, a cache hit's included.
+_mariadb: dict[tuple[str, object, object], bool] = {}
+
+
+def _is_mariadb(connection: BaseDatabaseWrapper) -> bool:
+    server = (connection.alias, connection.settings_dict["HOST"], connection.settings_dict["PORT"])
+    try:
+        return _mariadb[server]
+    except KeyError:
+        mariadb = _mariadb[server] = bool(connection.mysql_is_mariadb)  # type: ignore[attr-defined]
+        return mariadb
+
+
 def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
     """The statements for this connection's vendor and a (validated) table name."""
     vendor = connection.vendor
-    mariadb = vendor == "mysql" and connection.mysql_is_mariadb  # type: ignore[attr-defined]
+    mariadb = vendor == "mysql" and _is_mariadb(connection)
     try:
         return _compiled[vendor, mariadb, table]
     except KeyError:

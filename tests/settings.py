@@ -113,6 +113,27 @@ def _read_only_mirror(alias: str, **options: Any) -> dict[str, dict[str, Any]]:
     return {f"{alias}_read_only": mirror}
 
 
+def _pooled_mirror() -> dict[str, dict[str, Any]]:
+    """
+    The PostgreSQL test database through Django's psycopg connection pool
+    (OPTIONS["pool"], which requires CONN_MAX_AGE = 0): the deployment
+    docs/deployment.rst gives for ASGI (tests/test_deployment.py). A test
+    mirror, as above.
+    """
+    config = SERVERS.get("postgresql")
+    if not config:
+        return {}
+    options = {**config.get("OPTIONS", {}), "pool": {"min_size": 1, "max_size": 4}}
+    return {
+        "postgresql_pool": {
+            **config,
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": options,
+            "TEST": {"MIRROR": "postgresql"},
+        }
+    }
+
+
 def _pg_standby_pair() -> dict[str, dict[str, Any]]:
     """
     A PostgreSQL primary and its hot standby, 2 s behind (clusters/pg-standby.sh,
@@ -225,6 +246,7 @@ DATABASES: dict[str, dict[str, Any]] = {
     **{alias: config for alias, config in SERVERS.items() if config},
     **_read_only_mirror("postgresql", options="-c default_transaction_read_only=on"),
     **_read_only_mirror("mysql", init_command="SET SESSION TRANSACTION READ ONLY"),
+    **_pooled_mirror(),
     **_pg_standby_pair(),
     **_galera(),
 }
