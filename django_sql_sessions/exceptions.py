@@ -6,6 +6,10 @@ from django.db import DatabaseError
 class SessionTooLarge(ValueError):
     """The encoded session is larger than SQL_SESSIONS_MAX_SIZE; nothing was written."""
 
+    # The encoded size and SQL_SESSIONS_MAX_SIZE, in bytes (set by the engine).
+    size = 0
+    limit = 0
+
 
 class SessionSaveConflict(RuntimeError):
     """Other requests kept saving the session first; this request's changes were not written."""

@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.management import call_command
+from django.db import connections
 from django.dispatch import Signal
 from django.test import Client
 from django.utils import timezone
@@ -493,6 +494,41 @@ class TestSaves:
         small["n"] = 1
         call(run, small, "save")
         events.none()
+
+    @sync_and_async
+    def test_too_large_after_a_merge_is_sent_outside_the_saves_transaction(
+        self, alias: str, run: str, settings: Any, events: Events
+    ) -> None:
+        # After a conflict the merge is read and written in a transaction
+        # with the row locked (PostgreSQL, MySQL); SessionTooLarge rolls it
+        # back, and a receiver inside it would hold the lock and lose its
+        # own writes.
+        first, second = self.two_requests(note="short")
+        first["a"] = get_random_string(200)
+        second["b"] = get_random_string(200)
+        merged = {"note": "short", "a": first["a"], "b": second["b"]}
+        limit = max(
+            len(first.encode(dict(first.items()))), len(second.encode(dict(second.items())))
+        )
+        assert len(first.encode(merged)) > limit
+        settings.SQL_SESSIONS_MAX_SIZE = limit
+        call(run, first, "save")
+        in_transaction: list[bool] = []
+
+        def receiver(sender: Any, using: str, **kwargs: Any) -> None:
+            in_transaction.append(connections[using].in_atomic_block)
+
+        signals.session_too_large.connect(receiver)
+        try:
+            with pytest.raises(SessionTooLarge):
+                call(run, second, "save")
+        finally:
+            signals.session_too_large.disconnect(receiver)
+        assert in_transaction == [False]
+        event = events.one("session_too_large")
+        assert event.kwargs["key_hash"] == hash_key(key(first))
+        assert event.kwargs["limit"] == limit
+        assert event.kwargs["size"] == len(first.encode(merged))
 
     def test_a_failing_receiver_leaves_the_error_the_caller_expects(
         self, alias: str, caplog: pytest.LogCaptureFixture

@@ -223,8 +223,12 @@ class SessionStore(SessionBase):
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
-        # No row yet, so no key hash in the too-large signal.
-        encoded = self._encode_within_limit(data, None, connection.alias)
+        try:
+            encoded = self._encode_within_limit(data)
+        except SessionTooLarge as exc:
+            # No row yet, so no key hash in the signal.
+            _send_too_large(type(self), None, exc, connection.alias)
+            raise
         ip, user_agent = self._device()
         try:
             inserted = execute(
@@ -253,16 +257,26 @@ class SessionStore(SessionBase):
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
-        row = self._row
-        if row is not None and self._write(connection, sql, key_hash, data, row, now, exact=True):
-            return
-        # This request's changes, which the merge carries onto the newer data
-        # (None when it replaces that data instead: nothing is merged).
-        changed = None if row is None or self._replace else _changed(self.decode(row.data), data)
         try:
+            row = self._row
+            if row is not None and self._write(
+                connection, sql, key_hash, data, row, now, exact=True
+            ):
+                return
+            # This request's changes, which the merge carries onto the newer
+            # data (None when it replaces that data instead: nothing is merged).
+            changed = (
+                None if row is None or self._replace else _changed(self.decode(row.data), data)
+            )
             attempts = self._write_again(connection, sql, key_hash, data, row, now)
         except UpdateError:
             send_save_refused(type(self), key_hash, using=connection.alias)
+            raise
+        except SessionTooLarge as exc:
+            # Sent here, not where the size is measured: after a conflict that
+            # is inside _write_again()'s transaction, with the row locked, and
+            # a receiver's own writes would be rolled back with it.
+            _send_too_large(type(self), key_hash, exc, connection.alias)
             raise
         if attempts and changed is not None:
             send_save_merged(
@@ -339,7 +353,7 @@ class SessionStore(SessionBase):
         Not exact (after a conflict): keep a later stored expiry, which a
         newer request wrote, unless this request set the expiry itself.
         """
-        encoded = self._encode_within_limit(data, key_hash, connection.alias)
+        encoded = self._encode_within_limit(data)
         expiry_setting = data.get(EXPIRY_KEY)
         keep_later = not (exact or self._replace or expiry_setting != row.expiry_setting)
         expire_date = self.get_expiry_date(modification=now, expiry=expiry_setting)
@@ -463,17 +477,18 @@ class SessionStore(SessionBase):
         """See record_activity()."""
         await sync_to_async(self.record_activity)()
 
-    def _encode_within_limit(self, data: dict[str, Any], key_hash: str | None, using: str) -> str:
+    def _encode_within_limit(self, data: dict[str, Any]) -> str:
         encoded: str = self.encode(data)
         limit = conf.MAX_SIZE.get()
         # Signed session data is ASCII (base64 and a signature): one byte a
         # character in every column encoding.
         if len(encoded) > limit:
-            send_too_large(type(self), key_hash, size=len(encoded), limit=limit, using=using)
-            raise SessionTooLarge(
+            exc = SessionTooLarge(
                 f"The session is {len(encoded)} bytes encoded, more than "
                 f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
             )
+            exc.size, exc.limit = len(encoded), limit
+            raise exc
         return encoded
 
     def clear(self) -> None:
@@ -556,6 +571,10 @@ class SessionStore(SessionBase):
     @classmethod
     def clear_expired(cls) -> None:
         delete_expired(via="clear_expired")
+
+
+def _send_too_large(sender: type, key_hash: str | None, exc: SessionTooLarge, using: str) -> None:
+    send_too_large(sender, key_hash, size=exc.size, limit=exc.limit, using=using)
 
 
 def _changed(base: dict[str, Any], mine: dict[str, Any]) -> list[str]:
