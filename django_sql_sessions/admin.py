@@ -272,21 +272,24 @@ class SessionAdmin(_ModelAdmin):
         key_hashes = list(queryset.values_list("key_hash", flat=True))
         count = 0
         revoked: list[str] = []
-        for key_hash_list in in_lists(key_hashes):
-            chunk = Session.objects.filter(key_hash__in=key_hash_list)
-            self.log_deletions(request, chunk)
-            deleted, _per_model = chunk.delete()
-            count += deleted
-            if deleted:
-                revoked += key_hash_list
-        send_revoked(
-            Session,
-            revoked,
-            user_id=None,
-            via="admin",
-            actor=request.user,
-            using=conf.DB_ALIAS.get(),
-        )
+        try:
+            for key_hash_list in in_lists(key_hashes):
+                chunk = Session.objects.filter(key_hash__in=key_hash_list)
+                self.log_deletions(request, chunk)
+                deleted, _per_model = chunk.delete()
+                count += deleted
+                if deleted:
+                    revoked += key_hash_list
+        finally:
+            # Also when a later chunk failed: the earlier ones are revoked.
+            send_revoked(
+                Session,
+                revoked,
+                user_id=None,
+                via="admin",
+                actor=request.user,
+                using=conf.DB_ALIAS.get(),
+            )
         self.message_user(
             request,
             ngettext("Revoked %d session.", "Revoked %d sessions.", count) % count,

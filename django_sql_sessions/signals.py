@@ -8,7 +8,10 @@ are named by their key hash (keys.hash_key(), the table's primary key).
     at least one row, never when it deleted none. sender: the Session model.
 
     - ``key_hashes`` (list[str]): the revoked sessions (as selected just
-      before the delete: one that a logout deleted in between is listed).
+      before the delete: one that a logout deleted in between is listed,
+      and one moved to a new key in between is listed under both). If a
+      delete fails part way, the signal is still sent, for the sessions
+      already deleted, before the error propagates.
     - ``user_id`` (str | None): their owner's user_id value for a user's
       revocation (the API, ``revokesessions``); None for the admin action,
       whose rows may belong to several users.

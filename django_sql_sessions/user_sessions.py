@@ -21,7 +21,7 @@ from django.db import models
 
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
-from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session, in_lists
+from django_sql_sessions.models import IN_LIST_SIZE, USER_ID_MAX_LENGTH, Session
 from django_sql_sessions.signals import send_revoked
 
 if TYPE_CHECKING:
@@ -177,16 +177,32 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
     sessions = Session.objects.filter(user_id=owner)
     if (kept := _session_id(keep)) is not None:
         sessions = sessions.exclude(key_hash=kept)
-    # The key hashes first, for the signal: a user has a handful of rows,
-    # found through the user index. A login that lands between this select
-    # and the delete keeps its session, as if it had come just after.
-    key_hashes = list(sessions.values_list("key_hash", flat=True))
+    # The key hashes first, for the signal (a user has a handful of rows,
+    # found through the user index), then a delete by key hash; selected
+    # again until the select finds no new row, so that a session moved to a
+    # new key (cycle_key()) between a select and its delete is revoked too,
+    # as one DELETE by user_id would. A select that finds only rows already
+    # seen ends it: a snapshot (a caller's REPEATABLE READ transaction) can
+    # show a moved row's old key forever.
+    key_hashes: list[str] = []
+    seen: set[str] = set()
     deleted = 0
-    for chunk in in_lists(key_hashes):
-        count, _per_model = sessions.filter(key_hash__in=chunk).delete()
-        deleted += count
-    if deleted:
-        send_revoked(Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db)
+    try:
+        while True:
+            found = list(sessions.values_list("key_hash", flat=True)[:IN_LIST_SIZE])
+            new = [key_hash for key_hash in found if key_hash not in seen]
+            if not new:
+                break
+            seen.update(new)
+            count, _per_model = sessions.filter(key_hash__in=new).delete()
+            deleted += count
+            key_hashes += new
+    finally:
+        # Also when a later delete failed: the earlier ones are done.
+        if deleted:
+            send_revoked(
+                Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
+            )
     return deleted
 
 

@@ -17,7 +17,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.management import call_command
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.dispatch import Signal
 from django.test import Client
 from django.utils import timezone
@@ -29,7 +29,7 @@ from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.garbage_collection import GarbageCollector
 from django_sql_sessions.keys import hash_key
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import IN_LIST_SIZE, Session, SessionQuerySet
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).
@@ -184,6 +184,65 @@ class TestRevoked:
         assert api(run, "revoke_all_sessions", alice, current) == 0
         events.none()
 
+    def test_revoke_all_revokes_a_session_moved_to_a_new_key_meanwhile(
+        self, alias: str, make_user: Any, monkeypatch: pytest.MonkeyPatch, events: Events
+    ) -> None:
+        alice = make_user("alice")
+        phone, tablet = logged_in_client(alice), logged_in_client(alice)
+        tablet_store = SessionStore(tablet.cookies["sessionid"].value)
+        tablet_store.load()
+        phone_hash = row_of(phone).key_hash
+        delete = SessionQuerySet.delete
+        moved: list[str] = []
+
+        def cycle_first(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+            # The tablet logs in again (cycle_key()) after the revocation's
+            # select and before its delete.
+            if not moved:
+                tablet_store.cycle_key()
+                moved.append(hash_key(key(tablet_store)))
+            return delete(queryset)
+
+        monkeypatch.setattr(SessionQuerySet, "delete", cycle_first)
+        assert user_sessions.revoke_all_sessions(alice) == 2
+        assert not Session.objects.filter(user_id=str(alice.pk)).exists()
+        hashes = events.one("session_revoked").kwargs["key_hashes"]
+        assert phone_hash in hashes
+        assert moved[0] in hashes
+
+    def test_a_revocation_that_fails_part_way_reports_what_it_revoked(
+        self, alias: str, make_user: Any, monkeypatch: pytest.MonkeyPatch, events: Events
+    ) -> None:
+        alice = make_user("alice")
+        Session.objects.bulk_create(
+            Session(
+                key_hash=f"{i:064x}",
+                data="e30:x",
+                expire_date=timezone.now() + datetime.timedelta(hours=1),
+                user_id=str(alice.pk),
+            )
+            for i in range(IN_LIST_SIZE + 1)
+        )
+        delete = SessionQuerySet.delete
+        calls: list[int] = []
+
+        def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+            calls.append(1)
+            if len(calls) == 2:
+                raise DatabaseError("lost the connection")
+            return delete(queryset)
+
+        monkeypatch.setattr(SessionQuerySet, "delete", fail_second)
+        with pytest.raises(DatabaseError):
+            user_sessions.revoke_all_sessions(alice)
+        event = events.one("session_revoked")
+        assert len(event.kwargs["key_hashes"]) == IN_LIST_SIZE
+        left = set(
+            Session.objects.filter(user_id=str(alice.pk)).values_list("key_hash", flat=True)
+        )
+        assert left.isdisjoint(event.kwargs["key_hashes"])
+        assert len(left) == 1
+
     def test_admin_action(
         self, alias: str, make_user: Any, events: Events, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -218,6 +277,42 @@ class TestRevoked:
             {"action": "revoke", "_selected_action": hashes},
         )
         events.none()
+
+    def test_an_admin_action_that_fails_part_way_reports_what_it_revoked(
+        self, alias: str, make_user: Any, monkeypatch: pytest.MonkeyPatch, events: Events
+    ) -> None:
+        admin = make_user("admin", is_staff=True, is_superuser=True)
+        client = Client()
+        client.force_login(admin)
+        hashes = [f"{i:064x}" for i in range(IN_LIST_SIZE + 1)]
+        Session.objects.bulk_create(
+            Session(
+                key_hash=key_hash,
+                data="e30:x",
+                expire_date=timezone.now() + datetime.timedelta(hours=1),
+                user_id="77",
+            )
+            for key_hash in hashes
+        )
+        events.clear()  # the admin's login
+        delete = SessionQuerySet.delete
+        calls: list[int] = []
+
+        def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+            calls.append(1)
+            if len(calls) == 2:
+                raise DatabaseError("lost the connection")
+            return delete(queryset)
+
+        monkeypatch.setattr(SessionQuerySet, "delete", fail_second)
+        with pytest.raises(DatabaseError):
+            client.post(
+                "/admin/django_sql_sessions/session/",
+                {"action": "revoke", "_selected_action": hashes},
+            )
+        revoked = events.one("session_revoked").kwargs["key_hashes"]
+        assert len(revoked) == IN_LIST_SIZE
+        assert not Session.objects.filter(key_hash__in=revoked).exists()
 
     def test_revokesessions_command(
         self, alias: str, make_user: Any, events: Events, caplog: pytest.LogCaptureFixture
