@@ -114,11 +114,19 @@ _compiled: dict[tuple[str, bool, str], Statements] = {}
 # server (on a connection of its own, if none is open) once per object; under
 # ASGI every request's thread has new objects, so asking Django on each
 # request would open a connection per request, a cache hit's included.
-_mariadb: dict[tuple[str, object, object], bool] = {}
+# OPTIONS is part of the server: with HOST empty, unix_socket or
+# read_default_file there says which server it is.
+_mariadb: dict[tuple[str, object, object, str], bool] = {}
 
 
 def _is_mariadb(connection: BaseDatabaseWrapper) -> bool:
-    server = (connection.alias, connection.settings_dict["HOST"], connection.settings_dict["PORT"])
+    settings_dict = connection.settings_dict
+    server = (
+        connection.alias,
+        settings_dict["HOST"],
+        settings_dict["PORT"],
+        repr(settings_dict.get("OPTIONS")),
+    )
     try:
         return _mariadb[server]
     except KeyError:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from django.db import connections
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
+from django_sql_sessions import sql
 from django_sql_sessions.models import Session, session_table
 from django_sql_sessions.sql import (
     SUPPORTED_VENDORS,
@@ -427,3 +429,21 @@ def test_the_sessions_statements_follow_the_server_flavour(alias: str) -> None:
     compiled = statements(connection, session_table())
     mariadb = connection.vendor == "mysql" and connection.mysql_is_mariadb  # type: ignore[attr-defined]
     assert ("wsrep_sync_wait" in compiled.load.sql) == mariadb
+
+
+def test_the_mariadb_answer_is_kept_per_server_not_per_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With HOST and PORT empty, Django's MySQL backend finds the server
+    # through OPTIONS (unix_socket, read_default_file): the same alias, host
+    # and port can name another server after a settings change.
+    monkeypatch.setattr(sql, "_mariadb", {})
+
+    def connection(options: dict[str, str], mariadb: bool) -> Any:
+        settings_dict = {"HOST": "", "PORT": "", "OPTIONS": options}
+        return SimpleNamespace(alias="x", settings_dict=settings_dict, mysql_is_mariadb=mariadb)
+
+    assert sql._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, True)) is True
+    assert sql._is_mariadb(connection({"unix_socket": "/run/mysqld.sock"}, False)) is False
+    # Asked once per server.
+    assert sql._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, False)) is True
