@@ -10,8 +10,10 @@ uvicorn runs on uvloop and httptools (uvicorn[standard]). Each
 configuration starts its own server processes (benchmarks/serverapp), gives
 every client a session of its own first (for read and write), and counts the
 database connections the server opened while it ran: PostgreSQL's
-pg_stat_database.sessions, MariaDB's Connections status. "peak" is the most
-connections to the database seen at once (sampled every 0.2 s).
+pg_stat_database.sessions, MariaDB's Connections status (server-wide: run
+it on a quiet server). "peak" is the most connections to the database seen
+at once (sampled every 0.2 s). Neither counts the benchmark's own two
+connections (the one that reads the counters and the sampler's).
 
 Deployments (--deployments):
 - wsgi: gunicorn, CONN_MAX_AGE=60 (persistent connections, one per worker);
@@ -236,32 +238,58 @@ class Connections:
             row = cursor.fetchone()
             return int(row[-1])
 
-    def now(self) -> int:
+    def own_id(self) -> int:
+        """The server's id of this thread's connection to the database."""
         with self.connection.cursor() as cursor:
             if self.connection.vendor == "postgresql":
-                sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                cursor.execute("SELECT pg_backend_pid()")
             else:
-                sql = "SELECT count(*) FROM information_schema.processlist WHERE db = %s"
-            cursor.execute(sql, [self.name])
+                cursor.execute("SELECT CONNECTION_ID()")
+            return int(cursor.fetchone()[0])
+
+    def now(self, own: tuple[int, int]) -> int:
+        """The connections to the database now, but `own` (the benchmark's two)."""
+        with self.connection.cursor() as cursor:
+            if self.connection.vendor == "postgresql":
+                sql = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid NOT IN (%s, %s)"
+                )
+            else:
+                sql = (
+                    "SELECT count(*) FROM information_schema.processlist "
+                    "WHERE db = %s AND id NOT IN (%s, %s)"
+                )
+            cursor.execute(sql, [self.name, *own])
             return int(cursor.fetchone()[0])
 
     def watch(self) -> None:
-        """Sample the connections in use until stop(), from another thread."""
+        """
+        Sample the connections in use until stop(), from another thread; its
+        connection is open when this returns, so that opened() read after
+        it does not count it.
+        """
         from django.db import connections
 
         self.peak = 0
         self._stop.clear()
+        main = self.own_id()
+        ready = threading.Event()
 
         def sample() -> None:
             watcher = Connections(self.connection.alias)
             try:
+                own = (main, watcher.own_id())
+                ready.set()
                 while not self._stop.wait(0.2):
-                    self.peak = max(self.peak, watcher.now())
+                    self.peak = max(self.peak, watcher.now(own))
             finally:
+                ready.set()
                 connections.close_all()
 
         self._thread = threading.Thread(target=sample)
         self._thread.start()
+        ready.wait()
 
     def stop(self) -> None:
         self._stop.set()
@@ -323,9 +351,11 @@ def measure(
             for cookie in cookies:
                 visit(server, workload, cookie)
         counter = Connections(alias)
+        # The sampler's connection first, so that it is not counted as the
+        # server's; PostgreSQL reports a new session within about a second.
+        counter.watch()
         time.sleep(1.2)
         before = counter.opened()
-        counter.watch()
         try:
             result = wrk(server.url(workload), cookies, clients, seconds)
         finally:
