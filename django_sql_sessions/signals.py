@@ -122,7 +122,7 @@ def send_revoked(
         len(key_hashes),
         via,
         user_id,
-        "nobody known" if actor is None else f"user {getattr(actor, 'pk', actor)}",
+        "no known user" if actor is None else f"user {getattr(actor, 'pk', actor)}",
         ", ".join(short(key_hash) for key_hash in key_hashes),
     )
     session_revoked.send_robust(

@@ -137,9 +137,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for vendor, (alias, env) in VENDORS.items()
         if alias not in settings.DATABASES
     ]
+    # The cached engine's tests on a shared Redis (tests/settings.py); those
+    # on a redis-server of their own say so by their skips.
+    redis = "Redis at REDIS_URL" if settings.REDIS_URL else "no Redis (REDIS_URL is not set)"
     terminalreporter.write_line(
         f"Ran on Django {django.get_version()}, Python {platform.python_version()}, "
-        f"databases: {', '.join(ran)}" + (f"; not run: {', '.join(missing)}" if missing else "")
+        f"databases: {', '.join(ran)}"
+        + (f"; not run: {', '.join(missing)}" if missing else "")
+        + f"; cache: {redis}"
     )
     skipped: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):

@@ -50,6 +50,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 def postgresql(django_db_setup: None, django_db_blocker: Any, settings: Any) -> Iterator[str]:
     if "postgresql" not in settings.DATABASES:
         skip_or_fail("postgresql", "postgresql not configured: POSTGRES_HOST is not set")
+    if importlib.util.find_spec("psycopg_pool") is None:
+        skip_or_fail("postgresql", "psycopg_pool is not installed (pip install 'psycopg[pool]')")
     yield from _use_alias("postgresql", django_db_blocker, settings)
 
 

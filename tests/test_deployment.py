@@ -247,9 +247,12 @@ POOL = "postgresql_pool"
 @pytest.fixture
 def pooled_alias(django_db_setup: None, django_db_blocker: Any, settings: Any) -> Iterator[str]:
     if POOL not in settings.DATABASES:
+        reason = "postgresql not configured: POSTGRES_HOST is not set"
+        if "postgresql" in settings.DATABASES:
+            reason = "psycopg_pool is not installed (pip install 'psycopg[pool]')"
         if required("postgresql"):
-            pytest.fail("SQL_SESSIONS_TEST_REQUIRE requires postgresql, but it has no pool alias.")
-        pytest.skip("postgresql not configured: POSTGRES_HOST is not set")
+            pytest.fail(f"{reason}, and SQL_SESSIONS_TEST_REQUIRE requires postgresql.")
+        pytest.skip(reason)
     yield from _use_alias(POOL, django_db_blocker, settings)
     # Pooled connections would keep the test database from being dropped.
     connections[POOL].close()

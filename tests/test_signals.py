@@ -332,7 +332,7 @@ class TestRevoked:
         }
         no_raw_key(event, *(c.cookies["sessionid"].value for c in clients))
         [record] = logged(caplog, "django_sql_sessions.revocations")
-        assert "by nobody known" in record.getMessage()
+        assert "by no known user" in record.getMessage()
 
         events.clear()
         call_command("revokesessions", "--user-id", str(alice.pk), stdout=StringIO())

@@ -18,6 +18,7 @@ def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
         "MSSQL_HOST",
         "PG_STANDBY_HOST",
         "GALERA_HOST",
+        "REDIS_URL",
         "SQL_SESSIONS_TEST_REQUIRE",
     ):
         env.pop(server, None)
@@ -50,3 +51,4 @@ def test_a_run_that_ran_something_passes_and_says_what_it_ran() -> None:
     assert result.returncode == 0, result.stdout
     assert "Ran on Django " in result.stdout
     assert "databases: sqlite; not run: postgresql" in result.stdout
+    assert "cache: no Redis (REDIS_URL is not set)" in result.stdout

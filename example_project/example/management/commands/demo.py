@@ -19,12 +19,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, no_serve: bool, addrport: str, **options: Any) -> None:
-        # With the system checks, as `manage.py migrate` runs them
-        # (call_command skips them unless told).
-        for alias in ("default", "sessions"):
-            call_command(
-                "migrate", database=alias, interactive=False, verbosity=0, skip_checks=False
-            )
+        # The sessions database first, without the checks: they would warn
+        # (W006) that its table is missing, the table this creates. Then
+        # `default` with them, as `manage.py migrate` runs them
+        # (call_command skips them unless told), and the sessions
+        # database's own checks now that its table is there.
+        call_command("migrate", database="sessions", interactive=False, verbosity=0)
+        call_command(
+            "migrate", database="default", interactive=False, verbosity=0, skip_checks=False
+        )
+        self.check(databases=["sessions"])
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Created the demo superuser admin (password: admin).")
