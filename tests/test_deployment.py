@@ -28,6 +28,7 @@ from django.core.signals import request_finished
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
+from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 from django.test import Client
 
 from django_sql_sessions import caching, deployment
@@ -96,7 +97,7 @@ def close_request_threads_in_memory_sqlite() -> Iterator[None]:
         if threading.current_thread() is threading.main_thread():
             return
         for connection in connections.all(initialized_only=True):
-            if connection.vendor == "sqlite" and connection.is_in_memory_db():
+            if isinstance(connection, SQLiteWrapper) and connection.is_in_memory_db():
                 BaseDatabaseWrapper.close(connection)
 
     request_finished.connect(close, weak=False)
