@@ -24,15 +24,12 @@ With --docs DIR it writes DIR/cache_down.rst and DIR/cache_down.svg.
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
@@ -46,62 +43,17 @@ from benchmarks.run import (  # noqa: E402
     describe,
     key,
     populate,
+    view_for,
 )
+from tests.servers import REDIS_SERVER, RedisServer  # noqa: E402
 
 HEADERS = ["phase", "workload", "requests", "median µs", "p99 µs", "max ms", "mean µs", "errors"]
 PHASES = ["up", "dead", "hung", "db engine"]
 
 
-class OwnRedis:
-    """A redis-server on a free port, keeping nothing on disk."""
-
-    def __init__(self) -> None:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        server = shutil.which("redis-server")
-        if server is None:
-            sys.exit("cache_down.py needs redis-server on PATH")
-        self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        for _ in range(500):
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait()
-
-
 def timed(bench: Bench, engine: str, workload: str, seconds: float) -> list[float]:
     """µs of each request, for `seconds`."""
-    from django.http import HttpResponse
-
-    def view(request: Any) -> HttpResponse:
-        if workload == "write":
-            request.session["counter"] = request.session.get("counter", 0) + 1
-        else:
-            request.session.get("cart")
-        return HttpResponse()
-
-    middleware = bench.middleware(engine, view)
+    middleware = bench.middleware(engine, view_for(workload))
     found: list[float] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -129,7 +81,7 @@ def row(phase: str, workload: str, micros: list[float], errors: int) -> list[rep
 
 
 def measure(
-    alias: str, redis: OwnRedis, rows: int, seconds: float
+    alias: str, redis: RedisServer, rows: int, seconds: float
 ) -> tuple[list[list[report.Cell]], dict[str, dict[str, float]]]:
     from django.conf import settings
 
@@ -149,8 +101,7 @@ def measure(
         elif phase == "hung":
             redis.start()
             caching.reset()
-            assert redis.process is not None
-            redis.process.send_signal(signal.SIGSTOP)
+            redis.signal(signal.SIGSTOP)
         if phase == "up":
             # Every session in the cache, as on a site that is warm.
             bench.prepare_cache("cached", "read", [key(i) for i in range(bench.read_range)])
@@ -172,8 +123,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12, help="per phase and workload")
     parser.add_argument("--docs", metavar="DIR", help="also write cache_down.rst and .svg there")
     args = parser.parse_args()
+    if REDIS_SERVER is None:
+        sys.exit("cache_down.py needs redis-server on PATH")
     names = args.databases.split(",")
-    redis = OwnRedis()
+    redis = RedisServer()
     redis.start()
     try:
         configure(names, Path(tempfile.gettempdir()), redis=redis.url)

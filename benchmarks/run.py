@@ -45,6 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from django.http import HttpResponse  # noqa: E402
+
 from benchmarks import report  # noqa: E402
 
 ENGINES = {
@@ -308,6 +310,27 @@ def _hash(k: str) -> str:
     return hashlib.sha256(k.encode()).hexdigest()
 
 
+def read_view(request: Any) -> HttpResponse:
+    request.session.get("cart")
+    return HttpResponse()
+
+
+def write_view(request: Any) -> HttpResponse:
+    request.session["counter"] = request.session.get("counter", 0) + 1
+    return HttpResponse()
+
+
+def cycle_view(request: Any) -> HttpResponse:
+    request.session.cycle_key()
+    request.session["_auth_user_id"] = "4711"
+    return HttpResponse()
+
+
+def view_for(workload: str) -> Callable[[Any], HttpResponse]:
+    """The view a workload's requests go to: a read unless it writes."""
+    return {"write": write_view, "new": write_view, "cycle": cycle_view}.get(workload, read_view)
+
+
 @dataclass
 class Result:
     micros: list[float] = field(default_factory=list)
@@ -373,28 +396,10 @@ class Bench:
         Return µs per request for `requests` requests through the middleware,
         after an untimed prepare_cache() unless told not to.
         """
-        from django.http import HttpResponse
         from django.test import override_settings
 
         created: list[str] = []
-
-        def read_view(request: Any) -> HttpResponse:
-            request.session.get("cart")
-            return HttpResponse()
-
-        def write_view(request: Any) -> HttpResponse:
-            request.session["counter"] = request.session.get("counter", 0) + 1
-            return HttpResponse()
-
-        def cycle_view(request: Any) -> HttpResponse:
-            request.session.cycle_key()
-            request.session["_auth_user_id"] = "4711"
-            return HttpResponse()
-
-        view = {"write": write_view, "new": write_view, "cycle": cycle_view}.get(
-            workload, read_view
-        )
-        middleware = self.middleware(engine, view)
+        middleware = self.middleware(engine, view_for(workload))
         pool = self.cycle_pool[engine]
         cookie_name = "sessionid"
 
@@ -435,17 +440,11 @@ class Bench:
             return
         from django.conf import settings
         from django.core.cache import caches
-        from django.http import HttpResponse
 
         if workload == "fill":
             caches[settings.SESSION_CACHE_ALIAS].clear()
         elif workload in {"read", "write", "touch"}:
-
-            def view(request: Any) -> HttpResponse:
-                request.session.get("cart")
-                return HttpResponse()
-
-            middleware = self.middleware(engine, view)
+            middleware = self.middleware(engine, read_view)
             for k in keys:
                 middleware(self.factory.get("/", HTTP_COOKIE=f"sessionid={k}"))
 

@@ -31,8 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,7 @@ from benchmarks.run import (  # noqa: E402
     create_database,
     server_database,
 )
+from tests.servers import free_port, stop  # noqa: E402
 
 SERVER_ENGINES = ["ours", "cached", "db", "cached_db"]
 WORKLOADS = ["read", "write", "create"]
@@ -106,12 +105,6 @@ class Outcome:
     errors: int
     opened: int
     peak: int
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def site_settings(
@@ -187,12 +180,7 @@ class Server:
         sys.exit("the server did not answer within 30 s")
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, timeout=15)
         self.log.close()
 
 

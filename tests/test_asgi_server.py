@@ -24,6 +24,7 @@ import pytest
 from django.db import connections
 
 from tests.conftest import _use_alias
+from tests.servers import free_port, stop
 from tests.test_example_server import (
     EXAMPLE,
     Browser,
@@ -31,7 +32,6 @@ from tests.test_example_server import (
     _wait_for_port,
     example_copy,
     example_env,
-    free_port,
     skip_or_fail,
 )
 
@@ -117,12 +117,7 @@ def test_uvicorn_workers_share_their_pools(
             most = max(most, backends(name))
             results = [future.result() for future in futures]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     expected = [(200, visit) for visit in range(1, REQUESTS_PER_CLIENT + 1)]
     assert results == [expected] * CLIENTS, log_path.read_text(errors="replace")
     assert most <= WORKERS * POOL_MAX_SIZE + SLACK, f"{most} connections to {name}"

@@ -14,10 +14,7 @@ import datetime
 import io
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +37,7 @@ from django_sql_sessions.models import Session
 from tests.conftest import CACHED_ENGINE, clear_session_cache, ping_redis, required
 from tests.counting import count_statements
 from tests.helpers import key
+from tests.servers import REDIS_SERVER, RedisServer
 
 CACHES = [
     pytest.param(
@@ -671,52 +669,17 @@ class TestRaces:
 
 # The Redis-down tests run their own redis-server, so that killing or
 # pausing it touches nobody else's.
-REDIS_SERVER = shutil.which("redis-server")
-NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 TIMEOUT = 0.2  # socket_timeout and socket_connect_timeout, seconds
 
 
-class OwnRedis:
+class OwnRedis(RedisServer):
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__()
         self.errors_before = caching.cache_errors["own_redis"]
 
     def errors(self) -> int:
         """Cache errors counted since the test began."""
         return caching.cache_errors["own_redis"] - self.errors_before
-
-    def start(self) -> None:
-        import redis
-
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", *NO_PERSISTENCE],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-
-    def signal(self, number: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(number)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        assert self.process is not None
-        self.process.wait()
 
 
 @pytest.fixture
@@ -748,9 +711,7 @@ def own_redis(alias: str, settings: Any, clock: FakeClock) -> Iterator[OwnRedis]
     try:
         yield server
     finally:
-        if server.process is not None and server.process.poll() is None:
-            server.signal(signal.SIGCONT)
-            server.kill()
+        server.stop()
         caching.reset()
 
 

@@ -34,6 +34,7 @@ from urllib.request import HTTPCookieProcessor, OpenerDirector, build_opener
 import pytest
 
 from django_sql_sessions.devices import device_name
+from tests.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
@@ -80,15 +81,6 @@ def set_up_example(data_dir: Path) -> None:
     )
     assert setup.returncode == 0, setup.stderr
     assert "Created the demo superuser admin" in setup.stdout
-
-
-def free_port() -> int:
-    # The port may be taken again before the server binds it; unlikely, and
-    # the start-up check below then reports the server's own error.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +137,7 @@ def run_server(kind: Kind, data_dir: Path) -> Iterator[Server]:
         _wait_for_port(process, port, kind, log_path)
         yield Server(kind, f"http://127.0.0.1:{port}", data_dir)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _wait_for_port(process: subprocess.Popen[bytes], port: int, kind: Kind, log: Path) -> None:

@@ -120,6 +120,20 @@ def logged(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRec
     return [record for record in caplog.records if record.name == logger]
 
 
+def fail_the_second_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the second SessionQuerySet.delete() fail, as a lost connection would."""
+    delete = SessionQuerySet.delete
+    calls: list[int] = []
+
+    def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise DatabaseError("lost the connection")
+        return delete(queryset)
+
+    monkeypatch.setattr(SessionQuerySet, "delete", fail_second)
+
+
 class TestRevoked:
     @sync_and_async
     def test_revoke_one(
@@ -223,16 +237,7 @@ class TestRevoked:
             )
             for i in range(IN_LIST_SIZE + 1)
         )
-        delete = SessionQuerySet.delete
-        calls: list[int] = []
-
-        def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
-            calls.append(1)
-            if len(calls) == 2:
-                raise DatabaseError("lost the connection")
-            return delete(queryset)
-
-        monkeypatch.setattr(SessionQuerySet, "delete", fail_second)
+        fail_the_second_delete(monkeypatch)
         with pytest.raises(DatabaseError):
             user_sessions.revoke_all_sessions(alice)
         event = events.one("session_revoked")
@@ -295,16 +300,7 @@ class TestRevoked:
             for key_hash in hashes
         )
         events.clear()  # the admin's login
-        delete = SessionQuerySet.delete
-        calls: list[int] = []
-
-        def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
-            calls.append(1)
-            if len(calls) == 2:
-                raise DatabaseError("lost the connection")
-            return delete(queryset)
-
-        monkeypatch.setattr(SessionQuerySet, "delete", fail_second)
+        fail_the_second_delete(monkeypatch)
         with pytest.raises(DatabaseError):
             client.post(
                 "/admin/django_sql_sessions/session/",
