@@ -154,8 +154,9 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
     from django.utils import timezone
 
     from django_sql_sessions import sql
-    from django_sql_sessions.backends.db import FOREVER, SessionStore
+    from django_sql_sessions.backends.db import SessionStore
     from django_sql_sessions.keys import hash_key
+    from django_sql_sessions.storage import FOREVER
 
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
         connection = connections[alias]
@@ -232,6 +233,7 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
                 "user_id": "4711",
                 "ip": None,
                 "user_agent": None,
+                "born": None,
                 "now": adapt(now),
                 "key_hash": key_hash,
                 "version": version[0],

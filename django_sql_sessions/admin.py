@@ -33,8 +33,9 @@ from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf
 from django_sql_sessions.devices import device_name
-from django_sql_sessions.models import Session, SessionQuerySet, in_lists
+from django_sql_sessions.models import Session, SessionQuerySet
 from django_sql_sessions.signals import send_revoked
+from django_sql_sessions.storage import in_lists
 from django_sql_sessions.user_sessions import users_by_id
 
 DEVICE_FIELDS = ("ip", "device", "user_agent")

@@ -11,10 +11,12 @@ class SqlSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
         from django.core.signals import request_finished, request_started, setting_changed
 
         from django_sql_sessions import caching, conf, deployment
         from django_sql_sessions import checks as sql_sessions_checks
+        from django_sql_sessions.backends.db import restart_lifetime_at_login
         from django_sql_sessions.garbage_collection import collector
 
         checks.register(sql_sessions_checks.check_settings)
@@ -27,5 +29,6 @@ class SqlSessionsConfig(AppConfig):
         request_started.connect(
             deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"
         )
+        user_logged_in.connect(restart_lifetime_at_login, dispatch_uid="django_sql_sessions.login")
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
         setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.caching")

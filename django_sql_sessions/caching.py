@@ -1,45 +1,61 @@
 """
-The cache in front of the session table, for backends.cached_db: what an
-entry holds, how it is written so that it is never newer in the cache than
-in the database, and what happens when the cache is down.
+The cache in front of the session table (backends.cached_db):
+CachedSessionTable wraps a storage.SessionTable with the same interface,
+serves loads from Django's cache (SESSION_CACHE_ALIAS) when it holds the
+session, and keeps every other call the table's.
 
-The database is the truth; the cache holds copies, keyed by key hash. Every
-write to the cache is one of three:
+The database is the truth; the cache holds copies, keyed by key hash under
+a scope of the database and table (two sites sharing a Redis never read each
+other's sessions). Every write to the cache is one of three:
 
 - offer: store a copy read from, or just inserted into, the table, unless
   the cache holds a newer version or a tombstone;
-- replace: after this process changed the row, store the new version (on
-  Redis, where a script compares versions) or, on caches without
-  compare-and-set, a tombstone;
-- invalidate: a tombstone, after a delete (or any change made outside the
-  engine).
+- replace: after this process changed the row in autocommit, store the new
+  version (on Redis, where a script compares versions) or, on caches
+  without compare-and-set, a tombstone;
+- tombstone: after a delete, any change made inside a transaction or
+  outside the engine (the ORM, the admin, the commands), before the
+  statement is sent and again after the commit.
 
 A tombstone lives TOMBSTONE_SECONDS and blocks offers and replacements; a
 copy whose read (or write) is older than half that is never stored, so no
-copy read before a delete lands after the tombstone is gone. Cache changes
-that follow a database write wait for its commit. docs/cache.rst has the
-races each rule closes.
+copy read before a delete lands after the tombstone is gone. Entries carry
+a MAC: an entry that does not verify (corrupt, or written by another
+deployment) is a miss. docs/cache.rst has the races each rule closes.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
-from django.db import connections, transaction
 from django.utils import timezone
+from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
+from django_sql_sessions.sql import from_db_datetime
+from django_sql_sessions.storage import (
+    Row,
+    SessionTable,
+    Values,
+    after_commit,
+    born_after,
+    in_transaction,
+    plain_table,
+)
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -54,16 +70,20 @@ FRESH_SECONDS = TOMBSTONE_SECONDS / 2
 RETRY_AFTER = 5.0
 # Cache errors are logged at most this often per process (with the count).
 LOG_EVERY = 60.0
-# Key hashes whose tombstones wait for the cache to come back, per process.
+# Key hashes whose tombstones wait for the cache to come back, per table.
 MAX_PENDING = 100_000
 
 # Store the entry unless the cache holds a tombstone or a newer version. An
-# equal version is replaced: same data, later activity.
+# equal version is replaced (same data, later activity), and so is anything
+# unreadable, which would otherwise block the key until it expires.
 _OFFER_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
+if current == '-' then
+  return 0
+end
 if current then
   local version = tonumber(string.match(current, '^(%d+)|'))
-  if version == nil or version > tonumber(ARGV[1]) then
+  if version ~= nil and version > tonumber(ARGV[1]) then
     return 0
   end
 end
@@ -74,47 +94,8 @@ return 1
 # The clock the freshness and retry rules read (tests move it).
 clock = time.monotonic
 
-# Cache errors since the process started, by cache alias: each also keeps
-# the cache out of use for RETRY_AFTER seconds (reads and writes go to the
-# database alone).
+# Cache errors since the process started, by cache alias.
 cache_errors: Counter[str] = Counter()
-
-
-class Entry(NamedTuple):
-    """A row as the cache holds it: what the engine's _Row needs."""
-
-    data: str  # encoded and signed, as stored
-    version: int
-    # In the project's time, as the ORM reads them.
-    expire_date: datetime.datetime
-    updated_at: datetime.datetime
-    created_at: datetime.datetime  # for SQL_SESSIONS_ABSOLUTE_LIFETIME
-
-    def dump(self) -> str:
-        # The version first: the offer script reads it.
-        return (
-            f"{self.version}|{self.expire_date.isoformat()}|{self.updated_at.isoformat()}|"
-            f"{self.created_at.isoformat()}|{self.data}"
-        )
-
-    @classmethod
-    def load(cls, value: str) -> Entry | None:
-        """The entry in a cached value; None for a tombstone or anything else."""
-        parts = value.split("|", 4)
-        if len(parts) != 5:
-            return None
-        version, expire_date, updated_at, created_at, data = parts
-        try:
-            return cls(
-                data,
-                int(version),
-                datetime.datetime.fromisoformat(expire_date),
-                datetime.datetime.fromisoformat(updated_at),
-                datetime.datetime.fromisoformat(created_at),
-            )
-        except ValueError:
-            return None
-
 
 ENGINE = "django_sql_sessions.backends.cached_db"
 
@@ -130,184 +111,339 @@ def in_use() -> bool:
     return any(cls.__module__ == ENGINE for cls in getattr(store, "__mro__", ()))
 
 
-def read(key_hash: str) -> Entry | None:
-    """The cached entry of a live session, or None (a miss, a tombstone, an error)."""
-    store = _store()
-    if store is None:
-        return None
-    try:
-        value = store.get(KEY_PREFIX + key_hash)
-    except Exception as exc:
-        _failed(store, exc)
-        return None
-    return None if value is None else Entry.load(value)
+@conf.cached
+def cached_table() -> CachedSessionTable:
+    """The session table behind SESSION_CACHE_ALIAS; its state lives as long as the settings."""
+    return CachedSessionTable(plain_table(), settings.SESSION_CACHE_ALIAS)
 
 
-def offer(key_hash: str, entry: Entry, since: float, *, using: str) -> None:
+class CachedSessionTable(SessionTable):
     """
-    Store an entry that a read or an INSERT begun at monotonic time `since`
-    returned, unless the cache holds a newer version or a tombstone. Nothing
-    is stored from inside a transaction, whose reads may be older than the
-    last commit.
-    """
-    if not _autocommit(using):
-        return
-    store = _store()
-    if store is None or clock() - since > FRESH_SECONDS:
-        return
-    ttl = _ttl(store.cache, entry)
-    if ttl is None:
-        return
-    try:
-        store.offer(KEY_PREFIX + key_hash, entry, ttl)
-    except Exception as exc:
-        _failed(store, exc)
-
-
-def replace(key_hash: str, entry: Entry, since: float, *, using: str) -> None:
-    """
-    After this process changed the row (a write begun at monotonic time
-    `since`), once it is committed: store the new entry unless a newer one
-    or a tombstone is there, where the cache can compare versions; a
-    tombstone otherwise.
+    A SessionTable behind Django's cache: loads served from the cache, the
+    engine's writes passed to the wrapped table and then to the cache. The
+    ORM's writes are SessionTable's own, around this class's changing().
     """
 
-    def action() -> None:
-        store = _store()
-        if store is None:
-            _pend([key_hash])
-            return
-        ttl = _ttl(store.cache, entry)
+    def __init__(self, table: SessionTable, cache_alias: str) -> None:
+        super().__init__(table.alias, table.name)
+        self.table = table
+        self.cache_alias = cache_alias
+        connection = table.connection
+        db = connection.settings_dict
+        scope = f"{connection.vendor}|{db['HOST']}|{db['PORT']}|{db['NAME']}|{table.name}"
+        self.prefix = f"{KEY_PREFIX}{hashlib.sha256(scope.encode()).hexdigest()[:12]}:"
+        self._mac_key = hashlib.sha256(
+            b"django_sql_sessions.cache" + force_bytes(settings.SECRET_KEY)
+        ).digest()
+        self._down_until = 0.0
+        self._logged_at: float | None = None
+        self._errors_since_log = 0
+        self._pending: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def key(self, key_hash: str) -> str:
+        """The cache key of a session's entry (before the cache's own KEY_PREFIX)."""
+        return self.prefix + key_hash
+
+    # Reads: the cache first.
+
+    def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
+        now = timezone.now()
+        entry = self._read(key_hash)
+        if entry is not None and entry.expire_date > now and entry.created_at > born_after(now):
+            return entry
+        since = clock()
+        row = self.table.load(key_hash, with_created=True)
+        if row is not None:
+            connection = self.table.connection
+            row.expire_date = from_db_datetime(connection, row.expire_date)
+            row.updated_at = from_db_datetime(connection, row.updated_at)
+            row.created_at = from_db_datetime(connection, row.created_at)
+            self._offer(key_hash, row, since)
+        return row
+
+    def reload(self, key_hash: str, *, lock: bool) -> tuple[str, int] | None:
+        found = self.table.reload(key_hash, lock=lock)
+        if found is None:
+            # Gone, and whoever deleted it without telling the cache (raw
+            # SQL, another engine) leaves no copy behind either. Now: the
+            # engine's own transaction around this read is rolled back.
+            self._tombstone([key_hash])
+        return found
+
+    # The engine's writes: the table's, then the cache.
+
+    def insert(self, key_hash: str, data: str, values: Values) -> Row | None:
+        since = clock()
+        row = self.table.insert(key_hash, data, values)
+        # A new key: nothing older can be cached under it, so the session is
+        # offered as any read is (a tombstone of a revocation still wins).
+        if row is not None:
+            self._offer(key_hash, row, since)
+        return row
+
+    def update(
+        self,
+        key_hash: str,
+        row: Row,
+        data: str,
+        values: Values,
+        *,
+        keep_later_expiry: bool = False,
+        restart_lifetime: bool = False,
+    ) -> Row | None:
+        def write() -> Row | None:
+            return self.table.update(
+                key_hash,
+                row,
+                data,
+                values,
+                keep_later_expiry=keep_later_expiry,
+                restart_lifetime=restart_lifetime,
+            )
+
+        if in_transaction(self.alias):
+            with self.changing([key_hash]):
+                return write()
+        since = clock()
+        written = write()
+        # None: another version is stored; the engine reads it again (see
+        # reload()) and its retry replaces the entry.
+        if written is not None:
+            self._replace(key_hash, written, since)
+        return written
+
+    def rekey(self, key_hash: str, new_key_hash: str, now: datetime.datetime) -> bool:
+        with self.changing([key_hash]):
+            return self.table.rekey(key_hash, new_key_hash, now)
+
+    def touch(
+        self,
+        key_hash: str,
+        row: Row,
+        now: datetime.datetime,
+        due: datetime.datetime,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> bool:
+        if in_transaction(self.alias):
+            with self.changing([key_hash]):
+                return self.table.touch(key_hash, row, now, due, ip=ip, user_agent=user_agent)
+        since = clock()
+        touched = self.table.touch(key_hash, row, now, due, ip=ip, user_agent=user_agent)
+        # The same version with the new updated_at, so that the next request
+        # served from the cache does not find the activity due again.
+        if touched and row.created_at is not None:
+            entry = Row(row.data, row.version, row.expire_date, now, row.created_at)
+            entry.expire_date = from_db_datetime(self.table.connection, row.expire_date)
+            self._replace(key_hash, entry, since)
+        return touched
+
+    def delete(self, key_hash: str) -> None:
+        with self.changing([key_hash]):
+            self.table.delete(key_hash)
+
+    @contextmanager
+    def changing(self, key_hashes: Sequence[str]) -> Iterator[None]:
+        """
+        Tombstone these rows around a change: inside a transaction before
+        the statement too, since the commit may come after a reader's copy
+        of the old row, and the after-commit tombstone runs even when an
+        earlier on_commit callback of the project's raises.
+        """
+        if in_transaction(self.alias):
+            self._tombstone(key_hashes)
+        with self.table.changing(key_hashes):
+            yield
+        self._tombstone_after_commit(key_hashes)
+
+    # The cache itself.
+
+    def _read(self, key_hash: str) -> Row | None:
+        cache = self._cache()
+        if cache is None:
+            return None
         try:
-            if ttl is None or not store.compares or clock() - since > FRESH_SECONDS:
-                store.tombstone([KEY_PREFIX + key_hash])
+            value = cache.get(self.key(key_hash))
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return None if value is None else self._unpack(value)
+
+    def _offer(self, key_hash: str, row: Row, since: float) -> None:
+        """
+        Store a copy that a read or an INSERT begun at monotonic time `since`
+        returned, unless the cache holds a newer version or a tombstone.
+        Nothing is stored from inside a transaction, whose reads may be
+        older than the last commit.
+        """
+        if in_transaction(self.alias) or clock() - since > FRESH_SECONDS:
+            return
+        cache = self._cache()
+        if cache is None:
+            return
+        ttl = _ttl(cache.cache, row)
+        if ttl is None:
+            return
+        try:
+            cache.offer(self.key(key_hash), row.version, self._pack(row), ttl)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _replace(self, key_hash: str, row: Row, since: float) -> None:
+        """After this process changed the row in autocommit: the new entry, or a tombstone."""
+        cache = self._cache()
+        if cache is None:
+            self._pend([key_hash])
+            return
+        ttl = _ttl(cache.cache, row)
+        try:
+            if (
+                ttl is None
+                or row.created_at is None
+                or not cache.compares
+                or clock() - since > FRESH_SECONDS
+            ):
+                cache.tombstone([self.key(key_hash)])
             else:
-                store.offer(KEY_PREFIX + key_hash, entry, ttl)
+                cache.offer(self.key(key_hash), row.version, self._pack(row), ttl)
         except Exception as exc:
-            _failed(store, exc)
-            _pend([key_hash])
+            self._failed(exc)
+            self._pend([key_hash])
 
-    _when_committed(using, action)
+    def _tombstone_after_commit(self, key_hashes: Sequence[str]) -> None:
+        hashes = list(key_hashes)
 
+        def tombstone() -> None:
+            self._tombstone(hashes)
 
-def invalidate(key_hashes: Iterable[str], *, using: str) -> None:
-    """Tombstone these sessions' entries once the current transaction on `using` commits."""
-    hashes = list(key_hashes)
-    if not hashes:
-        return
+        after_commit(self.alias, tombstone)
 
-    def action() -> None:
-        store = _store()
-        if store is None:
-            _pend(hashes)
-            return
+    def _tombstone(self, key_hashes: Sequence[str]) -> bool:
+        """Tombstone these entries now; whether the cache took them (else they wait)."""
+        hashes = list(key_hashes)
+        if not hashes:
+            return True
+        cache = self._cache()
+        if cache is None:
+            self._pend(hashes)
+            return False
         try:
-            store.tombstone([KEY_PREFIX + key_hash for key_hash in hashes])
+            cache.tombstone([self.key(key_hash) for key_hash in hashes])
         except Exception as exc:
-            _failed(store, exc)
-            _pend(hashes)
+            self._failed(exc)
+            self._pend(hashes)
+            return False
+        return True
 
-    _when_committed(using, action)
+    @property
+    def undelivered(self) -> int:
+        """Tombstones waiting for the cache to answer: copies other processes may still serve."""
+        return len(self._pending)
+
+    def _pack(self, row: Row) -> str:
+        # The version first: the offer script reads it.
+        body = (
+            f"{row.version}|{row.expire_date.isoformat()}|{row.updated_at.isoformat()}|"
+            f"{row.created_at.isoformat()}|{row.data}"
+        )
+        return f"{body}|{self._mac(body)}"
+
+    def _unpack(self, value: str) -> Row | None:
+        """The entry in a cached value; None for a tombstone or anything unreadable."""
+        body, _, mac = value.rpartition("|")
+        if not body or not hmac.compare_digest(mac, self._mac(body)):
+            return None  # a tombstone, corrupt, or written under another SECRET_KEY
+        version, expire_date, updated_at, created_at, data = body.split("|", 4)
+        try:
+            dates = [
+                datetime.datetime.fromisoformat(d) for d in (expire_date, updated_at, created_at)
+            ]
+            row = Row(data, int(version), *dates)
+        except ValueError:
+            return None
+        # Written under the other USE_TZ: its datetimes cannot be compared.
+        if any(timezone.is_aware(d) != settings.USE_TZ for d in dates):
+            return None
+        return row
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _cache(self) -> _Store | None:
+        """The session cache, or None while it is out of use after an error."""
+        if self._down_until and clock() < self._down_until:
+            return None
+        cache = caches[self.cache_alias]
+        store = (
+            _RedisStore(self.cache_alias, cache)
+            if isinstance(cache, RedisCache)
+            else _Store(self.cache_alias, cache)
+        )
+        if self._pending and not self._deliver(store):
+            return None
+        return store
+
+    def _failed(self, exc: Exception) -> None:
+        now = clock()
+        with self._lock:
+            cache_errors[self.cache_alias] += 1
+            self._errors_since_log += 1
+            self._down_until = now + RETRY_AFTER
+            if self._logged_at is not None and now - self._logged_at < LOG_EVERY:
+                return
+            count, self._errors_since_log, self._logged_at = self._errors_since_log, 0, now
+        logger.warning(
+            "Session cache %r failed (%d %s since the last report); sessions are read "
+            "from and written to the database alone for %g seconds: %s",
+            self.cache_alias,
+            count,
+            "error" if count == 1 else "errors",
+            RETRY_AFTER,
+            exc,
+        )
+
+    def _pend(self, key_hashes: list[str]) -> None:
+        """Remember tombstones the cache could not take, for when it answers again."""
+        with self._lock:
+            for key_hash in key_hashes:
+                if len(self._pending) >= MAX_PENDING:
+                    logger.error(
+                        "Session cache: more than %d tombstones are waiting for the cache; "
+                        "changes to other sessions may be served stale from it until its "
+                        "TIMEOUT ends.",
+                        MAX_PENDING,
+                    )
+                    return
+                self._pending[key_hash] = None
+
+    def _deliver(self, store: _Store) -> bool:
+        """Send the tombstones that waited for the cache; whether it took them."""
+        with self._lock:
+            hashes = list(self._pending)
+        try:
+            for start in range(0, len(hashes), 1000):
+                store.tombstone([self.key(h) for h in hashes[start : start + 1000]])
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        with self._lock:
+            for key_hash in hashes:
+                self._pending.pop(key_hash, None)
+        logger.info(
+            "Session cache %r answers again; %d tombstones sent.", self.cache_alias, len(hashes)
+        )
+        return True
 
 
-def _autocommit(using: str) -> bool:
-    connection = connections[using]
-    return not connection.in_atomic_block and connection.autocommit
-
-
-def _when_committed(using: str, action: Callable[[], None]) -> None:
-    """Run action after the transaction on `using` commits, or now in autocommit."""
-    connection = connections[using]
-    if connection.in_atomic_block:
-        transaction.on_commit(action, using=using)
-    else:
-        # In autocommit the write is committed. (Under manual transaction
-        # management Django cannot wait for the commit either; the cache is
-        # changed now.)
-        action()
-
-
-def _ttl(cache: BaseCache, entry: Entry) -> float | None:
+def _ttl(cache: BaseCache, row: Row) -> float | None:
     """Seconds the entry may live: until the session expires, at most the cache's TIMEOUT."""
-    seconds = (entry.expire_date - timezone.now()).total_seconds()
+    seconds = (row.expire_date - timezone.now()).total_seconds()
     timeout = cache.default_timeout
     if timeout is not None:
         seconds = min(seconds, timeout)
     return seconds if seconds >= 1 else None
-
-
-# The cache is out of use until this monotonic time, after an error.
-_down_until = 0.0
-_logged_at: float | None = None
-_errors_since_log = 0
-_pending: dict[str, None] = {}
-_lock = threading.Lock()
-
-
-def _failed(store: _Store, exc: Exception) -> None:
-    global _down_until, _logged_at, _errors_since_log
-    now = clock()
-    with _lock:
-        cache_errors[store.alias] += 1
-        _errors_since_log += 1
-        _down_until = now + RETRY_AFTER
-        if _logged_at is not None and now - _logged_at < LOG_EVERY:
-            return
-        count, _errors_since_log, _logged_at = _errors_since_log, 0, now
-    logger.warning(
-        "Session cache %r failed (%d errors since the last report); sessions are read "
-        "from and written to the database alone for %g seconds: %s",
-        store.alias,
-        count,
-        RETRY_AFTER,
-        exc,
-    )
-
-
-def _pend(key_hashes: list[str]) -> None:
-    """Remember tombstones the cache could not take, for when it answers again."""
-    with _lock:
-        for key_hash in key_hashes:
-            if len(_pending) >= MAX_PENDING:
-                logger.error(
-                    "Session cache: more than %d tombstones are waiting for the cache; "
-                    "changes to other sessions may be served stale from it until its "
-                    "TIMEOUT ends.",
-                    MAX_PENDING,
-                )
-                return
-            _pending[key_hash] = None
-
-
-def _store() -> _Store | None:
-    """The session cache, or None while it is out of use after an error."""
-    if _down_until and clock() < _down_until:
-        return None
-    alias = settings.SESSION_CACHE_ALIAS
-    cache = caches[alias]
-    store: _Store = (
-        _RedisStore(alias, cache) if isinstance(cache, RedisCache) else _Store(alias, cache)
-    )
-    if _pending and not _deliver(store):
-        return None
-    return store
-
-
-def _deliver(store: _Store) -> bool:
-    """Send the tombstones that waited for the cache; whether it took them."""
-    with _lock:
-        hashes = list(_pending)
-    try:
-        for start in range(0, len(hashes), 1000):
-            store.tombstone([KEY_PREFIX + h for h in hashes[start : start + 1000]])
-    except Exception as exc:
-        _failed(store, exc)
-        return False
-    with _lock:
-        for key_hash in hashes:
-            _pending.pop(key_hash, None)
-    logger.info("Session cache %r answers again; %d tombstones sent.", store.alias, len(hashes))
-    return True
 
 
 class _Store:
@@ -323,8 +459,8 @@ class _Store:
         value = self.cache.get(key)
         return value if isinstance(value, str) else None
 
-    def offer(self, key: str, entry: Entry, ttl: float) -> None:
-        self.cache.add(key, entry.dump(), ttl)
+    def offer(self, key: str, version: int, value: str, ttl: float) -> None:
+        self.cache.add(key, value, ttl)
 
     def tombstone(self, keys: list[str]) -> None:
         self.cache.set_many(dict.fromkeys(keys, TOMBSTONE), TOMBSTONE_SECONDS)
@@ -346,7 +482,7 @@ class _RedisStore(_Store):
         kept = cache.__dict__.get(_KEPT_CLIENT)
         if kept is None:
             config = (alias, repr(cache._servers), repr(cache._options))  # type: ignore[attr-defined]
-            with _lock:
+            with _clients_lock:
                 kept = _clients.get(config)
                 if kept is None:
                     client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
@@ -356,12 +492,10 @@ class _RedisStore(_Store):
 
     def get(self, key: str) -> str | None:
         value = self.client.get(self.cache.make_key(key))
-        return None if value is None else bytes(value).decode("ascii", "replace")
+        return None if value is None else bytes(value).decode("utf-8", "replace")
 
-    def offer(self, key: str, entry: Entry, ttl: float) -> None:
-        self.script(
-            keys=[self.cache.make_key(key)], args=[entry.version, entry.dump(), int(ttl * 1000)]
-        )
+    def offer(self, key: str, version: int, value: str, ttl: float) -> None:
+        self.script(keys=[self.cache.make_key(key)], args=[version, value, int(ttl * 1000)])
 
     def tombstone(self, keys: list[str]) -> None:
         pipeline = self.client.pipeline(transaction=False)
@@ -373,6 +507,7 @@ class _RedisStore(_Store):
 _KEPT_CLIENT = "_django_sql_sessions_client"
 # (alias, servers, options) -> (client, offer script), per process.
 _clients: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_clients_lock = threading.Lock()
 
 
 def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
@@ -381,15 +516,13 @@ def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
     in AppConfig.ready()), as Django makes its cache objects anew.
     """
     if setting == "CACHES":
-        with _lock:
+        with _clients_lock:
             _clients.clear()
 
 
 def reset() -> None:
-    """Forget errors and waiting tombstones (for tests)."""
-    global _down_until, _logged_at, _errors_since_log
-    with _lock:
-        _down_until = 0.0
-        _logged_at = None
-        _errors_since_log = 0
-        _pending.clear()
+    """Forget cache errors and waiting tombstones (for tests)."""
+    table = cached_table()
+    with table._lock:
+        table._down_until, table._logged_at, table._errors_since_log = 0.0, None, 0
+        table._pending.clear()

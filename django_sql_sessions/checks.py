@@ -16,9 +16,10 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions import caching, conf, read_only
 from django_sql_sessions.galera import is_galera_node
-from django_sql_sessions.models import Session, table_mismatch
+from django_sql_sessions.models import Session
 from django_sql_sessions.routers import APP_LABEL, SessionRouter
 from django_sql_sessions.sql import SUPPORTED_VENDORS
+from django_sql_sessions.storage import table_mismatch
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
 MIDDLEWARE_PATH = "django_sql_sessions.middleware.SessionMiddleware"

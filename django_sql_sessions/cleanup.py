@@ -23,9 +23,10 @@ from django.utils import timezone
 from django_sql_sessions import conf
 from django_sql_sessions.galera import is_galera_node, rows_per_writeset
 from django_sql_sessions.locks import single_runner
-from django_sql_sessions.models import Session, session_connection, session_table
+from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_purged
 from django_sql_sessions.sql import Statements, execute, fetch_one, to_db_datetime
+from django_sql_sessions.storage import plain_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ Progress = Callable[[int, int, float], None]
 
 def count_expired(*, now: datetime.datetime | None = None) -> int:
     """Return how many sessions have expired (expire_date <= now)."""
-    connection, sql = session_connection()
+    connection, sql = plain_table().statements()
     row = fetch_one(
         connection, sql.count_expired, cutoff=to_db_datetime(connection, now or timezone.now())
     )
@@ -91,7 +92,8 @@ def delete_expired(
         raise ValueError(f"sleep is {sleep!r}; it must be 0 or more.")
     clock = clock or time.monotonic
     pause = pause or time.sleep
-    connection, sql = session_connection()
+    session_table = plain_table()
+    connection, sql = session_table.statements()
     alias = connection.alias
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
@@ -100,7 +102,7 @@ def delete_expired(
         # A larger writeset fails at commit.
         batch_size = min(batch_size, rows_per_writeset(connection, conf.MAX_SIZE.get()))
     try:
-        with single_runner(connection, session_table()) as hold:
+        with single_runner(connection, session_table.name) as hold:
             if not hold.held:
                 return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
             after = None  # the expiry where the last batch ended

@@ -101,8 +101,15 @@ def _remember(key: object, compute: Callable[[], _T]) -> _T:
 
 def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
     """Forget validated values (connected to setting_changed in AppConfig.ready())."""
-    # SESSION_ENGINE: whether the cached engine is in use (caching.in_use()).
-    if setting.startswith("SQL_SESSIONS_") or setting in ("DATABASES", "SESSION_ENGINE"):
+    # SESSION_ENGINE: whether the cached engine is in use (caching.in_use());
+    # SESSION_CACHE_ALIAS, CACHES, SECRET_KEY: the cached table (storage.table()).
+    if setting.startswith("SQL_SESSIONS_") or setting in (
+        "DATABASES",
+        "SESSION_ENGINE",
+        "SESSION_CACHE_ALIAS",
+        "CACHES",
+        "SECRET_KEY",
+    ):
         _generation[0] += 1
         _cache.clear()
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_sql_sessions import conf
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.keys import hash_key, is_valid_key
-from django_sql_sessions.models import ImportedSession, Session, in_lists, user_id_from_session
+from django_sql_sessions.models import ImportedSession, Session, user_id_from_session
 from django_sql_sessions.sql import (
     django_session_statements,
     fetch_all,
@@ -28,6 +28,7 @@ from django_sql_sessions.sql import (
     from_db_datetime,
     to_db_datetime,
 )
+from django_sql_sessions.storage import in_lists
 
 DEFAULT_SOURCE_TABLE = "django_session"
 

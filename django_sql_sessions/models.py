@@ -1,21 +1,17 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import SESSION_KEY
-from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connections, models, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from django_sql_sessions import caching, conf
+from django_sql_sessions import conf, storage
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
-from django_sql_sessions.sql import Statements, statements
 
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see
@@ -23,9 +19,6 @@ from django_sql_sessions.sql import Statements, statements
 USER_ID_MAX_LENGTH = 255
 USER_AGENT_MAX_LENGTH = 255
 USER_INDEX_NAME = "sql_sessions_user_idx"
-# Key hashes per IN (...) list: SQLite builds before 3.32 take at most 999
-# parameters, and shorter lists keep each statement's locks short.
-IN_LIST_SIZE = 500
 
 if TYPE_CHECKING:
     from django_sql_sessions.backends.db import SessionStore
@@ -52,12 +45,6 @@ def user_id_from_session(data: dict[str, Any]) -> str | None:
     return None
 
 
-def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:
-    """key_hashes in slices of IN_LIST_SIZE, for key_hash__in lookups."""
-    for start in range(0, len(key_hashes), IN_LIST_SIZE):
-        yield key_hashes[start : start + IN_LIST_SIZE]
-
-
 class SessionQuerySet(models.QuerySet["Session"]):
     """
     Also accepts the lookups code written for Django's session model uses:
@@ -76,38 +63,22 @@ class SessionQuerySet(models.QuerySet["Session"]):
         args, kwargs = _hash_raw_keys(args, kwargs)
         super()._filter_or_exclude_inplace(negate, args, kwargs)  # type: ignore[misc]
 
+    # Every change goes through the session table (storage.py), which moves
+    # each row's version on and tells the session cache.
+
     def delete(self) -> tuple[int, dict[str, int]]:
-        if not caching.in_use():
-            return super().delete()
-        deleted, per_model = 0, dict[str, int]()
-        for chunk, key_hashes in self._in_chunks():
-            count, counts = super(SessionQuerySet, chunk).delete()
-            caching.invalidate(key_hashes, using=chunk.db)
-            deleted += count
-            for label, n in counts.items():
-                per_model[label] = per_model.get(label, 0) + n
-        return deleted, per_model
+        return storage.table().delete_rows(self)
 
     def update(self, **kwargs: Any) -> int:
-        if not caching.in_use():
-            return super().update(**kwargs)
-        updated = 0
-        for chunk, key_hashes in self._in_chunks():
-            updated += super(SessionQuerySet, chunk).update(**kwargs)
-            caching.invalidate(key_hashes, using=chunk.db)
-        return updated
+        return storage.table().update_rows(self, kwargs)
 
-    def _in_chunks(self) -> Iterator[tuple[SessionQuerySet, Sequence[str]]]:
-        """
-        For the cached engine, which must forget exactly the rows a delete or
-        update changes: this queryset's rows, selected first, as querysets of
-        at most IN_LIST_SIZE rows that still match, with their key hashes. A
-        row that starts to match after the select is left alone, as if it had
-        changed after the delete or update.
-        """
-        key_hashes = list(self.values_list("key_hash", flat=True))
-        for chunk in in_lists(key_hashes):
-            yield self.filter(key_hash__in=chunk), chunk
+    def delete_unguarded(self) -> tuple[int, dict[str, int]]:
+        """The ORM's own delete(), for the session table (storage.py) only."""
+        return super().delete()
+
+    def update_unguarded(self, **kwargs: Any) -> int:
+        """The ORM's own update(), for the session table (storage.py) only."""
+        return super().update(**kwargs)
 
     def active(self) -> SessionQuerySet:
         return self.filter(expire_date__gt=timezone.now())
@@ -244,26 +215,24 @@ class Session(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """
-        Save as Django's ORM does, moving the version on for an existing row,
-        so that a request that loaded the session earlier merges its changes
-        onto this write instead of overwriting it (see backends/db.py).
+        Save as Django's ORM does, through the session table (storage.py):
+        an existing row's version moves on, so that a request that loaded
+        the session earlier merges its changes onto this write instead of
+        overwriting it, and the session cache is told.
         """
         bumped = not self._state.adding
         if bumped:
             self.version = F("version") + 1
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
-        super().save(*args, **kwargs)
+        storage.table().save_instance(self, lambda: super(Session, self).save(*args, **kwargs))
         if bumped:
             self.refresh_from_db(fields=["version"])
-        if caching.in_use():
-            caching.invalidate([self.key_hash], using=self._state.db or conf.DB_ALIAS.get())
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        key_hash, using = self.key_hash, self._state.db or conf.DB_ALIAS.get()
-        result = super().delete(*args, **kwargs)  # which sets the primary key to None
-        if caching.in_use():
-            caching.invalidate([key_hash], using=using)
+        result: tuple[int, dict[str, int]] = storage.table().delete_instance(
+            self, lambda: super(Session, self).delete(*args, **kwargs)
+        )
         return result
 
     @classmethod
@@ -318,46 +287,6 @@ class ImportedSession(models.Model):
 
     def __str__(self) -> str:
         return str(self.key_hash)[:12]
-
-
-def table_mismatch(name: object) -> str | None:
-    """
-    What is wrong when SQL_SESSIONS_TABLE is not the table the model was
-    loaded with (check E014 and session_table() say the same), or None.
-    """
-    if name == Session._meta.db_table:
-        return None
-    return (
-        f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with "
-        f"{Session._meta.db_table!r}"
-    )
-
-
-def session_table() -> str:
-    """
-    SQL_SESSIONS_TABLE, which must still be the table the model was loaded
-    with: an engine that followed a changed setting would write one table
-    while the model's queries (users' sessions, the admin) read another.
-    """
-    name = conf.TABLE.get()
-    if problem := table_mismatch(name):
-        raise ImproperlyConfigured(
-            f"{problem}: the table cannot change while the process runs "
-            "(override_settings included). Set it before Django starts."
-        )
-    return name
-
-
-def session_connection() -> tuple[BaseDatabaseWrapper, Statements]:
-    """The sessions alias's connection and the statements for the session table."""
-    alias, table = _session_target()
-    connection = connections[alias]
-    return connection, statements(connection, table)
-
-
-@conf.cached
-def _session_target() -> tuple[str, str]:
-    return conf.DB_ALIAS.get(), session_table()
 
 
 class CleanupLease(models.Model):

@@ -383,10 +383,11 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
         f"INSERT INTO {table} ({columns}) VALUES (%(key_hash)s, %(data)s, %(expire_date)s, "
         "%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1)"
     )
-    # A new key is a new session for the absolute lifetime: login() moves the
-    # session to a new key, so the clock starts at login.
+    # The absolute lifetime goes on across a move to a new key (rotating the
+    # id, as OWASP advises, must not extend it); a login restarts it through
+    # the save's `born` (storage.SessionTable.update()).
     rekey = (
-        f"UPDATE {table} SET key_hash = %(new_key_hash)s, created_at = %(now)s, "
+        f"UPDATE {table} SET key_hash = %(new_key_hash)s, "
         "updated_at = %(now)s, version = version + 1 WHERE key_hash = %(key_hash)s"
     )
     cas = (
@@ -397,7 +398,7 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
     # come from the request, and a save outside one (a shell, a task) keeps
     # what the last request recorded.
     device = "ip = COALESCE(%(ip)s, ip), user_agent = COALESCE(%(user_agent)s, user_agent)"
-    owner = f"user_id = %(user_id)s, {device}"
+    owner = f"user_id = %(user_id)s, {device}, created_at = COALESCE(%(born)s, created_at)"
     if vendor in ("postgresql", "sqlite"):
         # A failed INSERT would abort a caller's PostgreSQL transaction;
         # ON CONFLICT turns the collision into "0 rows" instead.

@@ -42,7 +42,8 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.devices import device_name, parser_installed
-from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.models import Session
+from django_sql_sessions.storage import session_table
 from django_sql_sessions.user_sessions import users_by_id
 
 # Rows a count may read before an estimate replaces it: an index range of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,11 @@ from django.db import models
 
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
-from django_sql_sessions.models import IN_LIST_SIZE, USER_ID_MAX_LENGTH, Session
+from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
 from django_sql_sessions.signals import send_revoked
+from django_sql_sessions.storage import IN_LIST_SIZE, table
+
+logger = logging.getLogger("django_sql_sessions.revocations")
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -143,6 +147,7 @@ def revoke_session(user: object, session_id: str, *, actor: object = None) -> bo
         send_revoked(
             Session, [session_id], user_id=owner, via="api", actor=actor, using=sessions.db
         )
+        _warn_if_cached(deleted)
     return deleted > 0
 
 
@@ -203,7 +208,23 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
             send_revoked(
                 Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
             )
+    if deleted and via != "command":  # the command says so itself, and exits with 3
+        _warn_if_cached(deleted)
     return deleted
+
+
+def _warn_if_cached(deleted: int) -> None:
+    """Say so when revoked sessions may still be served from a cache that did not answer."""
+    if missed := table().undelivered:
+        logger.warning(
+            "Revoked %d %s, but the session cache did not answer: %d revoked or changed "
+            "%s may still be served from it by other processes until it answers again "
+            "or its TIMEOUT ends.",
+            deleted,
+            "session" if deleted == 1 else "sessions",
+            missed,
+            "session" if missed == 1 else "sessions",
+        )
 
 
 def _session_id(session: SessionBase | None) -> str | None:

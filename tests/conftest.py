@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 
 # The test id of each database, its alias in tests/settings.py, and the
 # environment variable that turns it on.

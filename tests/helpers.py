@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.test import Client
 
-from django_sql_sessions import caching, conf
+from django_sql_sessions import storage
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
@@ -58,5 +58,6 @@ def wrote_raw_sql(session_key: str) -> None:
     Tell the cached engine's cache that a test changed the session's row with
     raw SQL, which the cache cannot see (docs/cache.rst); a no-op otherwise.
     """
-    if cached_engine():
-        caching.invalidate([hash_key(session_key)], using=conf.DB_ALIAS.get())
+    # The documented way: raw SQL runs inside the table's changing().
+    with storage.table().changing([hash_key(session_key)]):
+        pass

@@ -19,10 +19,11 @@ from django.test import RequestFactory
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from django_sql_sessions import models as models_module
 from django_sql_sessions import sql as sql_module
+from django_sql_sessions import storage
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
-from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.models import Session
+from django_sql_sessions.storage import session_table
 from tests.counting import count_statements
 from tests.helpers import cached_engine, saved_session, wrote_raw_sql
 
@@ -389,7 +390,7 @@ class TestBadInput:
     ) -> None:
         store = saved_session(x=1)
         monkeypatch.setattr(
-            models_module,
+            storage,
             "statements",
             lambda connection, table: sql_module._compile(
                 connection.vendor, connection.ops.quote_name("no_such_session_table")
@@ -825,7 +826,6 @@ class TestParallelRequests:
         self, alias: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         from django_sql_sessions import sql
-        from django_sql_sessions.backends import db as backend
         from django_sql_sessions.exceptions import SessionSaveConflict
 
         if connections[alias].vendor != "sqlite":
@@ -844,7 +844,7 @@ class TestParallelRequests:
                     cursor.execute(f"UPDATE {table} SET version = version + 1")
             return real_execute(connection, statement, **values)
 
-        monkeypatch.setattr(backend, "execute", another_request_saves_first)
+        monkeypatch.setattr(storage, "execute", another_request_saves_first)
         with pytest.raises(SessionSaveConflict, match="kept saving"):
             loaded.save()
         monkeypatch.undo()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.keys import hash_key
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 from tests.counting import count_statements
 from tests.helpers import wrote_raw_sql
 from tests.servers import kill

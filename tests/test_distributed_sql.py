@@ -16,8 +16,8 @@ import pytest
 from django_sql_sessions import locks
 from django_sql_sessions.checks import check_settings
 from django_sql_sessions.locks import lock_name, single_runner
-from django_sql_sessions.models import session_table
 from django_sql_sessions.sql import _compile, statements
+from django_sql_sessions.storage import session_table
 from tests.distributed_offline import (
     as_alias,
     cockroachdb_connection,

@@ -8,8 +8,9 @@ from django.utils import timezone
 
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key
-from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.models import Session
 from django_sql_sessions.sql import statements
+from django_sql_sessions.storage import session_table
 
 
 def test_deconstruct_omits_the_fixed_length() -> None:

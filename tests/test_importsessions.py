@@ -18,7 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string, salted_hmac
 
-from django_sql_sessions import models
+from django_sql_sessions import storage
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.importing import ImportResult, import_django_sessions
 from django_sql_sessions.keys import hash_key
@@ -192,7 +192,7 @@ def test_presence_is_checked_in_pieces(alias: str, monkeypatch: pytest.MonkeyPat
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
 
-    monkeypatch.setattr(models, "IN_LIST_SIZE", 2)
+    monkeypatch.setattr(storage, "IN_LIST_SIZE", 2)
     keys = [django_row(alias, encoded({"i": i})) for i in range(5)]
     with CaptureQueriesContext(connections[alias]) as queries:
         assert run(alias).imported == 5

@@ -7,7 +7,7 @@ from django.db import connections
 
 from django_sql_sessions import locks
 from django_sql_sessions.locks import lock_name, single_runner
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 from tests.mssql_offline import offline_connection
 
 

@@ -33,7 +33,7 @@ def redis(settings: Any) -> Iterator[None]:
 
 def store_in_a_thread() -> Any:
     found: list[Any] = []
-    thread = threading.Thread(target=lambda: found.append(caching._store()))
+    thread = threading.Thread(target=lambda: found.append(caching.cached_table()._cache()))
     thread.start()
     thread.join()
     return found[0]
@@ -48,7 +48,7 @@ def test_threads_share_one_client(redis: None) -> None:
 
 
 def redis_store() -> caching._RedisStore:
-    store = caching._store()
+    store = caching.cached_table()._cache()
     assert isinstance(store, caching._RedisStore)
     return store
 

@@ -11,7 +11,7 @@ from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
 from django_sql_sessions import sql
-from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.models import Session
 from django_sql_sessions.sql import (
     SUPPORTED_VENDORS,
     Statement,
@@ -20,6 +20,7 @@ from django_sql_sessions.sql import (
     django_session_statements,
     statements,
 )
+from django_sql_sessions.storage import session_table
 from tests.mssql_offline import offline_connection
 
 # The parameters each statement takes, by name (the engine, the cleanup and
@@ -31,8 +32,20 @@ PARAMETERS = {
     "reload_locked": {"key_hash"},
     "exists": {"key_hash"},
     "insert": {"key_hash", "data", "expire_date", "now", "user_id", "ip", "user_agent"},
-    "update": {"data", "expire_date", "now", "key_hash", "version", "user_id", "ip", "user_agent"},
+    # born: created_at when a login restarts the absolute lifetime, else NULL.
+    "update": {
+        "data",
+        "expire_date",
+        "now",
+        "key_hash",
+        "version",
+        "user_id",
+        "ip",
+        "user_agent",
+        "born",
+    },
     "update_exact": {
+        "born",
         "data",
         "expire_date",
         "now",
@@ -80,6 +93,7 @@ def test_parameters_are_bound_by_name_in_placeholder_order() -> None:
         "<user_id>",
         "<ip>",
         "<user_agent>",
+        "<born>",
         "<now>",
         "<key_hash>",
         "<version>",
@@ -167,8 +181,8 @@ class TestSqlServerOffline:
         assert compiled.update.format == (
             "UPDATE [test_web_sessions] SET data = %s, expire_date = CASE WHEN expire_date > %s "
             "THEN expire_date ELSE %s END, user_id = %s, ip = COALESCE(%s, ip), "
-            "user_agent = COALESCE(%s, user_agent), updated_at = %s, version = version + 1 "
-            "WHERE key_hash = %s AND version = %s"
+            "user_agent = COALESCE(%s, user_agent), created_at = COALESCE(%s, created_at), "
+            "updated_at = %s, version = version + 1 WHERE key_hash = %s AND version = %s"
         )
         assert compiled.touch_activity.format == (
             "UPDATE [test_web_sessions] SET ip = COALESCE(%s, ip), "

@@ -322,14 +322,33 @@ class TestAbsoluteLifetime:
             clock(day * 86400)
             assert client.get("/read/").content == b"cart"
 
-    def test_a_new_key_restarts_the_clock(
+    def test_rotating_the_key_keeps_the_clock(
         self, alias: str, clock: Callable[[float], None]
     ) -> None:
+        # Issue 20, defect 3: cycle_key() (OWASP's id rotation, or
+        # update_session_auth_hash()) must not extend the absolute lifetime.
         store = saved_session(value="x")
         created = row_of_key(store.session_key).created_at
         clock(90)
         store.cycle_key()
-        assert row_of_key(store.session_key).created_at == created + datetime.timedelta(seconds=90)
+        store.save()
+        assert row_of_key(store.session_key).created_at == created
+
+    def test_logging_in_again_restarts_the_clock(
+        self, alias: str, settings: Any, clock: Callable[[float], None], make_user: Any
+    ) -> None:
+        # Django's login() of the same user neither flushes nor moves the
+        # key; its user_logged_in signal restarts the clock.
+        settings.SQL_SESSIONS_ABSOLUTE_LIFETIME = 3600
+        user = make_user()
+        client = Client()
+        assert client.get(f"/login/{user.pk}/").status_code == 200
+        session_key = client.cookies["sessionid"].value
+        created = row_of_key(session_key).created_at
+        clock(90)
+        assert client.get(f"/login/{user.pk}/").status_code == 200
+        assert client.cookies["sessionid"].value == session_key
+        assert row_of_key(session_key).created_at == created + datetime.timedelta(seconds=90)
 
 
 def row_of_key(session_key: str | None) -> Session:

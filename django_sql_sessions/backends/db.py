@@ -9,13 +9,12 @@ conflict merges this request's changes onto the newer data (docs/design.rst,
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
 import logging
 import random
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -26,7 +25,6 @@ from django.contrib.sessions.backends.base import (
     UpdateError,
 )
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -35,17 +33,10 @@ from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
 from django_sql_sessions.keys import hash_key, is_valid_key, new_key
-from django_sql_sessions.models import Session, session_connection, user_id_from_session
+from django_sql_sessions.models import Session, user_id_from_session
 from django_sql_sessions.signals import send_save_merged, send_save_refused, send_too_large
-from django_sql_sessions.sql import (
-    Statement,
-    Statements,
-    execute,
-    fetch_one,
-    from_db_datetime,
-    retry_after,
-    to_db_datetime,
-)
+from django_sql_sessions.sql import from_db_datetime, retry_after
+from django_sql_sessions.storage import Row, SessionTable, Values, table
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -55,39 +46,22 @@ KEY_ATTEMPTS = 10
 # between; this many in a row only happens under a flood of writes to it.
 SAVE_ATTEMPTS = 20
 EXPIRY_KEY = "_session_expiry"
-# SQL_SESSIONS_ABSOLUTE_LIFETIME = 0 (off): the load statement still takes a
-# bound, one no session reaches.
-FOREVER = 100 * 365 * 24 * 3600
 
 logger = logging.getLogger("django_sql_sessions")
 
 
-class _Loaded(NamedTuple):
-    """The row's expire_date and updated_at as the driver returned them."""
-
-    expire_date: Any
-    updated_at: Any
-
-
-@dataclasses.dataclass(slots=True)
-class _Row:
-    """What this store last read from, or wrote to, its row."""
-
-    data: str  # as stored: encoded and signed
-    version: int
-    expiry_setting: object  # data[EXPIRY_KEY] at that time, if any
-    # What load() read, until this store writes the row: the TOUCH_AFTER
-    # skip and the activity refresh compare with it. None once written (the
-    # write set both columns) or when the row was never loaded.
-    loaded: _Loaded | None = None
-    # Set once record_activity() has refreshed updated_at, which is then
-    # not refreshed again by this store.
-    activity_recorded: bool = False
-
-
 class SessionStore(SessionBase):
-    _row: _Row | None = None
+    # What this store last read from, or wrote to, its row.
+    _row: Row | None = None
+    # data[EXPIRY_KEY] when the row was read or written.
+    _expiry_setting: object = None
+    # The row is as load() read it, not written by this store since: the
+    # TOUCH_AFTER skip and the activity refresh compare with it.
+    _fresh = False
+    _activity_recorded = False
+    # clear() was called: the next save replaces the data, merging nothing.
     _replace = False
+    _restart_lifetime = False
     # The client's details, set by django_sql_sessions.middleware when
     # SQL_SESSIONS_DEVICE_DETAILS is on; saved with the session.
     device: Device | None = None
@@ -166,30 +140,18 @@ class SessionStore(SessionBase):
         key = self.session_key
         if key is None:
             return {}
-        connection, sql = session_connection()
-        now = timezone.now()
-        lifetime = conf.ABSOLUTE_LIFETIME.get() or FOREVER
-        row = fetch_one(
-            connection,
-            sql.load,
-            key_hash=hash_key(key),
-            now=to_db_datetime(connection, now),
-            born_after=to_db_datetime(connection, now - datetime.timedelta(seconds=lifetime)),
-        )
+        row = self.table().load(hash_key(key))
         if row is None:
             # Missing or expired: never adopt a key we did not issue.
             self._session_key = None
             return {}
-        raw, expire_date, version, updated_at = row
-        data = self.decode(raw)
-        self._row = _Row(raw, version, data.get(EXPIRY_KEY), _Loaded(expire_date, updated_at))
+        data = self.decode(row.data)
+        self._row, self._expiry_setting, self._fresh = row, data.get(EXPIRY_KEY), True
+        self._activity_recorded = False
         return data
 
     def exists(self, session_key: str) -> bool:
-        if not is_valid_key(session_key):
-            return False
-        connection, sql = session_connection()
-        return fetch_one(connection, sql.exists, key_hash=hash_key(session_key)) is not None
+        return is_valid_key(session_key) and self.table().exists(hash_key(session_key))
 
     def create(self) -> None:
         for _attempt in range(KEY_ATTEMPTS):
@@ -207,60 +169,63 @@ class SessionStore(SessionBase):
         if key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
-        connection, sql = session_connection()
+        session_table = self.table()
         now = timezone.now()
         if must_create:
-            self._insert(connection, sql, key, data, now)
-        elif self.modified or not self._untouched(connection, data, now):
-            self._update(connection, sql, hash_key(key), data, now)
+            self._insert(session_table, hash_key(key), data, now)
+        elif self.modified or not self._untouched(session_table, data, now):
+            self._update(session_table, hash_key(key), data, now)
         return None
+
+    @classmethod
+    def table(cls) -> SessionTable:
+        """The table this engine reads and writes (the cached engine's is behind its cache)."""
+        return table()
+
+    def _values(self, data: dict[str, Any], now: datetime.datetime) -> Values:
+        """What a save at `now` writes besides the data."""
+        device = self.device
+        return Values(
+            expire_date=self.get_expiry_date(modification=now, expiry=data.get(EXPIRY_KEY)),
+            now=now,
+            user_id=user_id_from_session(data),
+            ip=None if device is None else device.ip,
+            user_agent=None if device is None else device.user_agent,
+        )
 
     def _insert(
         self,
-        connection: BaseDatabaseWrapper,
-        sql: Statements,
-        key: str,
-        data: dict[str, Any],
-        now: datetime.datetime,
-    ) -> None:
-        try:
-            encoded = self._encode_within_limit(data)
-        except SessionTooLarge as exc:
-            # No row yet, so no key hash in the signal.
-            _send_too_large(type(self), None, exc, connection.alias)
-            raise
-        ip, user_agent = self._device()
-        try:
-            inserted = execute(
-                connection,
-                sql.insert,
-                key_hash=hash_key(key),
-                data=encoded,
-                expire_date=to_db_datetime(connection, self.get_expiry_date(modification=now)),
-                now=to_db_datetime(connection, now),
-                user_id=user_id_from_session(data),
-                ip=ip,
-                user_agent=user_agent,
-            )
-        except IntegrityError as exc:
-            raise CreateError from exc
-        if not inserted:
-            raise CreateError
-        self._row = _Row(encoded, 1, data.get(EXPIRY_KEY))
-        self._replace = False
-
-    def _update(
-        self,
-        connection: BaseDatabaseWrapper,
-        sql: Statements,
+        session_table: SessionTable,
         key_hash: str,
         data: dict[str, Any],
         now: datetime.datetime,
     ) -> None:
+        encoded = self.encode(data)
+        try:
+            row = session_table.insert(key_hash, encoded, self._values(data, now))
+        except SessionTooLarge as exc:
+            # No row yet, so no key hash in the signal.
+            _send_too_large(type(self), None, exc, session_table.alias)
+            raise
+        except IntegrityError as exc:
+            raise CreateError from exc
+        if row is None:
+            raise CreateError
+        self._row, self._expiry_setting, self._fresh = row, data.get(EXPIRY_KEY), False
+        self._replace = self._restart_lifetime = False
+
+    def _update(
+        self,
+        session_table: SessionTable,
+        key_hash: str,
+        data: dict[str, Any],
+        now: datetime.datetime,
+    ) -> None:
+        alias = session_table.alias
         try:
             row = self._row
             if row is not None and self._write(
-                connection, sql, key_hash, data, row, now, exact=True
+                session_table, key_hash, data, row, now, exact=True
             ):
                 return
             # This request's changes, which the merge carries onto the newer
@@ -268,20 +233,18 @@ class SessionStore(SessionBase):
             changed = (
                 None if row is None or self._replace else _changed(self.decode(row.data), data)
             )
-            attempts = self._write_again(connection, sql, key_hash, data, row, now)
+            attempts = self._write_again(session_table, key_hash, data, row, now)
         except UpdateError:
-            send_save_refused(type(self), key_hash, using=connection.alias)
+            send_save_refused(type(self), key_hash, using=alias)
             raise
         except SessionTooLarge as exc:
             # Sent here, not where the size is measured: after a conflict that
             # is inside _write_again()'s transaction, with the row locked, and
             # a receiver's own writes would be rolled back with it.
-            _send_too_large(type(self), key_hash, exc, connection.alias)
+            _send_too_large(type(self), key_hash, exc, alias)
             raise
         if attempts and changed is not None:
-            send_save_merged(
-                type(self), key_hash, changed=changed, attempts=attempts, using=connection.alias
-            )
+            send_save_merged(type(self), key_hash, changed=changed, attempts=attempts, using=alias)
         if not attempts:
             raise SessionSaveConflict(
                 "Other requests kept saving the session while this request tried to save "
@@ -290,11 +253,10 @@ class SessionStore(SessionBase):
 
     def _write_again(
         self,
-        connection: BaseDatabaseWrapper,
-        sql: Statements,
+        session_table: SessionTable,
         key_hash: str,
         data: dict[str, Any],
-        row: _Row | None,
+        row: Row | None,
         now: datetime.datetime,
     ) -> int:
         """
@@ -303,20 +265,19 @@ class SessionStore(SessionBase):
         """
         # Another request saved first, or this store never read the row
         # (clear() without a load): read it again, merge, write.
-        if sql.reload_locked is not None:
+        if session_table.locks_rows:
             # Lock the row for the read and the write, so the retry cannot be
             # overtaken again: under a burst of writers to one session an
             # optimistic retry can lose every race. A deadlock or a lost
             # Galera certification rolls the transaction back whole, so it
             # starts again (if it is ours, not the caller's).
+            connection = session_table.connection
             attempt = 1
             while True:
                 try:
-                    with transaction.atomic(using=connection.alias):
-                        data, row = self._reread(
-                            connection, sql.reload_locked, key_hash, data, row
-                        )
-                        if self._write(connection, sql, key_hash, data, row, now, exact=False):
+                    with transaction.atomic(using=session_table.alias):
+                        data, row = self._reread(session_table, key_hash, data, row, lock=True)
+                        if self._write(session_table, key_hash, data, row, now, exact=False):
                             return attempt
                     return 0
                 except DatabaseError as exc:
@@ -331,18 +292,17 @@ class SessionStore(SessionBase):
                     # A random pause of up to a millisecond per attempt breaks
                     # the lockstep of writers that keep colliding.
                     time.sleep(random.random() * attempt / 1000)
-                data, row = self._reread(connection, sql.reload, key_hash, data, row)
-                if self._write(connection, sql, key_hash, data, row, now, exact=False):
+                data, row = self._reread(session_table, key_hash, data, row, lock=False)
+                if self._write(session_table, key_hash, data, row, now, exact=False):
                     return attempt + 1
             return 0
 
     def _write(
         self,
-        connection: BaseDatabaseWrapper,
-        sql: Statements,
+        session_table: SessionTable,
         key_hash: str,
         data: dict[str, Any],
-        row: _Row,
+        row: Row,
         now: datetime.datetime,
         *,
         exact: bool,
@@ -353,38 +313,34 @@ class SessionStore(SessionBase):
         Not exact (after a conflict): keep a later stored expiry, which a
         newer request wrote, unless this request set the expiry itself.
         """
-        encoded = self._encode_within_limit(data)
         expiry_setting = data.get(EXPIRY_KEY)
-        keep_later = not (exact or self._replace or expiry_setting != row.expiry_setting)
-        expire_date = self.get_expiry_date(modification=now, expiry=expiry_setting)
-        ip, user_agent = self._device()
-        updated = execute(
-            connection,
-            sql.update if keep_later else sql.update_exact,
-            data=encoded,
-            expire_date=to_db_datetime(connection, expire_date),
-            now=to_db_datetime(connection, now),
-            key_hash=key_hash,
-            version=row.version,
-            user_id=user_id_from_session(data),
-            ip=ip,
-            user_agent=user_agent,
+        written = session_table.update(
+            key_hash,
+            row,
+            self.encode(data),
+            self._values(data, now),
+            keep_later_expiry=not (
+                exact or self._replace or expiry_setting != self._expiry_setting
+            ),
+            restart_lifetime=self._restart_lifetime,
         )
-        if updated:
-            self._row = _Row(encoded, row.version + 1, expiry_setting)
-            self._replace = False
-        return bool(updated)
+        if written is None:
+            return False
+        self._row, self._expiry_setting, self._fresh = written, expiry_setting, False
+        self._replace = self._restart_lifetime = False
+        return True
 
     def _reread(
         self,
-        connection: BaseDatabaseWrapper,
-        statement: Statement,
+        session_table: SessionTable,
         key_hash: str,
         data: dict[str, Any],
-        row: _Row | None,
-    ) -> tuple[dict[str, Any], _Row]:
+        row: Row | None,
+        *,
+        lock: bool,
+    ) -> tuple[dict[str, Any], Row]:
         """Return this request's data merged onto the stored row, and that row."""
-        fresh = fetch_one(connection, statement, key_hash=key_hash)
+        fresh = session_table.reload(key_hash, lock=lock)
         if fresh is None:
             # Deleted by a logout or revocation elsewhere, or by cleanup.
             # Re-inserting it would undo that.
@@ -394,22 +350,24 @@ class SessionStore(SessionBase):
         if row is not None and not self._replace:
             data = _merge(base=self.decode(row.data), mine=data, newer=newer)
             self._session_cache = data
-        return data, _Row(stored, version, newer.get(EXPIRY_KEY))
+        self._expiry_setting = newer.get(EXPIRY_KEY)
+        created_at = None if row is None else row.created_at
+        return data, Row(stored, version, None, None, created_at)
 
     def _untouched(
-        self, connection: BaseDatabaseWrapper, data: dict[str, Any], now: datetime.datetime
+        self, session_table: SessionTable, data: dict[str, Any], now: datetime.datetime
     ) -> bool:
         """
         Whether this save of an unmodified session would only push the
         expiry forward by <= TOUCH_AFTER.
         """
         row = self._row
-        if row is None or row.loaded is None:
+        if row is None or not self._fresh:
             return False
         seconds = conf.TOUCH_AFTER.get()
         if not seconds:
             return False
-        stored_expiry = from_db_datetime(connection, row.loaded.expire_date)
+        stored_expiry = from_db_datetime(session_table.connection, row.expire_date)
         expire_date = self.get_expiry_date(modification=now)
         # A session that lives 120 s (set_expiry(120)) must not wait 300 s
         # for its expiry to move: skipping at most half its lifetime leaves
@@ -421,11 +379,6 @@ class SessionStore(SessionBase):
         # in the session appended to without setting modified) is written.
         serializer = self.serializer()
         return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
-
-    def _device(self) -> tuple[str | None, str | None]:
-        """The ip and user_agent parameters: NULL (keep what is stored) without a device."""
-        device = self.device
-        return (None, None) if device is None else (device.ip, device.user_agent)
 
     def record_activity(self) -> None:
         """
@@ -439,57 +392,34 @@ class SessionStore(SessionBase):
         with that write.
         """
         row = self._row
-        if self.session_key is None or row is None or row.loaded is None:
+        if self.session_key is None or row is None or not self._fresh:
             return  # not loaded, or written since (which recorded it)
-        if row.activity_recorded:
+        if self._activity_recorded:
             return
         interval = conf.ACTIVITY_INTERVAL.get()
         if not interval:
             return
-        connection, sql = session_connection()
+        session_table = self.table()
         now = timezone.now()
         due = now - datetime.timedelta(seconds=interval)
-        if from_db_datetime(connection, row.loaded.updated_at) > due:
+        if from_db_datetime(session_table.connection, row.updated_at) > due:
             return
-        ip, user_agent = self._device()
-        key_hash = hash_key(self.session_key)
-        touched = execute(
-            connection,
-            sql.touch_activity,
-            now=to_db_datetime(connection, now),
-            key_hash=key_hash,
-            due=to_db_datetime(connection, due),
-            ip=ip,
-            user_agent=user_agent,
+        device = self.device
+        session_table.touch(
+            hash_key(self.session_key),
+            row,
+            now,
+            due,
+            ip=None if device is None else device.ip,
+            user_agent=None if device is None else device.user_agent,
         )
         # The stored expiry is as read, so a later save can still be skipped
         # (TOUCH_AFTER).
-        row.activity_recorded = True
-        if touched:
-            self._activity_touched(connection, key_hash, row, now)
-
-    def _activity_touched(
-        self, connection: BaseDatabaseWrapper, key_hash: str, row: _Row, now: datetime.datetime
-    ) -> None:
-        """Called after record_activity() set the row's updated_at to now (the cached engine)."""
+        self._activity_recorded = True
 
     async def arecord_activity(self) -> None:
         """See record_activity()."""
         await sync_to_async(self.record_activity)()
-
-    def _encode_within_limit(self, data: dict[str, Any]) -> str:
-        encoded: str = self.encode(data)
-        limit = conf.MAX_SIZE.get()
-        # Signed session data is ASCII (base64 and a signature): one byte a
-        # character in every column encoding.
-        if len(encoded) > limit:
-            exc = SessionTooLarge(
-                f"The session is {len(encoded)} bytes encoded, more than "
-                f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
-            )
-            exc.size, exc.limit = len(encoded), limit
-            raise exc
-        return encoded
 
     def clear(self) -> None:
         super().clear()
@@ -501,20 +431,21 @@ class SessionStore(SessionBase):
             if self.session_key is None:
                 return
             session_key = self.session_key
-        if not is_valid_key(session_key):
-            return
-        connection, sql = session_connection()
-        execute(connection, sql.delete, key_hash=hash_key(session_key))
+        if is_valid_key(session_key):
+            self.table().delete(hash_key(session_key))
 
     def cycle_key(self) -> None:
         """
-        Move the session to a new key, keeping its data, in one UPDATE.
+        Move the session to a new key, keeping its data and its absolute
+        lifetime, in one UPDATE.
 
         Django's engines insert a copy under a new key and then delete the old
         row; moving the row is one round trip and leaves no moment at which
         both keys, or neither, are valid. The data is not rewritten here, so a
         concurrent request's changes are not overwritten; the session is
         marked modified and its data is saved (merged) by the next save().
+        A login restarts SQL_SESSIONS_ABSOLUTE_LIFETIME (see restart_lifetime()),
+        rotating the key alone does not.
 
         If the row is gone, this request cannot tell a logout or revocation
         elsewhere from a parallel request that moved the row first (a
@@ -531,28 +462,22 @@ class SessionStore(SessionBase):
         if old_key is None:
             self.create()
             return
-        connection, sql = session_connection()
+        session_table = self.table()
         old_hash = hash_key(old_key)
         for _attempt in range(KEY_ATTEMPTS):
             new_key = self._get_new_session_key()
             try:
-                moved = execute(
-                    connection,
-                    sql.rekey,
-                    new_key_hash=hash_key(new_key),
-                    now=to_db_datetime(connection, timezone.now()),
-                    key_hash=old_hash,
-                )
+                moved = session_table.rekey(old_hash, hash_key(new_key), timezone.now())
             except IntegrityError:
                 continue  # the new key is taken: draw another
             if moved:
                 self._session_key = new_key
                 if self._row is not None:
                     self._row.version += 1
-                    self._row.loaded = None  # the rekey wrote updated_at
+                    self._fresh = False  # the rekey wrote updated_at
                 self.modified = True
                 return
-            if not self.exists(old_key):
+            if not session_table.exists(old_hash):
                 break
             # PostgreSQL's guard reports a taken new key as 0 rows: draw again.
         else:
@@ -568,9 +493,21 @@ class SessionStore(SessionBase):
         """See cycle_key(); SessionBase's twin would insert and delete instead."""
         await sync_to_async(self.cycle_key)()
 
+    def restart_lifetime(self) -> None:
+        """Start SQL_SESSIONS_ABSOLUTE_LIFETIME again at the next save (a login; see apps.py)."""
+        self._restart_lifetime = True
+        self.modified = True
+
     @classmethod
     def clear_expired(cls) -> None:
         delete_expired(via="clear_expired")
+
+
+def restart_lifetime_at_login(sender: object, request: Any, **kwargs: Any) -> None:
+    """user_logged_in receiver: a login restarts the session's absolute lifetime."""
+    session = getattr(request, "session", None)
+    if isinstance(session, SessionStore):
+        session.restart_lifetime()
 
 
 def _send_too_large(sender: type, key_hash: str | None, exc: SessionTooLarge, using: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 from tests.cluster import galera as cluster
 
 _report: list[str] = []

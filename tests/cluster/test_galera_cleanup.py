@@ -15,8 +15,9 @@ from django.db import connections
 from django.utils import timezone
 
 from django_sql_sessions.cleanup import CleanupResult, delete_expired
-from django_sql_sessions.models import Session, session_table
+from django_sql_sessions.models import Session
 from django_sql_sessions.sql import to_db_datetime
+from django_sql_sessions.storage import session_table
 from tests.cluster import galera as cluster
 
 LIVE = 20

@@ -8,7 +8,7 @@ import sys
 from django.conf import settings
 from django.db import connections
 
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 from tests.cluster import galera as cluster
 
 

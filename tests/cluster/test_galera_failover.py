@@ -26,7 +26,7 @@ from django.test import Client
 
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.keys import hash_key
-from django_sql_sessions.models import session_table
+from django_sql_sessions.storage import session_table
 from tests.cluster import galera as cluster
 
 CLIENTS = 8

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions import conf
+from django_sql_sessions import conf, storage
 from django_sql_sessions.management._common import database_errors, plural
 from django_sql_sessions.user_sessions import revoke_users_sessions
 from django_sql_sessions.user_sessions import user_id as stored_user_id
@@ -52,3 +52,13 @@ class Command(BaseCommand):
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Revoked {plural(count, 'session')} of {label}.")
+        if count and (missed := storage.table().undelivered):
+            # The rows are gone, but other processes may serve their cached
+            # copies: support staff must not be told the user is logged out.
+            raise CommandError(
+                f"The session cache did not answer, so {plural(missed, 'revoked session')} "
+                "may still be served from it by other processes until it answers again "
+                "(this process keeps trying) or the cache's TIMEOUT ends. Run the command "
+                "again once the cache is back.",
+                returncode=3,
+            )

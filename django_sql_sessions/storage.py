@@ -1,0 +1,402 @@
+"""
+The session table's one door: every read and write of a session row, from
+the engines, the ORM (model, manager, queryset), the admin, the commands and
+the users' sessions API, goes through a SessionTable, which keeps the
+invariants once:
+
+- every change moves the row's version on, so a request that read the row
+  earlier merges onto the change instead of overwriting it;
+- every change or delete is reported to the table's cache (the cached
+  engine's wrapper, caching.CachedSessionTable): inside a transaction
+  before the statement is sent and again after the commit, in autocommit
+  right after the statement;
+- a load never returns a row past its expiry or SQL_SESSIONS_ABSOLUTE_LIFETIME;
+- no write stores data larger than SQL_SESSIONS_MAX_SIZE.
+
+docs/design.rst ("The storage layer") has the picture. Subclass SessionTable
+to store extra columns (see docs/design.rst, "Extending the session model").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F
+from django.utils import timezone
+
+from django_sql_sessions import conf
+from django_sql_sessions.exceptions import SessionTooLarge
+from django_sql_sessions.sql import (
+    Statements,
+    execute,
+    fetch_one,
+    statements,
+    to_db_datetime,
+)
+
+# SQL_SESSIONS_ABSOLUTE_LIFETIME = 0 (off): the load statement still takes a
+# bound, one no session reaches.
+FOREVER = 100 * 365 * 24 * 3600
+# Key hashes per IN (...) list: SQLite builds before 3.32 take at most 999
+# parameters, and shorter lists keep each statement's locks short.
+IN_LIST_SIZE = 500
+
+
+@dataclasses.dataclass(slots=True)
+class Row:
+    """A session row as the table last read or wrote it."""
+
+    data: str  # encoded and signed, as stored
+    version: int
+    # As the driver returned them (converted lazily: most loads never look),
+    # or aware/naive datetimes in the project's time.
+    expire_date: Any
+    updated_at: Any
+    # None where the reader did not ask (only the cached engine's entries
+    # need it, for SQL_SESSIONS_ABSOLUTE_LIFETIME on a hit).
+    created_at: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Values:
+    """What a save writes besides the data: see SessionTable.insert()/update()."""
+
+    expire_date: datetime.datetime
+    now: datetime.datetime
+    user_id: str | None
+    ip: str | None  # None keeps what is stored (a save outside a request)
+    user_agent: str | None
+
+
+class SessionTable:
+    """
+    The session rows on one alias and table. Methods take key hashes, never
+    raw keys. The cached engine wraps an instance (caching.CachedSessionTable)
+    with the same interface.
+    """
+
+    def __init__(self, alias: str, name: str) -> None:
+        self.alias = alias
+        self.name = name
+
+    @property
+    def undelivered(self) -> int:
+        """
+        Deletes and changes a cache in front has not been told of yet (it
+        did not answer): other processes may still serve those rows from it.
+        """
+        return 0
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        return connections[self.alias]
+
+    def statements(self) -> tuple[BaseDatabaseWrapper, Statements]:
+        connection = connections[self.alias]
+        return connection, statements(connection, self.name)
+
+    # Reads.
+
+    def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
+        """The live row: not expired, and not past SQL_SESSIONS_ABSOLUTE_LIFETIME."""
+        connection, sql = self.statements()
+        now = timezone.now()
+        found = fetch_one(
+            connection,
+            sql.load_created if with_created else sql.load,
+            key_hash=key_hash,
+            now=to_db_datetime(connection, now),
+            born_after=to_db_datetime(connection, born_after(now)),
+        )
+        if found is None:
+            return None
+        data, expire_date, version, updated_at, *created_at = found
+        return Row(data, version, expire_date, updated_at, *created_at)
+
+    def exists(self, key_hash: str) -> bool:
+        """Whether the key is taken, by a live or an expired row."""
+        connection, sql = self.statements()
+        return fetch_one(connection, sql.exists, key_hash=key_hash) is not None
+
+    def reload(self, key_hash: str, *, lock: bool) -> tuple[str, int] | None:
+        """(data, version) of the row, live or not; locked until the transaction ends."""
+        connection, sql = self.statements()
+        statement = sql.reload_locked if lock and sql.reload_locked else sql.reload
+        found = fetch_one(connection, statement, key_hash=key_hash)
+        return None if found is None else (found[0], found[1])
+
+    @property
+    def locks_rows(self) -> bool:
+        """Whether reload(lock=True) locks the row (not SQLite, which serializes writers)."""
+        return self.statements()[1].reload_locked is not None
+
+    # The engine's writes.
+
+    def insert(self, key_hash: str, data: str, values: Values) -> Row | None:
+        """Insert a new row at version 1; None if the key is taken."""
+        check_size(data)
+        connection, sql = self.statements()
+        inserted = execute(
+            connection,
+            sql.insert,
+            key_hash=key_hash,
+            data=data,
+            expire_date=to_db_datetime(connection, values.expire_date),
+            now=to_db_datetime(connection, values.now),
+            user_id=values.user_id,
+            ip=values.ip,
+            user_agent=values.user_agent,
+        )
+        if not inserted:
+            return None
+        return Row(data, 1, values.expire_date, values.now, values.now)
+
+    def update(
+        self,
+        key_hash: str,
+        row: Row,
+        data: str,
+        values: Values,
+        *,
+        keep_later_expiry: bool = False,
+        restart_lifetime: bool = False,
+    ) -> Row | None:
+        """
+        Write the row if it still has row.version, moving the version on;
+        return the row as written, or None if it had changed or gone.
+
+        keep_later_expiry keeps a later stored expiry (a newer request's);
+        restart_lifetime starts SQL_SESSIONS_ABSOLUTE_LIFETIME again (a login).
+        """
+        check_size(data)
+        connection, sql = self.statements()
+        with self.changing([key_hash]):
+            updated = execute(
+                connection,
+                sql.update if keep_later_expiry else sql.update_exact,
+                data=data,
+                expire_date=to_db_datetime(connection, values.expire_date),
+                now=to_db_datetime(connection, values.now),
+                born=to_db_datetime(connection, values.now) if restart_lifetime else None,
+                key_hash=key_hash,
+                version=row.version,
+                user_id=values.user_id,
+                ip=values.ip,
+                user_agent=values.user_agent,
+            )
+        if not updated:
+            return None
+        created_at = values.now if restart_lifetime else row.created_at
+        return Row(data, row.version + 1, values.expire_date, values.now, created_at)
+
+    def rekey(self, key_hash: str, new_key_hash: str, now: datetime.datetime) -> bool:
+        """
+        Move the row to a new key, keeping its data and its lifetime; False
+        if it is gone (or, on PostgreSQL, the new key is taken). An
+        IntegrityError elsewhere when the new key is taken.
+        """
+        connection, sql = self.statements()
+        with self.changing([key_hash]):
+            return bool(
+                execute(
+                    connection,
+                    sql.rekey,
+                    new_key_hash=new_key_hash,
+                    now=to_db_datetime(connection, now),
+                    key_hash=key_hash,
+                )
+            )
+
+    def touch(
+        self,
+        key_hash: str,
+        row: Row,
+        now: datetime.datetime,
+        due: datetime.datetime,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> bool:
+        """Set last activity (and device details) if it is at or before `due`."""
+        connection, sql = self.statements()
+        return bool(
+            execute(
+                connection,
+                sql.touch_activity,
+                now=to_db_datetime(connection, now),
+                key_hash=key_hash,
+                due=to_db_datetime(connection, due),
+                ip=ip,
+                user_agent=user_agent,
+            )
+        )
+
+    def delete(self, key_hash: str) -> None:
+        connection, sql = self.statements()
+        with self.changing([key_hash]):
+            execute(connection, sql.delete, key_hash=key_hash)
+
+    # The ORM's writes: Session.save()/delete(), the queryset's update() and
+    # delete(), and so the admin, the commands and the users' sessions API.
+
+    def update_rows(self, queryset: Any, values: dict[str, Any]) -> int:
+        """queryset.update(**values), moving each row's version on."""
+        if "data" in values and isinstance(values["data"], str):
+            check_size(values["data"])
+        values.setdefault("version", F("version") + 1)
+        updated = 0
+        for chunk, key_hashes in self._in_chunks(queryset):
+            with self.changing(key_hashes):
+                updated += chunk.update_unguarded(**values)
+        return updated
+
+    def delete_rows(self, queryset: Any) -> tuple[int, dict[str, int]]:
+        """queryset.delete(), in chunks whose key hashes the cache is told."""
+        deleted, per_model = 0, dict[str, int]()
+        for chunk, key_hashes in self._in_chunks(queryset):
+            with self.changing(key_hashes):
+                count, counts = chunk.delete_unguarded()
+            deleted += count
+            for label, n in counts.items():
+                per_model[label] = per_model.get(label, 0) + n
+        return deleted, per_model
+
+    def save_instance(self, instance: Any, save: Callable[[], None]) -> None:
+        """instance.save(): the ORM's own save, with the version moved on for an existing row."""
+        if isinstance(instance.data, str):
+            check_size(instance.data)
+        if instance._state.adding:
+            save()
+            return
+        with self.changing([instance.key_hash]):
+            save()
+
+    def delete_instance(self, instance: Any, delete: Callable[[], Any]) -> Any:
+        with self.changing([instance.key_hash]):
+            return delete()
+
+    def _in_chunks(self, queryset: Any) -> Iterator[tuple[Any, Sequence[str]]]:
+        """
+        The queryset's rows, selected first, as querysets of at most
+        IN_LIST_SIZE rows that still match, with their key hashes: the
+        cache must be told exactly which rows change. A row that starts to
+        match after the select is left alone, as if it changed afterwards.
+        """
+        key_hashes = list(queryset.values_list("key_hash", flat=True))
+        for chunk in in_lists(key_hashes):
+            yield queryset.filter(key_hash__in=chunk), chunk
+
+    @contextmanager
+    def changing(self, key_hashes: Sequence[str]) -> Iterator[None]:
+        """
+        Around every statement that changes or deletes these rows. The
+        plain table has no cache to tell; see caching.CachedSessionTable.
+        """
+        yield
+
+
+@conf.cached
+def plain_table() -> SessionTable:
+    """The session table, SQL_SESSIONS_TABLE on SQL_SESSIONS_DB_ALIAS."""
+    return SessionTable(conf.DB_ALIAS.get(), session_table())
+
+
+def _loaded_table() -> str:
+    # Through the app registry: the model module imports this one.
+    db_table: str = apps.get_model("django_sql_sessions", "Session")._meta.db_table
+    return db_table
+
+
+def table_mismatch(name: object) -> str | None:
+    """
+    What is wrong when SQL_SESSIONS_TABLE is not the table the model was
+    loaded with (check E014 and session_table() say the same), or None.
+    """
+    loaded = _loaded_table()
+    if name == loaded:
+        return None
+    return f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with {loaded!r}"
+
+
+def session_table() -> str:
+    """
+    SQL_SESSIONS_TABLE, which must still be the table the model was loaded
+    with: an engine that followed a changed setting would write one table
+    while the model's queries (users' sessions, the admin) read another.
+    """
+    name = conf.TABLE.get()
+    if problem := table_mismatch(name):
+        raise ImproperlyConfigured(
+            f"{problem}: the table cannot change while the process runs "
+            "(override_settings included). Set it before Django starts."
+        )
+    return name
+
+
+def table() -> SessionTable:
+    """
+    The session table every path uses: behind the session cache when the
+    cached engine is SESSION_ENGINE (caching.CachedSessionTable, which has
+    the same interface), so that no write forgets to tell the cache.
+    """
+    from django_sql_sessions import caching
+
+    return caching.cached_table() if caching.in_use() else plain_table()
+
+
+def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:
+    """key_hashes in slices of IN_LIST_SIZE, for key_hash__in lookups."""
+    for start in range(0, len(key_hashes), IN_LIST_SIZE):
+        yield key_hashes[start : start + IN_LIST_SIZE]
+
+
+def born_after(now: datetime.datetime) -> datetime.datetime:
+    """The oldest created_at a live session may have (SQL_SESSIONS_ABSOLUTE_LIFETIME)."""
+    return now - datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
+
+
+def check_size(data: str) -> None:
+    """Raise SessionTooLarge if encoded data is over SQL_SESSIONS_MAX_SIZE."""
+    limit = conf.MAX_SIZE.get()
+    # Signed session data is ASCII (base64 and a signature): one byte a
+    # character in every column encoding.
+    if len(data) > limit:
+        exc = SessionTooLarge(
+            f"The session is {len(data)} bytes encoded, more than "
+            f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
+        )
+        exc.size, exc.limit = len(data), limit
+        raise exc
+
+
+def in_transaction(alias: str) -> bool:
+    """Whether a statement on `alias` now is not committed when it returns."""
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        return True
+    if connection.connection is None:
+        # Not connected yet (a new thread's first statement): Django's
+        # autocommit flag is False until it connects, and asking would connect.
+        return not connection.settings_dict["AUTOCOMMIT"]
+    return not connection.autocommit
+
+
+def after_commit(alias: str, action: Callable[[], None]) -> None:
+    """
+    Run action once the transaction on `alias` commits, whatever the
+    project's earlier on_commit callbacks do; now in autocommit. Under
+    manual transaction management Django cannot wait for the commit: now.
+    """
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        transaction.on_commit(action, using=alias, robust=True)
+    else:
+        action()
