@@ -13,6 +13,7 @@ class SqlSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in
         from django.core.signals import request_finished, request_started, setting_changed
+        from django.db.models.signals import post_migrate
 
         from django_sql_sessions import caching, conf, deployment
         from django_sql_sessions import checks as sql_sessions_checks
@@ -28,6 +29,9 @@ class SqlSessionsConfig(AppConfig):
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
         request_started.connect(
             deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"
+        )
+        post_migrate.connect(
+            caching.record_in_database, sender=self, dispatch_uid="django_sql_sessions.cache"
         )
         user_logged_in.connect(restart_lifetime_at_login, dispatch_uid="django_sql_sessions.login")
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")

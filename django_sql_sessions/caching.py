@@ -342,6 +342,9 @@ class CachedSessionTable(SessionTable):
         """Tombstones waiting for the cache to answer: copies other processes may still serve."""
         return len(self._pending)
 
+    def _missed_the_cache(self, key_hashes: Sequence[str]) -> None:
+        pass  # this is the cache: changing() told it
+
     def _pack(self, row: Row) -> str:
         # The version first: the offer script reads it.
         body = (
@@ -518,6 +521,33 @@ def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
     if setting == "CACHES":
         with _clients_lock:
             _clients.clear()
+
+
+def record_in_database(*, using: str, **kwargs: Any) -> None:
+    """
+    After migrate on the sessions alias (post_migrate): record whether the
+    cached engine fronts the session table, so that processes configured
+    without it know (storage.SessionTable.undelivered).
+    """
+    from django_sql_sessions.models import FrontingCache
+
+    table = plain_table()
+    if using != table.alias:
+        return
+    if FrontingCache._meta.db_table not in table.connection.introspection.table_names():
+        return  # migrated backwards
+    records = FrontingCache.objects.filter(session_table=table.name)
+    if in_use():
+        cache = caches[settings.SESSION_CACHE_ALIAS]
+        records.update_or_create(
+            session_table=table.name,
+            defaults={
+                "cache": f"{settings.SESSION_CACHE_ALIAS} ({type(cache).__name__})"[:200],
+                "recorded_at": timezone.now(),
+            },
+        )
+    else:
+        records.delete()
 
 
 def reset() -> None:

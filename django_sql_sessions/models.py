@@ -309,3 +309,34 @@ class CleanupLease(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class FrontingCacheManager(models.Manager["FrontingCache"]):
+    def get_queryset(self) -> models.QuerySet[FrontingCache]:
+        # On the sessions alias, as SessionManager.
+        return models.QuerySet(self.model, using=conf.DB_ALIAS.get())
+
+
+class FrontingCache(models.Model):
+    """
+    That the cached engine serves a session table from a cache, recorded by
+    ``migrate`` under settings that use it (and removed by one that does
+    not), so that a process running without the cache (a worker with
+    minimal settings) knows its deletes cannot reach the cached copies,
+    and says so (see storage.SessionTable.undelivered).
+    """
+
+    session_table = models.CharField(_("session table"), primary_key=True, max_length=63)
+    # The cache alias and backend, for the message; never a password.
+    cache = models.CharField(_("cache"), max_length=200)
+    recorded_at = models.DateTimeField(_("recorded at"))
+
+    objects = FrontingCacheManager()
+
+    class Meta:
+        db_table = "django_sql_sessions_cache"
+        verbose_name = _("fronting cache")
+        verbose_name_plural = _("fronting caches")
+
+    def __str__(self) -> str:
+        return f"{self.session_table}: {self.cache}"

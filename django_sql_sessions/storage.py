@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 from django.utils import timezone
@@ -42,9 +45,14 @@ from django_sql_sessions.sql import (
     to_db_datetime,
 )
 
+logger = logging.getLogger("django_sql_sessions")
+
 # SQL_SESSIONS_ABSOLUTE_LIFETIME = 0 (off): the load statement still takes a
 # bound, one no session reaches.
 FOREVER = 100 * 365 * 24 * 3600
+# How long what migrate recorded of a cache in front of the table is
+# believed before it is read again (see SessionTable._missed_the_cache()).
+FRONTED_RECHECK = 600.0
 # Key hashes per IN (...) list: SQLite builds before 3.32 take at most 999
 # parameters, and shorter lists keep each statement's locks short.
 IN_LIST_SIZE = 500
@@ -86,14 +94,61 @@ class SessionTable:
     def __init__(self, alias: str, name: str) -> None:
         self.alias = alias
         self.name = name
+        # What migrate recorded of a cache in front of this table (see
+        # caching.record_in_database()), and until when that answer holds.
+        self._fronted_by: str | None = None
+        self._fronted_until = 0.0
+        self._missed = 0
 
     @property
     def undelivered(self) -> int:
         """
-        Deletes and changes a cache in front has not been told of yet (it
-        did not answer): other processes may still serve those rows from it.
+        Deletes and changes a cache in front has not been told of (it did
+        not answer, or this process is not configured for it): other
+        processes may still serve those rows from it.
         """
-        return 0
+        return self._missed
+
+    def _missed_the_cache(self, key_hashes: Sequence[str]) -> None:
+        """
+        After a delete or a change outside the engine's saves: if migrate
+        recorded that the cached engine fronts this table but this process
+        runs without it, the cached copies stay; count and log them.
+        """
+        from django_sql_sessions import caching
+
+        if not key_hashes or caching.in_use():
+            return
+        now = time.monotonic()
+        if now >= self._fronted_until:
+            model = apps.get_model("django_sql_sessions", "FrontingCache")
+            records = model.objects.filter(session_table=self.name)
+            try:
+                # A savepoint: inside a caller's transaction a failed query
+                # would abort it (PostgreSQL).
+                with transaction.atomic(using=self.alias):
+                    self._fronted_by = next(iter(records.values_list("cache", flat=True)), None)
+            except DatabaseError as exc:
+                # Its migration (0006) not run yet: the change is done, only
+                # this warning is lost.
+                logger.warning("Could not read %s: %s", model._meta.db_table, exc)
+                self._fronted_by = None
+            self._fronted_until = now + FRONTED_RECHECK
+        if self._fronted_by is None:
+            return
+        self._missed += len(key_hashes)
+        logger.error(
+            "The session table %r on %r is served from the cache %s (migrate recorded the "
+            "cached engine), but this process runs SESSION_ENGINE = %r: %d deleted or "
+            "changed %s may still be served from the cache by other processes until its "
+            "TIMEOUT ends. Run this process with the site's SESSION_ENGINE and CACHES.",
+            self.name,
+            self.alias,
+            self._fronted_by,
+            settings.SESSION_ENGINE,
+            len(key_hashes),
+            "session" if len(key_hashes) == 1 else "sessions",
+        )
 
     @property
     def connection(self) -> BaseDatabaseWrapper:
@@ -243,6 +298,7 @@ class SessionTable:
         connection, sql = self.statements()
         with self.changing([key_hash]):
             execute(connection, sql.delete, key_hash=key_hash)
+        self._missed_the_cache([key_hash])
 
     # The ORM's writes: Session.save()/delete(), the queryset's update() and
     # delete(), and so the admin, the commands and the users' sessions API.
@@ -256,6 +312,7 @@ class SessionTable:
         for chunk, key_hashes in self._in_chunks(queryset):
             with self.changing(key_hashes):
                 updated += chunk.update_unguarded(**values)
+            self._missed_the_cache(key_hashes)
         return updated
 
     def delete_rows(self, queryset: Any) -> tuple[int, dict[str, int]]:
@@ -264,6 +321,7 @@ class SessionTable:
         for chunk, key_hashes in self._in_chunks(queryset):
             with self.changing(key_hashes):
                 count, counts = chunk.delete_unguarded()
+            self._missed_the_cache(key_hashes)
             deleted += count
             for label, n in counts.items():
                 per_model[label] = per_model.get(label, 0) + n
@@ -278,10 +336,14 @@ class SessionTable:
             return
         with self.changing([instance.key_hash]):
             save()
+        self._missed_the_cache([instance.key_hash])
 
     def delete_instance(self, instance: Any, delete: Callable[[], Any]) -> Any:
-        with self.changing([instance.key_hash]):
-            return delete()
+        key_hash = instance.key_hash
+        with self.changing([key_hash]):
+            result = delete()
+        self._missed_the_cache([key_hash])
+        return result
 
     def _in_chunks(self, queryset: Any) -> Iterator[tuple[Any, Sequence[str]]]:
         """

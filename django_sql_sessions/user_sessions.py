@@ -142,12 +142,13 @@ def revoke_session(user: object, session_id: str, *, actor: object = None) -> bo
     if not is_key_hash(session_id):
         return False
     sessions = Session.objects.filter(key_hash=session_id, user_id=owner)
+    missed_before = table().undelivered
     deleted, _per_model = sessions.delete()
     if deleted:
         send_revoked(
             Session, [session_id], user_id=owner, via="api", actor=actor, using=sessions.db
         )
-        _warn_if_cached(deleted)
+        _warn_if_missed(deleted, missed_before)
     return deleted > 0
 
 
@@ -192,6 +193,7 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
     key_hashes: list[str] = []
     seen: set[str] = set()
     deleted = 0
+    missed_before = table().undelivered
     try:
         while True:
             found = list(sessions.values_list("key_hash", flat=True)[:IN_LIST_SIZE])
@@ -209,13 +211,13 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
                 Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
             )
     if deleted and via != "command":  # the command says so itself, and exits with 3
-        _warn_if_cached(deleted)
+        _warn_if_missed(deleted, missed_before)
     return deleted
 
 
-def _warn_if_cached(deleted: int) -> None:
-    """Say so when revoked sessions may still be served from a cache that did not answer."""
-    if missed := table().undelivered:
+def _warn_if_missed(deleted: int, missed_before: int) -> None:
+    """Say so when revoked sessions may still be served from a cache that did not take them."""
+    if (missed := table().undelivered - missed_before) > 0:
         logger.warning(
             "Revoked %d %s, but the session cache did not answer: %d revoked or changed "
             "%s may still be served from it by other processes until it answers again "

@@ -215,7 +215,12 @@ def test_installation_with_a_dedicated_database(tmp_path: Path, sessions_databas
     # Only the session tables, and Django's record of migrations, in the
     # sessions database; no session table in the default one.
     sessions, default = project.tables("sessions", "default")
-    ours = ["django_sql_sessions_imported", "django_sql_sessions_lease", "web_sessions"]
+    ours = [
+        "django_sql_sessions_cache",
+        "django_sql_sessions_imported",
+        "django_sql_sessions_lease",
+        "web_sessions",
+    ]
     assert sessions == ["django_migrations", *ours]
     assert not set(ours) & set(default)
     project.manage("check", "--database", "default")

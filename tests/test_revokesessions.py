@@ -67,3 +67,65 @@ def test_bad_input(alias: str, make_user: Any, args: list[str], message: str) ->
     with pytest.raises(CommandError, match=message):
         revoke(*args)
     assert Session.objects.count() == 1
+
+
+class TestAWriterWithoutTheCache:
+    """
+    Issue 20, defect 8: a process that writes the table without the cached
+    engine (a worker with minimal settings) while migrate recorded that the
+    cached engine fronts it is told its revocation missed the cache.
+    """
+
+    @pytest.fixture(autouse=True)
+    def cached_site(self, engine: Any, alias: str, settings: Any) -> Any:
+        # After the module's engine fixture: whichever engine the site runs,
+        # this process (the worker) runs the db engine.
+        from django_sql_sessions import caching, storage
+        from django_sql_sessions.models import FrontingCache
+
+        settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
+        settings.SESSION_CACHE_ALIAS = "sessions_locmem"
+        caching.record_in_database(using=alias)
+        assert FrontingCache.objects.get().session_table == storage.plain_table().name
+        # The worker: Django's defaults, no cache of ours.
+        settings.SESSION_ENGINE = "django_sql_sessions.backends.db"
+        yield
+        FrontingCache.objects.all().delete()
+
+    def test_the_command_exits_3(self, alias: str, make_user: Any) -> None:
+        user = make_user()
+        logged_in_client(user)
+        out = StringIO()
+        with pytest.raises(CommandError, match="may still be served") as raised:
+            call_command("revokesessions", "--user-id", str(user.pk), stdout=out)
+        assert raised.value.returncode == 3
+        assert out.getvalue().startswith("Revoked 1 session of user id")
+        assert Session.objects.count() == 0  # the database is the truth: done there
+
+    def test_the_api_logs_an_error(
+        self, alias: str, make_user: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from django_sql_sessions.user_sessions import revoke_all_sessions
+
+        user = make_user()
+        logged_in_client(user)
+        assert revoke_all_sessions(user) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1
+        assert "is served from the cache sessions_locmem (LocMemCache)" in errors[0]
+        assert "runs SESSION_ENGINE = 'django_sql_sessions.backends.db'" in errors[0]
+
+    def test_migrate_without_the_cache_removes_the_record(self, alias: str) -> None:
+        from django_sql_sessions.models import FrontingCache
+
+        call_command("migrate", "django_sql_sessions", database=alias, verbosity=0)
+        assert not FrontingCache.objects.exists()
+
+
+def test_migrate_with_the_cache_records_it(alias: str, settings: Any) -> None:
+    from django_sql_sessions.models import FrontingCache
+
+    settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
+    settings.SESSION_CACHE_ALIAS = "sessions_locmem"
+    call_command("migrate", "django_sql_sessions", database=alias, verbosity=0)
+    assert FrontingCache.objects.get().cache == "sessions_locmem (LocMemCache)"

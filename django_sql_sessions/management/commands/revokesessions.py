@@ -48,11 +48,13 @@ class Command(BaseCommand):
                 if not model._default_manager.filter(pk=owner).exists():
                     label += " (no such user)"
             with database_errors(conf.DB_ALIAS.get()):
+                missed_before = storage.table().undelivered
                 count = revoke_users_sessions(owner, None, via="command", actor=None)
+                missed = storage.table().undelivered - missed_before
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Revoked {plural(count, 'session')} of {label}.")
-        if count and (missed := storage.table().undelivered):
+        if count and missed > 0:
             # The rows are gone, but other processes may serve their cached
             # copies: support staff must not be told the user is logged out.
             raise CommandError(
