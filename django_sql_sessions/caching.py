@@ -235,7 +235,7 @@ class CachedSessionTable(SessionTable):
         # The same version with the new updated_at, so that the next request
         # served from the cache does not find the activity due again.
         if touched and row.created_at is not None:
-            entry = Row(row.data, row.version, row.expire_date, now, row.created_at)
+            entry = Row(row.data, row.version + 1, row.expire_date, now, row.created_at)
             entry.expire_date = from_db_datetime(self.table.connection, row.expire_date)
             self._replace(key_hash, entry, since)
         return touched

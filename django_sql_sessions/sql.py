@@ -73,7 +73,7 @@ class Statements:
     # As load, and created_at: the cached engine's entries carry it, so that
     # a hit can apply SQL_SESSIONS_ABSOLUTE_LIFETIME as the load does.
     load_created: Statement
-    # -> (data, version), live or expired
+    # -> (data, version) of a live row
     reload: Statement
     # As reload, locking the row until the transaction ends; None where the
     # database has no row locks (SQLite, which serializes writers instead).
@@ -89,7 +89,8 @@ class Statements:
     # As update, but sets the expiry as given.
     update_exact: Statement
     # Sets updated_at (and the device details, as update does) if it is at
-    # or before `due`.
+    # or before `due` and the row still has `version`, which it moves on: a
+    # write since has recorded the activity itself.
     touch_activity: Statement
     delete: Statement
     # Moves the row to new_key_hash: 0 rows when the old row is gone (or, on
@@ -407,13 +408,19 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
         # UPDATE has no ON CONFLICT clause, so the guard keeps a collision on the
         # new key from raising (and aborting a caller's transaction).
         rekey += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = %(new_key_hash)s)"
-    reload = f"SELECT data, version FROM {table} WHERE key_hash = %(key_hash)s"
+    # Live rows only: a row that expired, or was expired (a forced expiry
+    # moves the version on), has ended, and a merged save must not bring it
+    # back, as it must not re-insert a deleted one.
+    reload = (
+        f"SELECT data, version FROM {table} WHERE key_hash = %(key_hash)s "
+        "AND expire_date > %(now)s"
+    )
     reload_locked = {
         "postgresql": f"{reload} FOR UPDATE",
         "mysql": f"{reload} FOR UPDATE",
         "microsoft": (
             f"SELECT data, version FROM {table} WITH (UPDLOCK, ROWLOCK) "
-            "WHERE key_hash = %(key_hash)s"
+            "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
         ),
     }.get(vendor)
 
@@ -457,8 +464,8 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
             f"UPDATE {table} SET data = %(data)s, expire_date = %(expire_date)s, {owner}, {cas}"
         ),
         touch_activity=s(
-            f"UPDATE {table} SET {device}, updated_at = %(now)s "
-            "WHERE key_hash = %(key_hash)s AND updated_at <= %(due)s"
+            f"UPDATE {table} SET {device}, updated_at = %(now)s, version = version + 1 "
+            "WHERE key_hash = %(key_hash)s AND version = %(version)s AND updated_at <= %(due)s"
         ),
         delete=s(f"DELETE FROM {table} WHERE key_hash = %(key_hash)s"),
         rekey=s(rekey),

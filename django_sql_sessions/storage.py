@@ -182,10 +182,11 @@ class SessionTable:
         return fetch_one(connection, sql.exists, key_hash=key_hash) is not None
 
     def reload(self, key_hash: str, *, lock: bool) -> tuple[str, int] | None:
-        """(data, version) of the row, live or not; locked until the transaction ends."""
+        """(data, version) of the row if it is live; locked until the transaction ends."""
         connection, sql = self.statements()
         statement = sql.reload_locked if lock and sql.reload_locked else sql.reload
-        found = fetch_one(connection, statement, key_hash=key_hash)
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        found = fetch_one(connection, statement, key_hash=key_hash, now=now)
         return None if found is None else (found[0], found[1])
 
     @property
@@ -280,19 +281,24 @@ class SessionTable:
         ip: str | None,
         user_agent: str | None,
     ) -> bool:
-        """Set last activity (and device details) if it is at or before `due`."""
+        """
+        Set last activity (and device details) if it is at or before `due`
+        and the row is still at row.version, moving the version on.
+        """
         connection, sql = self.statements()
-        return bool(
-            execute(
-                connection,
-                sql.touch_activity,
-                now=to_db_datetime(connection, now),
-                key_hash=key_hash,
-                due=to_db_datetime(connection, due),
-                ip=ip,
-                user_agent=user_agent,
+        with self.changing([key_hash]):
+            return bool(
+                execute(
+                    connection,
+                    sql.touch_activity,
+                    now=to_db_datetime(connection, now),
+                    key_hash=key_hash,
+                    version=row.version,
+                    due=to_db_datetime(connection, due),
+                    ip=ip,
+                    user_agent=user_agent,
+                )
             )
-        )
 
     def delete(self, key_hash: str) -> None:
         connection, sql = self.statements()

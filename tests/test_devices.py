@@ -181,11 +181,12 @@ class TestLastActivity:
         row = row_of(client)
         assert row.updated_at > then + datetime.timedelta(seconds=300)
         assert row.user_agent == "new"
-        # Nothing else moved: not the data, the expiry, or the version.
+        # Nothing else moved: not the data or the expiry. The version moves
+        # on, as with every change.
         assert (row.data, row.expire_date, row.version) == (
             before.data,
             before.expire_date,
-            before.version,
+            before.version + 1,
         )
 
     @both_paths
@@ -244,8 +245,8 @@ def test_record_activity_and_its_async_twin(alias: str, settings: Any, run: str)
     record()
     row = Session.objects.for_key(key(store)).get()
     assert row.updated_at > then + datetime.timedelta(minutes=59)
-    # An activity refresh is not a change of the session: the version stays.
-    assert (row.ip, row.user_agent, row.version) == ("192.0.2.0", "agent", version)
+    # Like every change, it moves the version on.
+    assert (row.ip, row.user_agent, row.version) == ("192.0.2.0", "agent", version + 1)
     # Once per interval: a second call in the same request sends nothing.
     with count_statements(alias) as counted:
         record()

@@ -606,6 +606,17 @@ NOT_WRITERS = {
     "SessionStore.get_expiry_age": "reads",
     "SessionStore.aget_expiry_age": "reads",
     "SessionStore.get_model_class": "reads",
+    "SessionStore.table": "returns the storage layer every path here goes through",
+    "SessionStore.restart_lifetime": (
+        "marks the store in memory (a login); the next save() writes it (save)"
+    ),
+    "SessionQuerySet.update_unguarded": (
+        "the ORM's own update(), called only by the storage layer for update() "
+        "(queryset_update_data, queryset_force_expiry)"
+    ),
+    "SessionQuerySet.delete_unguarded": (
+        "the ORM's own delete(), called only by the storage layer for delete() (queryset_delete)"
+    ),
     "SessionStore.clear": "changes the store in memory; the next save() writes it (save)",
     "SessionStore.create": "inserts a new row under a new key, which nobody can have loaded",
     "SessionStore.acreate": "inserts a new row under a new key, which nobody can have loaded",

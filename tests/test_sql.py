@@ -28,8 +28,8 @@ from tests.mssql_offline import offline_connection
 PARAMETERS = {
     "load": {"key_hash", "now", "born_after"},
     "load_created": {"key_hash", "now", "born_after"},
-    "reload": {"key_hash"},
-    "reload_locked": {"key_hash"},
+    "reload": {"key_hash", "now"},
+    "reload_locked": {"key_hash", "now"},
     "exists": {"key_hash"},
     "insert": {"key_hash", "data", "expire_date", "now", "user_id", "ip", "user_agent"},
     # born: created_at when a login restarts the absolute lifetime, else NULL.
@@ -55,7 +55,7 @@ PARAMETERS = {
         "ip",
         "user_agent",
     },
-    "touch_activity": {"ip", "user_agent", "now", "key_hash", "due"},
+    "touch_activity": {"ip", "user_agent", "now", "key_hash", "version", "due"},
     "delete": {"key_hash"},
     "rekey": {"new_key_hash", "now", "key_hash"},
     "count_expired": {"cutoff"},
@@ -186,8 +186,8 @@ class TestSqlServerOffline:
         )
         assert compiled.touch_activity.format == (
             "UPDATE [test_web_sessions] SET ip = COALESCE(%s, ip), "
-            "user_agent = COALESCE(%s, user_agent), updated_at = %s "
-            "WHERE key_hash = %s AND updated_at <= %s"
+            "user_agent = COALESCE(%s, user_agent), updated_at = %s, version = version + 1 "
+            "WHERE key_hash = %s AND version = %s AND updated_at <= %s"
         )
         assert compiled.batch_end_after.format == (
             "SELECT expire_date FROM [test_web_sessions] WHERE expire_date > %s AND "

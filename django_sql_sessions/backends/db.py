@@ -342,8 +342,8 @@ class SessionStore(SessionBase):
         """Return this request's data merged onto the stored row, and that row."""
         fresh = session_table.reload(key_hash, lock=lock)
         if fresh is None:
-            # Deleted by a logout or revocation elsewhere, or by cleanup.
-            # Re-inserting it would undo that.
+            # Deleted by a logout or revocation elsewhere, or by cleanup, or
+            # expired (a forced expiry). Writing it again would undo that.
             raise UpdateError
         stored, version = fresh
         newer = self.decode(stored)
@@ -405,14 +405,15 @@ class SessionStore(SessionBase):
         if from_db_datetime(session_table.connection, row.updated_at) > due:
             return
         device = self.device
-        session_table.touch(
+        if session_table.touch(
             hash_key(self.session_key),
             row,
             now,
             due,
             ip=None if device is None else device.ip,
             user_agent=None if device is None else device.user_agent,
-        )
+        ):
+            row.version += 1
         # The stored expiry is as read, so a later save can still be skipped
         # (TOUCH_AFTER).
         self._activity_recorded = True
