@@ -255,10 +255,11 @@ def _failed(store: _Store, exc: Exception) -> None:
             return
         count, _errors_since_log, _logged_at = _errors_since_log, 0, now
     logger.warning(
-        "Session cache %r failed (%d errors since the last report); sessions are read "
+        "Session cache %r failed (%d %s since the last report); sessions are read "
         "from and written to the database alone for %g seconds: %s",
         store.alias,
         count,
+        "error" if count == 1 else "errors",
         RETRY_AFTER,
         exc,
     )
@@ -306,7 +307,13 @@ def _deliver(store: _Store) -> bool:
     with _lock:
         for key_hash in hashes:
             _pending.pop(key_hash, None)
-    logger.info("Session cache %r answers again; %d tombstones sent.", store.alias, len(hashes))
+    sent = len(hashes)
+    logger.info(
+        "Session cache %r answers again; %d %s sent.",
+        store.alias,
+        sent,
+        "tombstone" if sent == 1 else "tombstones",
+    )
     return True
 
 

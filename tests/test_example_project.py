@@ -54,7 +54,7 @@ phone_page = browsers["phone"].get("/sessions/").content.decode()
 [phone_id] = set(listed) - set(re.findall(r'name="session" value="([0-9a-f]{64})"', phone_page))
 browsers["laptop"].post("/sessions/revoke/", {"session": phone_id})
 after_revoke = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
-browsers["laptop"].post("/sessions/revoke-others/")
+revoked = browsers["laptop"].post("/sessions/revoke-others/", follow=True).content.decode()
 after_others = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
 print(json.dumps({
     "devices_shown": [d for d in ("PhoneBrowser/1.0", "203.0.113.0", "2001:db8:abcd::",
@@ -62,6 +62,7 @@ print(json.dumps({
     "whole_addresses_shown": [a for a in ("203.0.113.77", "2001:db8:abcd:12::1") if a in page],
     "this_browser_marked": page.count("this browser"), "other_sessions": len(listed),
     "after_revoke": after_revoke, "after_others": after_others,
+    "others_message": re.findall(r'<li class="message">(.*?)</li>', revoked),
 }))
 print(json.dumps({
     "visits": visits, "cycled": new_key != key, "after_cycle": after_cycle,
@@ -141,3 +142,5 @@ def test_your_sessions_page(example_run: dict[str, object]) -> None:
     # Revoking the phone logs the phone out (sent to the login page) only.
     assert page["after_revoke"] == {"phone": 302, "laptop": 200, "tablet": 200}
     assert page["after_others"] == {"phone": 302, "laptop": 200, "tablet": 302}
+    # The tablet's and the first browser's.
+    assert page["others_message"] == ["Logged out 2 other sessions."]

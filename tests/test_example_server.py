@@ -463,7 +463,8 @@ def test_revoke_all_other_sessions(server: Server) -> None:
     others = server.admin_sessions() - {key_hash(laptop_key)}
     assert key_hash(phone_key) in others
     after = laptop.submit(page, server.prefix + "/sessions/revoke-others/")
-    assert after.messages == [f"Logged out {len(others)} other session(s)."]
+    sessions = "session" if len(others) == 1 else "sessions"
+    assert after.messages == [f"Logged out {len(others)} other {sessions}."]
     assert after.listed_sessions == set()
     assert server.admin_sessions() == {key_hash(laptop_key)}
     # Only the user's own sessions: the anonymous one is still there.
