@@ -5,11 +5,13 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix without_time_zones pg_standby lint docs galera`` (.ci/run):
-  every supported Django on every supported Python, the suite once with
-  USE_TZ = False, the read-replica tests on a PostgreSQL primary and standby
-  that clusters/pg-standby.sh starts and stops, ruff and mypy, the Sphinx
-  site in docs/ built with warnings as errors, then the Galera tests. With
+- ``nox -s matrix without_time_zones pg_standby lint wheel docs galera``
+  (.ci/run): every supported Django on every supported Python, the suite
+  once with USE_TZ = False, the read-replica tests on a PostgreSQL primary
+  and standby that clusters/pg-standby.sh starts and stops, ruff and mypy,
+  the sdist and wheel built and checked and the wheel installed in a fresh
+  venv for the example and the quick start, the Sphinx site in docs/ built
+  with warnings as errors, then the Galera tests. With
   --error-on-missing-interpreters a missing Python fails the run instead of
   being skipped.
 - ``nox -s docs``: only the documentation, into docs/_build/html.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -192,6 +195,32 @@ def galera(session: nox.Session) -> None:
     finally:
         if started_here:
             session.run(*script, "stop", external=True)
+
+
+@nox.session(python="3.12")
+def wheel(session: nox.Session) -> None:
+    """
+    The package as users get it: the sdist, and the wheel built from it, by
+    `python -m build`, checked with `twine check --strict`; then the wheel,
+    not the checkout, installed in a fresh venv where the example project
+    and the README's quick start run (tests/installed_wheel.py).
+    """
+    session.install("build>=1.2", "twine>=5")
+    tmp = Path(session.create_tmp())
+    source, dist = tmp / "source", tmp / "dist"
+    for path in (source, dist):
+        shutil.rmtree(path, ignore_errors=True)
+    # From a copy, so the build leaves nothing in the work tree.
+    shutil.copytree(
+        ".",
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".nox", ".venv", "build", "dist", "*.egg-info", "_build", "*.sqlite3*"
+        ),
+    )
+    session.run("python", "-m", "build", "--outdir", str(dist), str(source))
+    session.run("twine", "check", "--strict", *sorted(str(path) for path in dist.iterdir()))
+    session.run("python", "tests/installed_wheel.py", str(dist))
 
 
 @nox.session(python=None)

@@ -17,10 +17,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value, quote
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
@@ -71,18 +74,40 @@ class CappedPaginator(_Paginator):
         return sessions[: COUNT_CAP + 1].count()
 
 
-def label_users(rows: Iterable[Session]) -> None:
-    """Name the user of each row on the row, with one query for all of them."""
+def label_users(rows: Iterable[Session], admin_site: admin.AdminSite | None = None) -> None:
+    """
+    Name the user of each row on the row, with one query for all of them:
+    a link to the user's page in admin_site where the user model has one.
+    """
     rows = list(rows)
     users = users_by_id({row.user_id for row in rows if row.user_id is not None})
     for row in rows:
+        label: str
         if row.user_id is None:
             label = gettext("anonymous")
         elif row.user_id in users:
-            label = users[row.user_id].get_username()
+            label = _user_link(users[row.user_id], admin_site)
         else:
             label = gettext("%(user_id)s (deleted)") % {"user_id": row.user_id}
         setattr(row, USER_LABEL, label)
+
+
+def _user_link(user: Any, admin_site: admin.AdminSite | None) -> str:
+    """The username, linked to the user's change page as Django links a foreign key."""
+    username = user.get_username()
+    user_model = get_user_model()
+    if admin_site is None or not admin_site.is_registered(user_model):
+        return str(username)
+    opts = user_model._meta
+    try:
+        url = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_change",
+            args=[quote(user.pk)],
+            current_app=admin_site.name,
+        )
+    except NoReverseMatch:
+        return str(username)
+    return format_html('<a href="{}">{}</a>', url, username)
 
 
 class SessionChangeList(ChangeList):
@@ -91,20 +116,22 @@ class SessionChangeList(ChangeList):
         # The page's queryset is evaluated here, and keeps its rows for the
         # template, so that all their users are named with one query rather
         # than one per row.
-        label_users(self.result_list)
+        label_users(self.result_list, self.model_admin.admin_site)
 
 
 def _relative(moment: datetime.datetime) -> str:
-    """'5 minutes ago' or 'in 2 weeks', with the date and time in a title."""
+    """
+    '5 minutes ago' or 'in 1 week, 6 days', with the date and time in a
+    title. Django's timesince and timeuntil filters say the same, so a
+    project's own pages can agree with the admin (the example's do).
+    """
     now = timezone.now()
     # Naive under USE_TZ = False, where localtime() would refuse it.
     shown = localtime(moment) if timezone.is_aware(moment) else moment
-    if abs((now - moment).total_seconds()) < 60:
-        text = gettext("just now")
-    elif moment <= now:
-        text = gettext("%(time)s ago") % {"time": timesince(moment, now, depth=1)}
+    if moment <= now:
+        text = gettext("%(time)s ago") % {"time": timesince(moment, now)}
     else:
-        text = gettext("in %(time)s") % {"time": timeuntil(moment, now, depth=1)}
+        text = gettext("in %(time)s") % {"time": timeuntil(moment, now)}
     return format_html('<span title="{}">{}</span>', date_format(shown, "DATETIME_FORMAT"), text)
 
 
@@ -130,8 +157,8 @@ class StateFilter(admin.SimpleListFilter):
 class SessionAdmin(_ModelAdmin):
     # Few, short columns, so the list fits beside the admin's sidebars on a
     # 1280-pixel screen: times relative ("5 minutes ago", whole in a title),
-    # the user by name (with the id when the user is gone); the rest is on
-    # the detail page.
+    # the user by name, linked to their page (the id when the user is gone);
+    # the rest is on the detail page.
     list_display = (
         "short_id",
         "user",
@@ -150,7 +177,6 @@ class SessionAdmin(_ModelAdmin):
     fields = (
         "short_id",
         "user",
-        "user_id",
         "created_at",
         "last_activity",
         "expire_date",
@@ -202,8 +228,9 @@ class SessionAdmin(_ModelAdmin):
     @admin.display(description=_("user"))
     def user(self, obj: Session) -> str:
         if not hasattr(obj, USER_LABEL):  # not from the changelist: the detail page
-            label_users([obj])
-        return str(getattr(obj, USER_LABEL))
+            label_users([obj], self.admin_site)
+        label: str = getattr(obj, USER_LABEL)
+        return label
 
     @admin.display(description=_("network"), ordering="ip")
     def network(self, obj: Session) -> str | None:
@@ -226,8 +253,10 @@ class SessionAdmin(_ModelAdmin):
         )
 
     @admin.display(description=_("last activity"), ordering="updated_at")
-    def last_activity(self, obj: Session) -> Any:
-        return obj.last_activity
+    def last_activity(self, obj: Session) -> str:
+        # Formatted as Django formats the model's own date fields beside it;
+        # a method's datetime would otherwise be shown as str() gives it.
+        return str(display_for_value(obj.last_activity, self.get_empty_value_display()))
 
     @admin.display(description=_("last active"), ordering="updated_at")
     def last_active(self, obj: Session) -> str:
@@ -235,7 +264,8 @@ class SessionAdmin(_ModelAdmin):
 
     @admin.display(description=_("expires"), ordering="expire_date")
     def expires(self, obj: Session) -> str:
-        # "expired 2 hours ago" or "in 1 week": the active column, in words.
+        # "expired 2 hours ago" or "in 1 week, 6 days": the active column,
+        # in words.
         if obj.is_expired():
             return format_html("{} {}", gettext("expired"), _relative(obj.expire_date))
         return _relative(obj.expire_date)

@@ -434,8 +434,12 @@ class CachedSessionTable(SessionTable):
         with self._lock:
             for key_hash in hashes:
                 self._pending.pop(key_hash, None)
+        sent = len(hashes)
         logger.info(
-            "Session cache %r answers again; %d tombstones sent.", self.cache_alias, len(hashes)
+            "Session cache %r answers again; %d %s sent.",
+            self.cache_alias,
+            sent,
+            "tombstone" if sent == 1 else "tombstones",
         )
         return True
 

@@ -3,9 +3,10 @@ Deleting expired sessions, shared by clear_expired() (and so Django's
 clearsessions) and the purgesessions command.
 
 Rows go in batches of at most SQL_SESSIONS_CLEANUP_BATCH_SIZE, oldest expiry
-first, walking the expire_date index. In autocommit each batch is its own
-short transaction, so live logins wait at most one batch for a lock, and an
-interrupted run has committed whole batches only. One runner at a time:
+first and ties in key hash order (so rows sharing an expiry never make a
+batch larger), walking the expire_date index. In autocommit each batch is
+its own short transaction, so live logins wait at most one batch for a lock,
+and an interrupted run has committed whole batches only. One runner at a time:
 see locks.py.
 """
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.galera import is_galera_node, rows_per_writeset
+from django_sql_sessions.keys import HASH_LENGTH
 from django_sql_sessions.locks import single_runner
 from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_purged
@@ -105,7 +107,7 @@ def delete_expired(
         with single_runner(connection, session_table.name) as hold:
             if not hold.held:
                 return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
-            after = None  # the expiry where the last batch ended
+            after = None  # the (expire_date, key_hash) where the last batch ended
             while True:
                 if batches and not hold.keep():
                     # The lease ran out (a pause longer than it lasts); another
@@ -136,25 +138,47 @@ def delete_expired(
         send_purged(Session, count=deleted, seconds=clock() - started, via=via, using=alias)
 
 
-def _delete_batch(
-    connection: BaseDatabaseWrapper, sql: Statements, cutoff: Any, after: Any, size: int
-) -> tuple[int, Any]:
-    """
-    Delete the next ``size`` expired rows (more if expiries tie at the end).
+# No SHA-256 hex digest sorts after it: a range that ends at (cutoff,
+# LAST_KEY_HASH) takes every row expiring at the cutoff.
+LAST_KEY_HASH = "f" * HASH_LENGTH
 
-    Return how many went and the expiry where the batch ended, or None when
-    it reached ``cutoff``, which makes it the last batch.
+
+def _delete_batch(
+    connection: BaseDatabaseWrapper,
+    sql: Statements,
+    cutoff: Any,
+    after: tuple[Any, str] | None,
+    size: int,
+) -> tuple[int, tuple[Any, str] | None]:
+    """
+    Delete the next ``size`` expired rows, in (expire_date, key_hash) order.
+
+    Return how many went and the (expire_date, key_hash) of the row where the
+    batch ended, or None when fewer than ``size`` rows were left before
+    ``cutoff``, which makes it the last batch.
     """
     if after is None:
         row = fetch_one(connection, sql.batch_end, cutoff=cutoff, offset=size - 1)
     else:
         row = fetch_one(
-            connection, sql.batch_end_after, after=after, cutoff=cutoff, offset=size - 1
+            connection,
+            sql.batch_end_after,
+            after=after[0],
+            after_key=after[1],
+            cutoff=cutoff,
+            offset=size - 1,
         )
-    end = row[0] if row else None
-    until = cutoff if end is None else end
+    end = (row[0], row[1]) if row else None
+    until, until_key = (cutoff, LAST_KEY_HASH) if end is None else end
     if after is None:
-        deleted = execute(connection, sql.delete_until, until=until)
+        deleted = execute(connection, sql.delete_until, until=until, until_key=until_key)
     else:
-        deleted = execute(connection, sql.delete_between, after=after, until=until)
+        deleted = execute(
+            connection,
+            sql.delete_between,
+            after=after[0],
+            after_key=after[1],
+            until=until,
+            until_key=until_key,
+        )
     return deleted, end

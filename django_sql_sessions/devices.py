@@ -11,15 +11,17 @@ header: behind a proxy, set REMOTE_ADDR from the header your proxy vouches
 for (Django does not trust X-Forwarded-For on its own, and neither do we).
 
 People read a user agent as device_name() puts it: "Firefox 140 on Windows",
-from ua-parser (the optional extra django-sql-sessions[devices]) rather than
-regular expressions of our own, which would go stale with every browser
-release. Without ua-parser, the user agent itself, shortened.
+from ua-parser (the optional extra django-sql-sessions[devices]), which
+follows the browsers' releases. Without ua-parser, a short guess from the
+product tokens every browser sends ("Chrome 126 on Android", "curl 8"),
+never the user agent itself: whole ones run to 255 characters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from typing import TYPE_CHECKING
 
 from django.http import HttpRequest
@@ -76,20 +78,19 @@ def clean_user_agent(value: object) -> str | None:
     return printable[:USER_AGENT_MAX_LENGTH] or None
 
 
-# A user agent shown as itself (without ua-parser, or one it does not know)
-# is cut to this many characters: whole ones run to 255 and say little more.
-RAW_NAME_LENGTH = 40
+# The longest name device_name() gives without ua-parser.
+GUESSED_NAME_LENGTH = 40
 UNKNOWN_DEVICE = "Unknown device"
 
 
 def device_name(user_agent: str | None, *, versions: bool = True) -> str:
     """
     The browser and system behind a user agent, for people to read:
-    "Firefox 140 on Windows" ("Firefox on Windows" without versions). Without
-    ua-parser installed, or for a user agent it does not recognise, the user
-    agent itself cut to RAW_NAME_LENGTH characters; "Unknown device" when
-    none was recorded. User agents are whatever the client sends: a guess,
-    not an identification.
+    "Firefox 140 on Windows" ("Firefox on Windows" without versions), named
+    by ua-parser. Without ua-parser installed, or for a user agent it does
+    not recognise, a guess (see _guess()) of at most GUESSED_NAME_LENGTH
+    characters; "Unknown device" when none was recorded. User agents are
+    whatever the client sends: a guess either way, not an identification.
     """
     if not user_agent:
         return UNKNOWN_DEVICE
@@ -101,13 +102,87 @@ def device_name(user_agent: str | None, *, versions: bool = True) -> str:
             browser = f"{agent.family} {agent.major}" if versions and agent.major else agent.family
         if os is not None and os.family != "Other":
             system = os.family
+    if browser is None and system is None:
+        return _guess(user_agent, versions=versions)
+    return _named(browser, system)
+
+
+def _named(browser: str | None, system: str | None) -> str:
     if browser and system:
         return f"{browser} on {system}"
-    if browser:
-        return str(browser)
     if system:
         return f"Unknown browser on {system}"
-    return Truncator(user_agent).chars(RAW_NAME_LENGTH)
+    return str(browser)
+
+
+# What a user agent says, as "Name/version" product tokens (not a URL's
+# path: "+http://example.com/bot" names no product).
+_PRODUCT = re.compile(r"(?<![\w.:/-])([A-Za-z][\w.-]*)/(\S*)")
+# Browsers by the token that names them, most specific first: Edge and
+# Opera also say "Chrome", and every Chromium browser also says "Safari".
+# Names as ua-parser gives them, so that installing it changes few names.
+_BROWSERS = (
+    ("Edg", "Edge"),
+    ("EdgA", "Edge"),
+    ("EdgiOS", "Edge"),
+    ("OPR", "Opera"),
+    ("SamsungBrowser", "Samsung Internet"),
+    ("Firefox", "Firefox"),
+    ("FxiOS", "Firefox iOS"),
+    ("HeadlessChrome", "HeadlessChrome"),
+    ("CriOS", "Chrome Mobile iOS"),
+    ("Chromium", "Chromium"),
+    ("Chrome", "Chrome"),
+)
+# Tokens that every browser, or a family of them, sends: not a name.
+_NOT_NAMES = frozenset(("Mozilla", "AppleWebKit", "Gecko", "Mobile", "Version", "Safari"))
+# Systems by a word in the user agent, most specific first: Android also
+# says "Linux", and iOS "like Mac OS X".
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iOS"),
+    ("iPod", "iOS"),
+    ("CrOS", "Chrome OS"),
+    ("Mac OS X", "Mac OS X"),
+    ("Linux", "Linux"),
+)
+
+
+def _guess(user_agent: str, *, versions: bool) -> str:
+    """
+    A name without ua-parser: the browser by its product token, the system
+    by a word in the user agent ("Firefox 140 on Windows"), or a client
+    that is not a browser by its first product ("curl 8"), cut to
+    GUESSED_NAME_LENGTH characters. It knows a dozen browsers, and goes stale
+    as they change: ua-parser is the reference.
+    """
+    products: dict[str, str] = {}
+    for name, version in _PRODUCT.findall(user_agent):
+        products.setdefault(name, version)
+    browser = next(((token, name) for token, name in _BROWSERS if token in products), None)
+    mobile = "Mobile" in user_agent
+    if browser == ("Chrome", "Chrome") and mobile:
+        browser = ("Chrome", "Chrome Mobile")
+    if browser is None and "Version" in products and "Safari" in products:
+        # Safari gives its own version as "Version/17.5".
+        browser = ("Version", "Mobile Safari" if mobile else "Safari")
+    if browser is None:
+        others = [name for name in products if name not in _NOT_NAMES]
+        browser = (others[0], others[0]) if others else None
+    system = next((name for word, name in _SYSTEMS if word in user_agent), None)
+    if browser is None and system is None:
+        # Nothing recognisable: its first word.
+        words = user_agent.split()
+        return Truncator(words[0]).chars(GUESSED_NAME_LENGTH) if words else UNKNOWN_DEVICE
+    named = None
+    if browser is not None:
+        token, named = browser
+        major = re.match(r"\d+", products[token])
+        if versions and major:
+            named = f"{named} {major[0]}"
+    return Truncator(_named(named, system)).chars(GUESSED_NAME_LENGTH)
 
 
 def parser_installed() -> bool:

@@ -106,6 +106,11 @@ def short(key_hash: str | None) -> str:
     return "(new)" if key_hash is None else key_hash[:SHORT_HASH]
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    """'1 session', '3 sessions': the log says what it counts as people would."""
+    return f"{count} {singular if count == 1 else plural}"
+
+
 def send_revoked(
     sender: type,
     key_hashes: Sequence[str],
@@ -118,8 +123,8 @@ def send_revoked(
     if not key_hashes:
         return
     revocation_logger.info(
-        "Revoked %d session(s) via %s, user id %s, by %s: %s",
-        len(key_hashes),
+        "Revoked %s via %s, user id %s, by %s: %s",
+        counted(len(key_hashes), "session", "sessions"),
         via,
         user_id,
         "no known user" if actor is None else f"user {getattr(actor, 'pk', actor)}",
@@ -139,8 +144,8 @@ def send_purged(sender: type, *, count: int, seconds: float, via: str, using: st
     if not count:
         return
     cleanup_logger.info(
-        "Purged %d expired session(s) from database '%s' in %.3f s via %s",
-        count,
+        "Purged %s from database '%s' in %.3f s via %s",
+        counted(count, "expired session", "expired sessions"),
         using,
         seconds,
         via,
@@ -152,9 +157,9 @@ def send_save_merged(
     sender: type, key_hash: str, *, changed: Sequence[str], attempts: int, using: str
 ) -> None:
     save_logger.debug(
-        "Merged a save of session %s onto a newer save after %d attempt(s); changed: %s",
+        "Merged a save of session %s onto a newer save after %s; changed: %s",
         short(key_hash),
-        attempts,
+        counted(attempts, "attempt", "attempts"),
         ", ".join(changed) or "nothing",
     )
     session_save_merged.send_robust(

@@ -99,10 +99,13 @@ class Statements:
     rekey: Statement
     # -> (how many sessions are expired,)
     count_expired: Statement
-    # -> (the expire_date of the offset+1th oldest expired row,), if any
+    # -> (expire_date, key_hash) of the offset+1th expired row in that
+    # order, if any
     batch_end: Statement
-    # As batch_end, among rows expiring after `after`.
+    # As batch_end, among rows after (after, after_key) in that order.
     batch_end_after: Statement
+    # Rows up to (until, until_key) in (expire_date, key_hash) order; and
+    # those after (after, after_key) as well.
     delete_until: Statement
     delete_between: Statement
 
@@ -431,11 +434,25 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
     # purge runs; a DELETE ... ORDER BY ... LIMIT from the start of the index
     # slows down batch after batch). A range lock on an expiry range does
     # not touch live sessions, whose expiries lie in the future.
+    #
+    # Ranges are of (expire_date, key_hash), so that rows sharing an expiry
+    # (an import, a deploy that set one date) can end up in different
+    # batches and no batch is larger than its size. The expire_date index
+    # keeps ties in key order on InnoDB, SQL Server and CockroachDB (a
+    # secondary index carries the primary key); PostgreSQL and SQLite sort
+    # each expiry's ties alone (an incremental sort, a temporary b-tree for
+    # the right part of the ORDER BY), so no (expire_date, key_hash) index
+    # is needed: it would add a 64-character key to each entry of an index
+    # that every save rewrites. No row-value comparison, which SQL Server
+    # lacks: "expire_date >= X AND (expire_date > X OR key_hash > Y)", whose
+    # first condition every planner reads as the start of an index range.
     if vendor == "microsoft":
-        nth = "ORDER BY expire_date OFFSET %(offset)s ROWS FETCH NEXT 1 ROWS ONLY"
+        nth = "ORDER BY expire_date, key_hash OFFSET %(offset)s ROWS FETCH NEXT 1 ROWS ONLY"
     else:
-        nth = "ORDER BY expire_date LIMIT 1 OFFSET %(offset)s"
-    expired = f"SELECT expire_date FROM {table} WHERE"
+        nth = "ORDER BY expire_date, key_hash LIMIT 1 OFFSET %(offset)s"
+    expired = f"SELECT expire_date, key_hash FROM {table} WHERE"
+    after = "expire_date >= %(after)s AND (expire_date > %(after)s OR key_hash > %(after_key)s)"
+    until = "expire_date <= %(until)s AND (expire_date < %(until)s OR key_hash <= %(until_key)s)"
     # On a MariaDB Galera cluster a node applies other nodes' writes a moment
     # after they commit, so a session saved through one node could load as
     # missing (logged out) through another. wsrep_sync_wait = 1 makes a read
@@ -471,13 +488,9 @@ def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
         rekey=s(rekey),
         count_expired=s(f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %(cutoff)s"),
         batch_end=s(f"{expired} expire_date <= %(cutoff)s {nth}"),
-        batch_end_after=s(
-            f"{expired} expire_date > %(after)s AND expire_date <= %(cutoff)s {nth}"
-        ),
-        delete_until=s(f"DELETE FROM {table} WHERE expire_date <= %(until)s"),
-        delete_between=s(
-            f"DELETE FROM {table} WHERE expire_date > %(after)s AND expire_date <= %(until)s"
-        ),
+        batch_end_after=s(f"{expired} {after} AND expire_date <= %(cutoff)s {nth}"),
+        delete_until=s(f"DELETE FROM {table} WHERE {until}"),
+        delete_between=s(f"DELETE FROM {table} WHERE {after} AND {until}"),
     )
 
 

@@ -773,7 +773,11 @@ class TestCacheDown:
         assert first < TIMEOUT + 1
 
     def test_a_revocation_while_redis_hangs_reaches_it_when_it_answers(
-        self, own_redis: OwnRedis, alias: str, clock: FakeClock
+        self,
+        own_redis: OwnRedis,
+        alias: str,
+        clock: FakeClock,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         session_key = key(saved(**{SESSION_KEY: "7"}))
         other = key(saved(**{SESSION_KEY: "8"}))
@@ -789,9 +793,14 @@ class TestCacheDown:
         assert own_redis.errors() == 1
         clock.advance(caching.RETRY_AFTER)
         # The first use of the cache sends the tombstones that waited.
-        assert SessionStore(session_key).load() == {}
+        with caplog.at_level(logging.INFO, logger="django_sql_sessions"):
+            assert SessionStore(session_key).load() == {}
         assert SessionStore(other).load() == {SESSION_KEY: "8", "n": 1}
         assert caching.cached_table().undelivered == 0
+        # The revoked session's and the saved one's.
+        assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()] == [
+            "Session cache 'own_redis' answers again; 2 tombstones sent."
+        ]
 
     def test_a_revocation_the_cache_missed_is_never_reported_as_done(
         self,
@@ -844,6 +853,7 @@ class TestCacheDown:
             assert SessionStore(session_key).load() == {"n": 1}
         assert own_redis.errors() == 6
         assert len(caplog.records) == 2
+        assert "(1 error since the last report)" in caplog.records[0].getMessage()
         assert "(5 errors since the last report)" in caplog.records[1].getMessage()
 
     @pytest.mark.parametrize("prefix", ["", "/async"], ids=["wsgi", "asgi"])
@@ -867,3 +877,21 @@ class TestCacheDown:
         assert own_redis.errors() == 1
         row = Session.objects.for_key(client.cookies["sessionid"].value).get()
         assert row.get_decoded() == {"value": "2"}
+
+
+def test_one_waiting_tombstone_is_one_in_the_log(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.SESSION_CACHE_ALIAS = "sessions_locmem"
+    caching.reset()
+    table = caching.cached_table()
+    table._pending["a" * 64] = None
+    try:
+        with caplog.at_level(logging.INFO, logger="django_sql_sessions"):
+            assert table._deliver(caching._Store("sessions_locmem", caches["sessions_locmem"]))
+    finally:
+        caching.reset()
+        caches["sessions_locmem"].clear()
+    assert [record.getMessage() for record in caplog.records] == [
+        "Session cache 'sessions_locmem' answers again; 1 tombstone sent."
+    ]

@@ -241,12 +241,39 @@ def test_a_connection_lost_mid_run_leaves_whole_batches_and_no_lock(alias: str) 
     assert (result.locked_out, result.deleted) == (False, 4)
 
 
-def test_expiries_tied_at_a_batch_end_go_together(alias: str) -> None:
+def test_expiries_shared_by_many_rows_are_split_at_the_batch_size(alias: str) -> None:
+    # An import or a deploy can give thousands of sessions one expiry: a
+    # batch still takes no more than its size, in key hash order. These
+    # expire at the cutoff itself, which the last batch reaches.
+    now = timezone.now()
+    Session.objects.bulk_create(
+        Session(key_hash=f"{i:064x}", data="e30:x", expire_date=now) for i in range(2500)
+    )
+    live = Session.objects.create(
+        key_hash="f" * 64, data="e30:x", expire_date=now + datetime.timedelta(microseconds=1)
+    )
+    batches: list[int] = []
+
+    def progress(deleted: int, _batches: int, _elapsed: float) -> None:
+        batches.append(deleted - sum(batches))
+
+    result = delete_expired(batch_size=1000, now=now, progress=progress)
+    assert batches == [1000, 1000, 500]
+    assert (result.deleted, result.batches) == (2500, 3)
+    assert list(Session.objects.values_list("key_hash", flat=True)) == [live.key_hash]
+
+
+def test_a_batch_ending_inside_a_tie_deletes_that_ties_first_keys_only(alias: str) -> None:
     now = timezone.now()
     tied = now - datetime.timedelta(minutes=5)
     Session.objects.bulk_create(
         Session(key_hash=f"{i:064x}", data="e30:x", expire_date=tied) for i in range(5)
     )
+    result = delete_expired(batch_size=2, now=now, max_batches=1)
+    assert (result.deleted, result.finished) == (2, False)
+    assert sorted(Session.objects.values_list("key_hash", flat=True)) == [
+        f"{i:064x}" for i in range(2, 5)
+    ]
     result = delete_expired(batch_size=2, now=now)
-    assert (result.deleted, result.batches) == (5, 2)
+    assert (result.deleted, result.batches) == (3, 2)
     assert count_expired(now=now) == 0

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.devices import (
-    RAW_NAME_LENGTH,
+    GUESSED_NAME_LENGTH,
     UNKNOWN_DEVICE,
     anonymize_ip,
     clean_user_agent,
@@ -123,40 +123,73 @@ IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
 )
+# What the example's browser tests run (Debian's chromium, headless).
+HEADLESS_CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/156.0.0.0 Safari/537.36"
+)
+ANDROID_CHROME = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Mobile Safari/537.36"
+)
+EDGE = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0"
+)
+MAC_SAFARI = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 LONG_UNKNOWN = "PhoneBrowser/1.0 " + "(some build details) " * 5
 
 
 @pytest.mark.parametrize(
-    ("agent", "parsed", "raw"),
+    ("agent", "parsed", "guessed"),
     [
-        (WINDOWS_FIREFOX, "Firefox 140 on Windows", None),
-        (FIREFOX, "Firefox 140 on Linux", None),
-        (IPHONE, "Mobile Safari 17 on iOS", None),
-        ("curl/8.4.0", "curl 8", None),
+        (WINDOWS_FIREFOX, "Firefox 140 on Windows", "Firefox 140 on Windows"),
+        (FIREFOX, "Firefox 140 on Linux", "Firefox 140 on Linux"),
+        (IPHONE, "Mobile Safari 17 on iOS", "Mobile Safari 17 on iOS"),
+        (HEADLESS_CHROME, "HeadlessChrome 156 on Linux", "HeadlessChrome 156 on Linux"),
+        (ANDROID_CHROME, "Chrome Mobile 126 on Android", "Chrome Mobile 126 on Android"),
+        (EDGE, "Edge 126 on Windows", "Edge 126 on Windows"),
+        (MAC_SAFARI, "Safari 17 on Mac OS X", "Safari 17 on Mac OS X"),
+        ("curl/8.4.0", "curl 8", "curl 8"),
+        ("curl/7.88.1", "curl 7", "curl 7"),
+        ("python-requests/2.31.0", "Python Requests 2", "python-requests 2"),
+        (GOOGLEBOT, "Googlebot 2", "Googlebot 2"),
         ("Mozilla/5.0 (X11; Linux x86_64)", "Unknown browser on Linux", None),
-        # Not recognised: the user agent itself, shortened, either way.
-        ("PhoneBrowser/1.0", "PhoneBrowser/1.0", "PhoneBrowser/1.0"),
-        (LONG_UNKNOWN, LONG_UNKNOWN[: RAW_NAME_LENGTH - 1] + "…", None),
-        (None, UNKNOWN_DEVICE, UNKNOWN_DEVICE),
-        ("", UNKNOWN_DEVICE, UNKNOWN_DEVICE),
+        # Not recognised by ua-parser either: the guess, whichever is there.
+        ("PhoneBrowser/1.0", "PhoneBrowser 1", None),
+        (LONG_UNKNOWN, "PhoneBrowser 1", None),
+        ("x" * 300, "x" * (GUESSED_NAME_LENGTH - 1) + "…", None),
+        ("   ", UNKNOWN_DEVICE, None),
+        (None, UNKNOWN_DEVICE, None),
+        ("", UNKNOWN_DEVICE, None),
     ],
 )
 def test_device_name(
-    user_agent_parser: bool, agent: str | None, parsed: str, raw: str | None
+    user_agent_parser: bool, agent: str | None, parsed: str, guessed: str | None
 ) -> None:
-    if user_agent_parser:
-        assert device_name(agent) == parsed
-    else:
-        # Without ua-parser: the user agent cut to RAW_NAME_LENGTH characters.
-        shortened = agent if len(agent or "") <= RAW_NAME_LENGTH else None
-        expected = raw or shortened or (agent or "")[: RAW_NAME_LENGTH - 1] + "…"
-        assert device_name(agent) == expected
-        assert len(device_name(agent)) <= RAW_NAME_LENGTH
+    name = device_name(agent)
+    assert name == (parsed if user_agent_parser else guessed or parsed)
+    # A name, never the user agent itself when that is long.
+    assert len(name) <= GUESSED_NAME_LENGTH
 
 
-def test_device_name_without_versions(user_agent_parser: bool) -> None:
-    expected = "Firefox on Windows" if user_agent_parser else WINDOWS_FIREFOX[:39] + "…"
-    assert device_name(WINDOWS_FIREFOX, versions=False) == expected
+@pytest.mark.parametrize(
+    ("agent", "parsed", "guessed"),
+    [
+        (WINDOWS_FIREFOX, "Firefox on Windows", "Firefox on Windows"),
+        (HEADLESS_CHROME, "HeadlessChrome on Linux", "HeadlessChrome on Linux"),
+        ("curl/7.88.1", "curl", "curl"),
+        ("PhoneBrowser/1.0", "PhoneBrowser", "PhoneBrowser"),
+    ],
+)
+def test_device_name_without_versions(
+    user_agent_parser: bool, agent: str, parsed: str, guessed: str
+) -> None:
+    assert device_name(agent, versions=False) == (parsed if user_agent_parser else guessed)
 
 
 def age_activity(client: Client, seconds: int) -> datetime.datetime:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Runs inside the example project's own settings, in a fresh process.
 BROWSE = r"""
-import json, re, sqlite3
+import hashlib, json, re, sqlite3
 from django.conf import settings
 from django.test import Client
 
@@ -49,12 +49,27 @@ browsers = {
 for browser in browsers.values():
     browser.post("/admin/login/", {"username": "admin", "password": "admin"})
 page = browsers["laptop"].get("/sessions/").content.decode()
+
+# The laptop's own session as its page and the admin's list word its times.
+def text(html):
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+laptop_id = hashlib.sha256(browsers["laptop"].cookies["sessionid"].value.encode()).hexdigest()
+[mine] = [row for row in page.split("<tr") if row.startswith(' class="session current"')]
+admin_list = browsers["laptop"].get("/admin/django_sql_sessions/session/").content.decode()
+[listed] = [row for row in admin_list.split("<tr") if laptop_id[:12] in row]
+times = {
+    "page": [text(re.search(rf'<td class="{c}">(.*?)</td>', mine, re.S)[1])
+             for c in ("last-active", "expires")],
+    "admin": [text(re.search(rf'<td class="field-{c}">(.*?)</td>', listed, re.S)[1])
+              for c in ("last_active", "expires")],
+}
 listed = re.findall(r'name="session" value="([0-9a-f]{64})"', page)
 phone_page = browsers["phone"].get("/sessions/").content.decode()
 [phone_id] = set(listed) - set(re.findall(r'name="session" value="([0-9a-f]{64})"', phone_page))
 browsers["laptop"].post("/sessions/revoke/", {"session": phone_id})
 after_revoke = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
-browsers["laptop"].post("/sessions/revoke-others/")
+revoked = browsers["laptop"].post("/sessions/revoke-others/", follow=True).content.decode()
 after_others = {n: b.get("/sessions/").status_code for n, b in browsers.items()}
 print(json.dumps({
     "devices_shown": [d for d in ("PhoneBrowser/1.0", "203.0.113.0", "2001:db8:abcd::",
@@ -62,6 +77,8 @@ print(json.dumps({
     "whole_addresses_shown": [a for a in ("203.0.113.77", "2001:db8:abcd:12::1") if a in page],
     "this_browser_marked": page.count("this browser"), "other_sessions": len(listed),
     "after_revoke": after_revoke, "after_others": after_others,
+    "others_message": re.findall(r'<li class="message">(.*?)</li>', revoked),
+    "times": times,
 }))
 print(json.dumps({
     "visits": visits, "cycled": new_key != key, "after_cycle": after_cycle,
@@ -141,3 +158,17 @@ def test_your_sessions_page(example_run: dict[str, object]) -> None:
     # Revoking the phone logs the phone out (sent to the login page) only.
     assert page["after_revoke"] == {"phone": 302, "laptop": 200, "tablet": 200}
     assert page["after_others"] == {"phone": 302, "laptop": 200, "tablet": 302}
+    # The tablet's and the first browser's.
+    assert page["others_message"] == ["Logged out 2 other sessions."]
+
+
+def test_the_admin_and_the_page_word_times_alike(example_run: dict[str, object]) -> None:
+    page = example_run["sessions_page"]
+    assert isinstance(page, dict)
+    times = page["times"]
+    # Django's timesince and timeuntil in both, for a session of the
+    # default two weeks started a moment ago.
+    assert times["page"] == times["admin"], times
+    [last_active, expires] = times["page"]
+    assert last_active == "0 minutes ago"
+    assert expires == "in 1 week, 6 days"

@@ -25,35 +25,22 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ".git", ".nox", ".venv", "build", "dist", "*.egg-info", "_build"
         ),
     )
+    # A template and a static file, where an app keeps them: should the
+    # package get any (the admin's pages, say), the wheel must carry them.
+    for probe in PROBES:
+        (source / probe).parent.mkdir(parents=True, exist_ok=True)
+        (source / probe).write_text("probe\n")
     return source
 
 
-@pytest.fixture(scope="module")
-def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    [path] = out.glob("django_sql_sessions-*.whl")
-    return zipfile.ZipFile(path)
+PROBES = (
+    "django_sql_sessions/templates/django_sql_sessions/probe.html",
+    "django_sql_sessions/static/django_sql_sessions/probe.css",
+)
 
 
 @pytest.fixture(scope="module")
-def sdist(source: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """The names in the source distribution, without its top-level folder."""
+def sdist_archive(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sdist")
     subprocess.run(
         [
@@ -67,8 +54,46 @@ def sdist(source: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         capture_output=True,
     )
     [path] = out.glob("django_sql_sessions-*.tar.gz")
-    with tarfile.open(path) as archive:
+    return path
+
+
+@pytest.fixture(scope="module")
+def sdist(sdist_archive: Path) -> set[str]:
+    """The names in the source distribution, without its top-level folder."""
+    with tarfile.open(sdist_archive) as archive:
         return {name.partition("/")[2] for name in archive.getnames()}
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The wheel built from the sdist, as `python -m build` builds it."""
+    unpacked = tmp_path_factory.mktemp("unpacked")
+    with tarfile.open(sdist_archive) as archive:
+        # The data filter where this Python has it (3.10.12, 3.11.4 and later).
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(unpacked, filter="data")
+        else:
+            archive.extractall(unpacked)  # our own sdist
+    [tree] = unpacked.iterdir()
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    [path] = out.glob("django_sql_sessions-*.whl")
+    return zipfile.ZipFile(path)
 
 
 def metadata(wheel: zipfile.ZipFile) -> email.message.Message:
@@ -78,19 +103,61 @@ def metadata(wheel: zipfile.ZipFile) -> email.message.Message:
 
 def test_wheel_ships_migrations_commands_and_types(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
+    migrations = {
+        f"django_sql_sessions/migrations/{path.name}"
+        for path in (ROOT / "django_sql_sessions" / "migrations").glob("*.py")
+    }
+    assert "django_sql_sessions/migrations/0001_initial.py" in migrations
     for required in [
         "django_sql_sessions/py.typed",
-        "django_sql_sessions/migrations/0001_initial.py",
-        "django_sql_sessions/migrations/__init__.py",
+        *migrations,
         "django_sql_sessions/management/commands/purgesessions.py",
         "django_sql_sessions/backends/db.py",
     ]:
         assert required in names
 
 
+def test_wheel_ships_the_package_whole(source: Path, wheel: zipfile.ZipFile) -> None:
+    """
+    Every file of the package, modules or not (py.typed, and the templates
+    and static files that pages or the admin need, the probes among them),
+    and nothing else of it.
+    """
+    in_tree = {
+        path.relative_to(source).as_posix()
+        for path in (source / "django_sql_sessions").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    shipped = {name for name in wheel.namelist() if name.startswith("django_sql_sessions/")}
+    assert shipped == in_tree
+    assert {"django_sql_sessions/py.typed", *PROBES} <= shipped
+
+
 def test_wheel_ships_no_tests_or_example(wheel: zipfile.ZipFile) -> None:
     top_level = {name.split("/")[0] for name in wheel.namelist()}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"django_sql_sessions"}
+    for outside in ("tests/", "benchmarks/", "clusters/", "example_project/", "docs/"):
+        assert not [name for name in wheel.namelist() if f"{outside}" in name], outside
+    assert not [name for name in wheel.namelist() if name.endswith((".sh", ".sqlite3"))]
+
+
+def test_ci_installs_the_built_wheel_not_the_checkout() -> None:
+    """
+    .ci/run runs `nox -s wheel`: python -m build, twine check --strict, and
+    tests/installed_wheel.py, which runs the example project and the
+    README's quick start against the wheel in a fresh venv.
+    """
+    ci = (ROOT / ".ci" / "run").read_text()
+    [sessions] = re.findall(r"^\.venv/bin/python -m nox .*-s (.*)$", ci, re.MULTILINE)
+    assert "wheel" in sessions.split()
+    noxfile = (ROOT / "noxfile.py").read_text()
+    wheel_session = noxfile[noxfile.index("def wheel(") :].split("\n@nox.session")[0]
+    for step in (
+        '"python", "-m", "build"',
+        '"twine", "check", "--strict"',
+        '"python", "tests/installed_wheel.py"',
+    ):
+        assert step in wheel_session, step
 
 
 def test_sdist_ships_the_changelog_and_the_docs(sdist: set[str]) -> None:

@@ -113,6 +113,45 @@ def test_time_budget(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_a_line_per_batch_with_verbosity_2(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sql_sessions import cleanup, sql
+    from django_sql_sessions.management.commands import purgesessions
+
+    # 2,500 sessions that expired at the same moment, as after an import.
+    expired = timezone.now() - datetime.timedelta(hours=1)
+    Session.objects.bulk_create(
+        Session(key_hash=f"{i:064x}", data="e30:x", expire_date=expired) for i in range(2500)
+    )
+    add(1, expired=False)
+    # Each DELETE takes half a second, and the pauses between them count
+    # against no batch's rate.
+    clock = [0.0]
+    real_execute = sql.execute
+
+    def half_a_second_per_batch(*args: Any, **kwargs: Any) -> Any:
+        if args[1].sql.startswith("DELETE"):
+            clock[0] += 0.5
+        return real_execute(*args, **kwargs)
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(cleanup, "execute", half_a_second_per_batch)
+    monkeypatch.setattr("time.sleep", sleep)
+    monkeypatch.setattr(
+        purgesessions,
+        "delete_expired",
+        lambda **kwargs: delete_expired(**kwargs, clock=lambda: clock[0]),
+    )
+    assert purge("--batch-size", "1000", "--sleep", "3", "-v", "2") == (
+        "Batch 1: deleted 1,000 (2,000/s), 1,000 in all\n"
+        "Batch 2: deleted 1,000 (2,000/s), 2,000 in all\n"
+        "Batch 3: deleted 500 (1,000/s), 2,500 in all\n"
+        f"Deleted 2500 expired sessions from database '{alias}' in 3 batches.\n"
+    )
+    assert Session.objects.count() == 1
+
+
 def test_sleep_between_batches(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
     add(3, expired=True)
     pauses: list[float] = []
@@ -154,6 +193,16 @@ def test_progress_on_a_terminal(alias: str) -> None:
     assert lines[-1].endswith(
         f"\nDeleted 3 expired sessions from database '{alias}' in 2 batches.\n"
     )
+    # With -v 2, a line per batch instead, on a terminal too.
+    add(3, expired=True)
+    out = Terminal()
+    call_command("purgesessions", "--batch-size", "2", "-v", "2", stdout=out)
+    assert "\r" not in out.getvalue()
+    assert [line.split(" (")[0] for line in out.getvalue().splitlines()] == [
+        "Batch 1: deleted 2",
+        "Batch 2: deleted 1",
+        f"Deleted 3 expired sessions from database '{alias}' in 2 batches.",
+    ]
 
 
 def test_interrupted(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,9 @@ def render(text: str) -> None:
 def test_two_setup_commands_and_ci_runs_the_test_one() -> None:
     example, tests = setup_commands()
     assert "example_project/manage.py demo" in example
+    # With the devices extra: the example's pages and the admin name each
+    # device with ua-parser, as a project that installs the extra sees them.
+    assert ' -m pip install -q -e ".[devices]" && ' in example
     assert tests.endswith("-m nox")
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines

@@ -399,7 +399,7 @@ class TestPurged:
         [record] = logged(caplog, "django_sql_sessions.cleanup")
         assert record.levelno == logging.INFO
         assert record.getMessage().startswith(
-            f"Purged 3 expired session(s) from database '{alias}' in "
+            f"Purged 3 expired sessions from database '{alias}' in "
         )
 
         events.clear()
@@ -655,3 +655,23 @@ class TestInARequest:
         assert event.kwargs["key_hashes"] == [key_hash]
         assert event.kwargs["via"] == "api"
         no_raw_key(event, client.cookies["sessionid"].value)
+
+
+def test_log_messages_count_in_words_that_agree(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="django_sql_sessions")
+    for count in (1, 2):
+        signals.send_revoked(
+            Session, ["a" * 64] * count, user_id="7", via="api", actor=None, using="x"
+        )
+        signals.send_purged(Session, count=count, seconds=0.5, via="api", using="x")
+        signals.send_save_merged(SessionStore, "b" * 64, changed=["n"], attempts=count, using="x")
+    revoked = "via api, user id 7, by no known user: aaaaaaaaaaaa"
+    merged = "Merged a save of session bbbbbbbbbbbb onto a newer save after"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Revoked 1 session {revoked}",
+        "Purged 1 expired session from database 'x' in 0.500 s via api",
+        f"{merged} 1 attempt; changed: n",
+        f"Revoked 2 sessions {revoked}, aaaaaaaaaaaa",
+        "Purged 2 expired sessions from database 'x' in 0.500 s via api",
+        f"{merged} 2 attempts; changed: n",
+    ]

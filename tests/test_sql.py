@@ -60,9 +60,9 @@ PARAMETERS = {
     "rekey": {"new_key_hash", "now", "key_hash"},
     "count_expired": {"cutoff"},
     "batch_end": {"cutoff", "offset"},
-    "batch_end_after": {"after", "cutoff", "offset"},
-    "delete_until": {"until"},
-    "delete_between": {"after", "until"},
+    "batch_end_after": {"after", "after_key", "cutoff", "offset"},
+    "delete_until": {"until", "until_key"},
+    "delete_between": {"after", "after_key", "until", "until_key"},
 }
 
 
@@ -161,6 +161,26 @@ def test_table_name_is_quoted_by_the_backend() -> None:
 
 
 @pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
+def test_cleanup_ranges_end_at_an_expiry_and_a_key(vendor: str) -> None:
+    compiled = _compile(vendor, "t")
+    # Ties on expire_date are broken by key_hash, in the order the ranges use.
+    for name in ("batch_end", "batch_end_after"):
+        statement = getattr(compiled, name).sql
+        assert statement.startswith("SELECT expire_date, key_hash FROM t WHERE "), name
+        assert "ORDER BY expire_date, key_hash " in statement, name
+    assert compiled.delete_until.params({"until": "U", "until_key": "K"}) == ["U", "U", "K"]
+    assert compiled.delete_between.params(
+        {"after": "A", "after_key": "a", "until": "U", "until_key": "K"}
+    ) == ["A", "A", "a", "U", "U", "K"]
+    # Every statement starts an index range with a plain comparison.
+    assert compiled.delete_between.sql == (
+        "DELETE FROM t WHERE expire_date >= %(after)s AND (expire_date > %(after)s OR "
+        "key_hash > %(after_key)s) AND expire_date <= %(until)s AND (expire_date < %(until)s "
+        "OR key_hash <= %(until_key)s)"
+    )
+
+
+@pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
 def test_django_session_table_statements(vendor: str) -> None:
     count, batch = django_session_statements(vendor, "d")
     assert count.names == ("cutoff",)
@@ -189,9 +209,15 @@ class TestSqlServerOffline:
             "user_agent = COALESCE(%s, user_agent), updated_at = %s, version = version + 1 "
             "WHERE key_hash = %s AND version = %s AND updated_at <= %s"
         )
+        # No row-value comparison, which SQL Server lacks.
         assert compiled.batch_end_after.format == (
-            "SELECT expire_date FROM [test_web_sessions] WHERE expire_date > %s AND "
-            "expire_date <= %s ORDER BY expire_date OFFSET %s ROWS FETCH NEXT 1 ROWS ONLY"
+            "SELECT expire_date, key_hash FROM [test_web_sessions] WHERE expire_date >= %s "
+            "AND (expire_date > %s OR key_hash > %s) AND expire_date <= %s "
+            "ORDER BY expire_date, key_hash OFFSET %s ROWS FETCH NEXT 1 ROWS ONLY"
+        )
+        assert compiled.delete_between.format == (
+            "DELETE FROM [test_web_sessions] WHERE expire_date >= %s AND (expire_date > %s "
+            "OR key_hash > %s) AND expire_date <= %s AND (expire_date < %s OR key_hash <= %s)"
         )
         for field in dataclasses.fields(compiled):
             value = getattr(compiled, field.name)

@@ -19,7 +19,6 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
-    "django.contrib.humanize",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     # No django.contrib.sessions: this project never ran Django's engine, so

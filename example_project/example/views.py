@@ -108,7 +108,7 @@ def revoke(request: HttpRequest) -> HttpResponse:
 def revoke_others(request: HttpRequest) -> HttpResponse:
     """Log out every other device, keeping this one."""
     count = revoke_all_sessions(request.user, keep=request.session)
-    messages.success(request, f"Logged out {count} other session(s).")
+    messages.success(request, logged_out(count))
     return redirect(SYNC.sessions)
 
 
@@ -164,8 +164,12 @@ async def arevoke_others(request: HttpRequest) -> HttpResponse:
     """See revoke_others()."""
     user = await request.auser()
     count = await arevoke_all_sessions(user, keep=request.session)
-    messages.success(request, f"Logged out {count} other session(s).")
+    messages.success(request, logged_out(count))
     return redirect(ASYNC.sessions)
+
+
+def logged_out(count: int) -> str:
+    return f"Logged out {count} other session{'' if count == 1 else 's'}."
 
 
 def _counter_context(request: HttpRequest, visits: int, routes: Routes) -> dict[str, Any]:

@@ -10,6 +10,8 @@ SQL_SESSIONS_DB_ALIAS only, so that is where the cleanup runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -64,7 +66,7 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         with database_errors(alias):
-            self.purge(alias, batch_size, max_seconds, sleep, dry_run)
+            self.purge(alias, batch_size, max_seconds, sleep, dry_run, options["verbosity"])
 
     def purge(
         self,
@@ -73,6 +75,7 @@ class Command(BaseCommand):
         max_seconds: float | None,
         sleep: float,
         dry_run: bool,
+        verbosity: int,
     ) -> None:
         if dry_run:
             count = count_expired()
@@ -80,13 +83,29 @@ class Command(BaseCommand):
                 f"Would delete {plural(count, 'expired session')} from database '{alias}'."
             )
             return
-        on_terminal = self.stdout.isatty()
+        # -v 2: a line per batch. Otherwise, on a terminal, one line that
+        # follows the run.
+        verbose = verbosity >= 2
+        on_terminal = self.stdout.isatty() and not verbose
         expected = count_expired() if on_terminal else None
-        done = [0, 0]
+        done = _Done()
+
+        def pause(seconds: float) -> None:
+            time.sleep(seconds)
+            done.paused += seconds
 
         def progress(deleted: int, batches: int, elapsed: float) -> None:
-            done[:] = [deleted, batches]
-            if on_terminal:
+            rows = deleted - done.deleted
+            # The batch's own rate: without the --sleep pause before it.
+            seconds = elapsed - done.elapsed - (done.paused - done.paused_then)
+            done.deleted, done.batches = deleted, batches
+            done.elapsed, done.paused_then = elapsed, done.paused
+            if verbose:
+                rate = rows / seconds if seconds > 0 else 0.0
+                self.stdout.write(
+                    f"Batch {batches}: deleted {rows:,} ({rate:,.0f}/s), {deleted:,} in all"
+                )
+            elif on_terminal:
                 rate = deleted / elapsed if elapsed else 0.0
                 left = f", about {max(expected - deleted, 0):,} left" if expected else ""
                 self.stdout.write(f"\rDeleted {deleted:,} ({rate:,.0f}/s){left}   ", ending="")
@@ -98,17 +117,29 @@ class Command(BaseCommand):
                 max_seconds=max_seconds,
                 sleep=sleep,
                 progress=progress,
+                pause=pause,
                 via="command",
             )
         except KeyboardInterrupt:
             raise CommandError(
-                f"Interrupted after deleting {plural(done[0], 'expired session')} in "
-                f"{plural(done[1], 'whole batch', 'whole batches')}.",
+                f"Interrupted after deleting {plural(done.deleted, 'expired session')} in "
+                f"{plural(done.batches, 'whole batch', 'whole batches')}.",
                 returncode=130,
             ) from None
         if on_terminal:
             self.stdout.write("")
         self.stdout.write(summary(result))
+
+
+@dataclasses.dataclass
+class _Done:
+    """Where the run stood at the end of its last batch."""
+
+    deleted: int = 0
+    batches: int = 0
+    elapsed: float = 0.0
+    paused: float = 0.0  # seconds slept between batches so far
+    paused_then: float = 0.0  # ... at the end of the last batch
 
 
 def summary(result: CleanupResult) -> str:

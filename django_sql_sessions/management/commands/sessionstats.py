@@ -110,7 +110,7 @@ def report(stats: Stats) -> list[str]:
         named = (
             "named by ua-parser"
             if stats.devices_named
-            else "user agents as sent: install django-sql-sessions[devices] to name them"
+            else "guessed: install django-sql-sessions[devices] to name them with ua-parser"
         )
         read = "" if stats.sampled_rows is None else f", in a sample of {stats.sampled_rows:,}"
         lines += ["", f"Devices of live sessions ({named}{read}):"]
