@@ -82,7 +82,7 @@ def client(
     from django.db import DatabaseError, connections
     from django.test import override_settings
 
-    from django_sql_sessions import sql
+    from django_sql_sessions import cursors
     from django_sql_sessions.backends.db import SessionStore
 
     tally = Tally()
@@ -93,7 +93,7 @@ def client(
         restore = without_sync_wait(alias)
         workload = "read"
     mine = [key(number * PER_CLIENT + i) for i in range(sessions)]
-    retries_before = sql.conflict_retries[alias]
+    retries_before = cursors.conflict_retries[alias]
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
         try:
             while time.time() < until and not stop.is_set():
@@ -126,7 +126,7 @@ def client(
             connections.close_all()
             if restore:
                 restore()
-    tally.conflict_retries = sql.conflict_retries[alias] - retries_before
+    tally.conflict_retries = cursors.conflict_retries[alias] - retries_before
     return tally
 
 
@@ -164,8 +164,8 @@ def seed(alias: str, clients: int, sessions: int) -> None:
     from django.test import override_settings
 
     from django_sql_sessions.backends.db import SessionStore
-    from django_sql_sessions.keys import hash_key
     from django_sql_sessions.models import Session
+    from django_sql_sessions.storage import hash_key
 
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
         Session.objects.filter(

@@ -155,8 +155,7 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
 
     from django_sql_sessions import sql
     from django_sql_sessions.backends.db import SessionStore
-    from django_sql_sessions.keys import hash_key
-    from django_sql_sessions.storage import FOREVER
+    from django_sql_sessions.storage import FOREVER, hash_key
 
     with override_settings(SQL_SESSIONS_DB_ALIAS=alias):
         connection = connections[alias]

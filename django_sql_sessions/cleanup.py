@@ -22,12 +22,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_sql_sessions import conf
+from django_sql_sessions.cursors import execute, fetch_one
 from django_sql_sessions.galera import is_galera_node, rows_per_writeset
 from django_sql_sessions.keys import HASH_LENGTH
 from django_sql_sessions.locks import single_runner
 from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_purged
-from django_sql_sessions.sql import Statements, execute, fetch_one, to_db_datetime
+from django_sql_sessions.sql import Statements, to_db_datetime
 from django_sql_sessions.storage import plain_table
 
 

@@ -91,6 +91,16 @@ def cached(function: Callable[[], _T]) -> Callable[[], _T]:
     return get
 
 
+# The values kept, for a look-up on the request path that costs no call:
+# kept.get(key) or remember(key, compute).
+kept = _cache
+
+
+def remember(key: object, compute: Callable[[], _T]) -> _T:
+    """compute(), kept under `key` as the settings are (see cached())."""
+    return _remember(key, compute)
+
+
 def _remember(key: object, compute: Callable[[], _T]) -> _T:
     generation = _generation[0]
     value = compute()

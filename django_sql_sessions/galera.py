@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_sql_sessions.sql import Statement, fetch_all, fetch_one, kept
+from django_sql_sessions.cursors import fetch_all, fetch_one, kept
+from django_sql_sessions.sql import Statement
 
 # No rows where the server was built without wsrep (MySQL, most other builds).
 _WSREP_ON = Statement.of("SHOW VARIABLES LIKE 'wsrep_on'")

@@ -19,16 +19,11 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key, is_valid_key
-from django_sql_sessions.models import ImportedSession, Session, user_id_from_session
-from django_sql_sessions.sql import (
-    django_session_statements,
-    fetch_all,
-    fetch_one,
-    from_db_datetime,
-    to_db_datetime,
-)
-from django_sql_sessions.storage import in_lists
+from django_sql_sessions.cursors import fetch_all, fetch_one
+from django_sql_sessions.keys import is_valid_key
+from django_sql_sessions.models import ImportedSession, Session
+from django_sql_sessions.sql import django_session_statements, from_db_datetime, to_db_datetime
+from django_sql_sessions.storage import hash_key, in_lists, user_id_from_session
 
 DEFAULT_SOURCE_TABLE = "django_session"
 

@@ -1,15 +1,10 @@
 """
-Session keys: which cookie values are worth a query, and how they are stored.
-
-The table holds a SHA-256 digest of each key, never the key, so that a database
-dump or a read-only SQL injection elsewhere cannot be replayed as a session
-cookie. The key has 165 bits of entropy, so an unsalted fast hash is enough: no
-dictionary or rainbow table covers that space.
+Session keys: which cookie values are worth a query, and how new ones are
+drawn. How they are stored (a SHA-256 digest) is storage.hash_key()'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from typing import TypeGuard
@@ -33,13 +28,8 @@ def is_valid_key(key: object) -> TypeGuard[str]:
 
 
 def is_key_hash(value: object) -> TypeGuard[str]:
-    """Whether value could be a digest hash_key() returned."""
+    """Whether value could be a digest storage.hash_key() returned."""
     return isinstance(value, str) and KEY_HASH_RE.fullmatch(value) is not None
-
-
-def hash_key(key: str) -> str:
-    """Return the digest stored in place of ``key``."""
-    return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
 def new_key() -> str:

@@ -36,9 +36,10 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from django_sql_sessions.cursors import execute, fetch_one
 from django_sql_sessions.galera import is_galera_node
 from django_sql_sessions.models import CleanupLease
-from django_sql_sessions.sql import Statement, execute, fetch_one, to_db_datetime
+from django_sql_sessions.sql import Statement, to_db_datetime
 
 logger = logging.getLogger("django_sql_sessions")
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import SESSION_KEY
 from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -11,12 +10,9 @@ from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf, storage
 from django_sql_sessions.fields import KeyHashField
-from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
+from django_sql_sessions.keys import is_key_hash, is_valid_key
+from django_sql_sessions.storage import USER_ID_MAX_LENGTH, hash_key, user_id_from_session
 
-# Long enough for any primary key Django's login() stores as text: integers,
-# UUIDs, and the usual string keys. A longer one is not indexed (see
-# user_id_from_session()).
-USER_ID_MAX_LENGTH = 255
 USER_AGENT_MAX_LENGTH = 255
 USER_INDEX_NAME = "sql_sessions_user_idx"
 
@@ -31,18 +27,6 @@ NO_SUCH_HASH = "-"
 def _hashed(session_key: object) -> str:
     """The key_hash a raw session key is stored under (NO_SUCH_HASH if it is not a key)."""
     return hash_key(session_key) if is_valid_key(session_key) else NO_SUCH_HASH
-
-
-def user_id_from_session(data: dict[str, Any]) -> str | None:
-    """The user_id column's value for session data: login()'s user key, or None."""
-    value = data.get(SESSION_KEY)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # written by code other than login(); same user
-    if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX_LENGTH:
-        return value
-    # Anonymous, or a value login() never writes: the session still works,
-    # it is just not in the user index.
-    return None
 
 
 class SessionQuerySet(models.QuerySet["Session"]):

@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import logging
-import random
 import re
-import threading
-import time
-from _thread import get_ident
-from asyncio import _get_running_loop
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Value
-
-from django_sql_sessions.read_only import refusal, refused_as_read_only
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft", "cockroachdb")
 
@@ -46,23 +36,22 @@ class Statement:
     names: tuple[str, ...]  # in the order they occur, repeats included
     format: str  # %s placeholders: Django's cursors, psycopg, MySQLdb, pyodbc
     qmark: str  # ? placeholders: the sqlite3 module
+    expected: frozenset[str]  # the names, each once
 
     @classmethod
     def of(cls, sql: str) -> Statement:
         names = tuple(_PARAMETER.findall(sql))
-        return cls(sql, names, _PARAMETER.sub("%s", sql), _PARAMETER.sub("?", sql))
+        return cls(
+            sql, names, _PARAMETER.sub("%s", sql), _PARAMETER.sub("?", sql), frozenset(names)
+        )
 
     def params(self, values: Mapping[str, Any]) -> list[Any]:
         """The values in placeholder order; every name given, none extra."""
-        if values.keys() != self._expected:
+        if values.keys() != self.expected:
             raise TypeError(
-                f"Statement takes {sorted(self._expected)}, was given {sorted(values)}: {self.sql}"
+                f"Statement takes {sorted(self.expected)}, was given {sorted(values)}: {self.sql}"
             )
         return [values[name] for name in self.names]
-
-    @functools.cached_property
-    def _expected(self) -> frozenset[str]:
-        return frozenset(self.names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,225 +137,6 @@ def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
         compiled = _compile(vendor, connection.ops.quote_name(table), mariadb=mariadb)
         _compiled[vendor, mariadb, table] = compiled
         return compiled
-
-
-def execute(connection: BaseDatabaseWrapper, statement: Statement, **values: Any) -> int:
-    """Send one statement; return its rowcount."""
-    return _send(connection, statement, values, _rowcount)
-
-
-def fetch_one(
-    connection: BaseDatabaseWrapper, statement: Statement, **values: Any
-) -> tuple[Any, ...] | None:
-    """Send one statement; return its first row, or None."""
-    return _send(connection, statement, values, _first_row)
-
-
-def fetch_all(
-    connection: BaseDatabaseWrapper, statement: Statement, **values: Any
-) -> list[tuple[Any, ...]]:
-    """Send one statement; return all its rows."""
-    return _send(connection, statement, values, _all_rows)
-
-
-def _rowcount(cursor: Any) -> int:
-    return int(cursor.rowcount)
-
-
-def _first_row(cursor: Any) -> tuple[Any, ...] | None:
-    row = cursor.fetchone()
-    return None if row is None else tuple(row)
-
-
-def _all_rows(cursor: Any) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in cursor.fetchall()]
-
-
-def _send(
-    connection: BaseDatabaseWrapper,
-    statement: Statement,
-    values: Mapping[str, Any],
-    read: Callable[[Any], _T],
-) -> _T:
-    params = statement.params(values)
-    attempt = 1
-    while True:
-        try:
-            return _send_once(connection, statement, params, read)
-        except DatabaseError as exc:
-            _raise_if_read_only(connection, exc)
-            if not retry_after(connection, exc, attempt):
-                raise
-        attempt += 1
-
-
-def _raise_if_read_only(connection: BaseDatabaseWrapper, error: DatabaseError) -> None:
-    """
-    A write refused by a standby or read-only server becomes one error that
-    says so and names SQL_SESSIONS_DB_ALIAS (see read_only.py), instead of
-    the driver's, which names neither. Never tried again: it stays refused.
-    """
-    if refused_as_read_only(connection.vendor, error):
-        raise refusal(connection.alias, error) from error
-
-
-# How often an operation the database aborted to resolve a conflict is tried
-# again. Under contention Galera rejects a few in ten writes to one row, so
-# five retries leave about one in ten thousand to the caller.
-CONFLICT_RETRIES = 5
-# Operations tried again, by alias, since the process started: a rising count
-# means writers keep colliding (on Galera, writes to one session through
-# several nodes).
-conflict_retries: Counter[str] = Counter()
-_retries_lock = threading.Lock()
-
-
-def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: int) -> bool:
-    """
-    Whether to try an operation again after the attempt-th try failed with
-    error: the database rolled it back whole to resolve a conflict (a
-    deadlock, a lost Galera certification, a serialization failure), it ran
-    outside any transaction of the caller's, and the retries are not used
-    up. If so, count it and pause briefly (random, so that the colliding
-    writers do not collide again in step).
-    """
-    if attempt > CONFLICT_RETRIES or not _aborted_by_conflict(connection, error):
-        return False
-    # Inside a transaction the database rolled back everything before this
-    # statement too; only the transaction's owner can start it again.
-    if connection.in_atomic_block or not connection.autocommit:
-        return False
-    with _retries_lock:
-        conflict_retries[connection.alias] += 1
-    logger.debug("Conflict on %r, try %d: %s", connection.alias, attempt, error)
-    time.sleep(random.random() * attempt / 1000)
-    return True
-
-
-# ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost Galera's
-# certification to another node's. TiDB's optimistic autocommit statements:
-# write conflict (9007), and 8002, 8022, 8028, which its docs say to retry.
-_MYSQL_CONFLICTS = frozenset({1213, 9007, 8002, 8022, 8028})
-
-
-def _aborted_by_conflict(connection: BaseDatabaseWrapper, error: DatabaseError) -> bool:
-    vendor = connection.vendor
-    if vendor == "mysql":
-        return bool(error.args) and error.args[0] in _MYSQL_CONFLICTS
-    if vendor in ("postgresql", "cockroachdb"):
-        # deadlock_detected, serialization_failure (CockroachDB's "restart
-        # transaction"). Never 40003, "statement completion unknown": the
-        # write may have happened.
-        return getattr(error.__cause__, "sqlstate", None) in ("40P01", "40001")
-    if vendor == "microsoft":
-        # pyodbc's SQLSTATE for a deadlock victim (error 1205).
-        return bool(error.args) and error.args[0] == "40001"
-    return False
-
-
-def _send_once(
-    connection: BaseDatabaseWrapper,
-    statement: Statement,
-    params: list[Any],
-    read: Callable[[Any], _T],
-) -> _T:
-    """
-    Send a statement through the driver's own cursor, or Django's.
-
-    Django's cursor wrapper costs more than SQLite's whole query. The driver
-    cursor keeps what that wrapper guarantees, each check skipped only where
-    Django's own call would do nothing: the connection is opened (and
-    health-checked) the same way, another thread is refused unless it may
-    share the connection, a broken transaction is refused, and errors come
-    out as django.db exceptions. Django's cursor is used instead whenever
-    something observes queries through Django (DEBUG's query log,
-    execute_wrapper() hooks), inside a running event loop (where it raises
-    SynchronousOnlyOperation unless DJANGO_ALLOW_ASYNC_UNSAFE is set), and
-    on SQL Server, whose driver adapter Django's cursor provides.
-    """
-    vendor = connection.vendor
-    if (
-        vendor == "microsoft"
-        or connection.queries_logged
-        or connection.execute_wrappers
-        or _get_running_loop() is not None
-    ):
-        with connection.cursor() as cursor:
-            cursor.execute(statement.format, params)
-            return read(cursor)
-    connection.close_if_health_check_failed()
-    if connection.connection is None:
-        connection.ensure_connection()
-    # Only the thread that made the connection owns it; any other needs
-    # allow_thread_sharing (LiveServerTestCase's server threads).
-    owner = connection._thread_ident == get_ident()  # type: ignore[attr-defined]
-    if not owner:
-        connection.validate_thread_sharing()
-    connection.validate_no_broken_transaction()
-    try:
-        if vendor == "postgresql" and owner:
-            cursor = _postgresql_cursor(connection)
-            cursor.execute(statement.format, params)
-            return read(cursor)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(statement.qmark if vendor == "sqlite" else statement.format, params)
-            return read(cursor)
-        finally:
-            # Closed at once: an open sqlite3 statement would hold its read
-            # snapshot until the next one.
-            cursor.close()
-    except Exception:
-        # As Django's cursor would raise it: a django.db exception, and the
-        # connection marked for a health check (errors_occurred). Entering
-        # the wrapper only on failure costs the successful statement nothing.
-        with connection.wrap_database_errors:
-            raise
-
-
-# One cursor per psycopg connection, used for every statement by the thread
-# that owns the connection: psycopg builds a cursor's adapters and
-# transformer anew each time, which costs more than the rest of a session
-# load. Results are read at once and hold no server state. A thread that
-# shares the connection (allow_thread_sharing) gets a cursor per statement,
-# so two threads never read from one cursor. Kept on Django's connection
-# object, with the driver connection it belongs to: a reconnect replaces both.
-_KEPT_CURSOR = "_django_sql_sessions_cursor"
-
-
-def kept(
-    connection: BaseDatabaseWrapper,
-    attribute: str,
-    make: Callable[[BaseDatabaseWrapper], _T],
-) -> _T:
-    """
-    make(connection), made once per driver connection: kept on Django's
-    connection object under `attribute` together with the driver connection
-    it belongs to, so a reconnect makes it anew and frees the old one.
-    """
-    raw = connection.connection
-    found = getattr(connection, attribute, None)
-    if found is not None and found[0] is raw:
-        return found[1]  # type: ignore[no-any-return]
-    value = make(connection)
-    setattr(connection, attribute, (raw, value))
-    return value
-
-
-def _postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
-    return kept(connection, _KEPT_CURSOR, _new_postgresql_cursor)
-
-
-def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
-    raw = connection.connection
-    if raw.prepare_threshold is not None:
-        # The project enabled prepared statements (OPTIONS "prepare_threshold"),
-        # which only server-side binding uses: psycopg then prepares each of
-        # these few statements once per connection.
-        import psycopg
-
-        return psycopg.Cursor(raw)
-    return raw.cursor()
 
 
 def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -36,14 +38,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from django_sql_sessions import conf
+from django_sql_sessions.cursors import ONE, execute, fetch_one, send
 from django_sql_sessions.exceptions import SessionTooLarge
-from django_sql_sessions.sql import (
-    Statements,
-    execute,
-    fetch_one,
-    statements,
-    to_db_datetime,
-)
+from django_sql_sessions.sql import Statements, statements, to_db_datetime
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -58,10 +55,41 @@ FRONTED_RECHECK = 600.0
 IN_LIST_SIZE = 500
 
 
+# Long enough for any primary key Django's login() stores as text: integers,
+# UUIDs, and the usual string keys. A longer one is not indexed (see
+# user_id_from_session()).
+USER_ID_MAX_LENGTH = 255
+
+
+def hash_key(key: str) -> str:
+    """
+    Return the digest stored in place of ``key``.
+
+    The table holds a SHA-256 digest of each key, never the key, so that a
+    database dump or a read-only SQL injection elsewhere cannot be replayed
+    as a session cookie. The key has 165 bits of entropy, so an unsalted
+    fast hash is enough: no dictionary or rainbow table covers that space.
+    """
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def user_id_from_session(data: dict[str, Any]) -> str | None:
+    """The user_id column's value for session data: login()'s user key, or None."""
+    value = data.get(SESSION_KEY)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # written by code other than login(); same user
+    if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX_LENGTH:
+        return value
+    # Anonymous, or a value login() never writes: the session still works,
+    # it is just not in the user index.
+    return None
+
+
 @dataclasses.dataclass(slots=True)
 class Row:
     """A session row as the table last read or wrote it."""
 
+    key_hash: str
     data: str  # encoded and signed, as stored
     version: int
     # As the driver returned them (converted lazily: most loads never look),
@@ -94,6 +122,13 @@ class SessionTable:
     def __init__(self, alias: str, name: str) -> None:
         self.alias = alias
         self.name = name
+        # Settings the load and save read, fixed for the instance's life:
+        # plain_table() makes a new one when a setting changes.
+        self.lifetime = datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
+        self.max_size = conf.MAX_SIZE.get()
+        # The statements are kept on each connection object under this name
+        # (a vendor's, and on MySQL whether it is MariaDB, per connection).
+        self._kept = f"_django_sql_sessions_statements_{name}"
         # What migrate recorded of a cache in front of this table (see
         # caching.record_in_database()), and until when that answer holds.
         self._fronted_by: str | None = None
@@ -155,26 +190,33 @@ class SessionTable:
         return connections[self.alias]
 
     def statements(self) -> tuple[BaseDatabaseWrapper, Statements]:
+        """The connection to the alias, and the statements for its vendor."""
         connection = connections[self.alias]
-        return connection, statements(connection, self.name)
+        return connection, connection.__dict__.get(self._kept) or self._compile(connection)
 
-    # Reads.
+    def _compile(self, connection: BaseDatabaseWrapper) -> Statements:
+        compiled = connection.__dict__[self._kept] = statements(connection, self.name)
+        return compiled
+
+    # Reads. The load and the update look their statements up without a
+    # call (see statements()): each call costs a request about a microsecond.
 
     def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
         """The live row: not expired, and not past SQL_SESSIONS_ABSOLUTE_LIFETIME."""
-        connection, sql = self.statements()
+        connection = connections[self.alias]
+        sql = connection.__dict__.get(self._kept) or self._compile(connection)
         now = timezone.now()
-        found = fetch_one(
+        adapt = connection.ops.adapt_datetimefield_value
+        found = send(
             connection,
             sql.load_created if with_created else sql.load,
-            key_hash=key_hash,
-            now=to_db_datetime(connection, now),
-            born_after=to_db_datetime(connection, born_after(now)),
+            {"key_hash": key_hash, "now": adapt(now), "born_after": adapt(now - self.lifetime)},
+            ONE,
         )
         if found is None:
             return None
         data, expire_date, version, updated_at, *created_at = found
-        return Row(data, version, expire_date, updated_at, *created_at)
+        return Row(key_hash, data, version, expire_date, updated_at, *created_at)
 
     def exists(self, key_hash: str) -> bool:
         """Whether the key is taken, by a live or an expired row."""
@@ -198,7 +240,8 @@ class SessionTable:
 
     def insert(self, key_hash: str, data: str, values: Values) -> Row | None:
         """Insert a new row at version 1; None if the key is taken."""
-        check_size(data)
+        if len(data) > self.max_size:
+            raise too_large(data, self.max_size)
         connection, sql = self.statements()
         inserted = execute(
             connection,
@@ -213,7 +256,7 @@ class SessionTable:
         )
         if not inserted:
             return None
-        return Row(data, 1, values.expire_date, values.now, values.now)
+        return Row(key_hash, data, 1, values.expire_date, values.now, values.now)
 
     def update(
         self,
@@ -232,26 +275,31 @@ class SessionTable:
         keep_later_expiry keeps a later stored expiry (a newer request's);
         restart_lifetime starts SQL_SESSIONS_ABSOLUTE_LIFETIME again (a login).
         """
-        check_size(data)
-        connection, sql = self.statements()
-        with self.changing([key_hash]):
-            updated = execute(
-                connection,
-                sql.update if keep_later_expiry else sql.update_exact,
-                data=data,
-                expire_date=to_db_datetime(connection, values.expire_date),
-                now=to_db_datetime(connection, values.now),
-                born=to_db_datetime(connection, values.now) if restart_lifetime else None,
-                key_hash=key_hash,
-                version=row.version,
-                user_id=values.user_id,
-                ip=values.ip,
-                user_agent=values.user_agent,
-            )
+        if len(data) > self.max_size:
+            raise too_large(data, self.max_size)
+        connection = connections[self.alias]
+        sql = connection.__dict__.get(self._kept) or self._compile(connection)
+        adapt = connection.ops.adapt_datetimefield_value
+        now = adapt(values.now)
+        updated = send(
+            connection,
+            sql.update if keep_later_expiry else sql.update_exact,
+            {
+                "data": data,
+                "expire_date": adapt(values.expire_date),
+                "now": now,
+                "born": now if restart_lifetime else None,
+                "key_hash": key_hash,
+                "version": row.version,
+                "user_id": values.user_id,
+                "ip": values.ip,
+                "user_agent": values.user_agent,
+            },
+        )
         if not updated:
             return None
         created_at = values.now if restart_lifetime else row.created_at
-        return Row(data, row.version + 1, values.expire_date, values.now, created_at)
+        return Row(key_hash, data, row.version + 1, values.expire_date, values.now, created_at)
 
     def rekey(self, key_hash: str, new_key_hash: str, now: datetime.datetime) -> bool:
         """
@@ -260,16 +308,15 @@ class SessionTable:
         IntegrityError elsewhere when the new key is taken.
         """
         connection, sql = self.statements()
-        with self.changing([key_hash]):
-            return bool(
-                execute(
-                    connection,
-                    sql.rekey,
-                    new_key_hash=new_key_hash,
-                    now=to_db_datetime(connection, now),
-                    key_hash=key_hash,
-                )
+        return bool(
+            execute(
+                connection,
+                sql.rekey,
+                new_key_hash=new_key_hash,
+                now=to_db_datetime(connection, now),
+                key_hash=key_hash,
             )
+        )
 
     def touch(
         self,
@@ -286,33 +333,30 @@ class SessionTable:
         and the row is still at row.version, moving the version on.
         """
         connection, sql = self.statements()
-        with self.changing([key_hash]):
-            return bool(
-                execute(
-                    connection,
-                    sql.touch_activity,
-                    now=to_db_datetime(connection, now),
-                    key_hash=key_hash,
-                    version=row.version,
-                    due=to_db_datetime(connection, due),
-                    ip=ip,
-                    user_agent=user_agent,
-                )
+        return bool(
+            execute(
+                connection,
+                sql.touch_activity,
+                now=to_db_datetime(connection, now),
+                key_hash=key_hash,
+                version=row.version,
+                due=to_db_datetime(connection, due),
+                ip=ip,
+                user_agent=user_agent,
             )
+        )
 
     def delete(self, key_hash: str) -> None:
         connection, sql = self.statements()
-        with self.changing([key_hash]):
-            execute(connection, sql.delete, key_hash=key_hash)
-        self._missed_the_cache([key_hash])
+        execute(connection, sql.delete, key_hash=key_hash)
 
     # The ORM's writes: Session.save()/delete(), the queryset's update() and
     # delete(), and so the admin, the commands and the users' sessions API.
 
     def update_rows(self, queryset: Any, values: dict[str, Any]) -> int:
         """queryset.update(**values), moving each row's version on."""
-        if "data" in values and isinstance(values["data"], str):
-            check_size(values["data"])
+        if isinstance(data := values.get("data"), str) and len(data) > self.max_size:
+            raise too_large(data, self.max_size)
         values.setdefault("version", F("version") + 1)
         updated = 0
         for chunk, key_hashes in self._in_chunks(queryset):
@@ -335,8 +379,8 @@ class SessionTable:
 
     def save_instance(self, instance: Any, save: Callable[[], None]) -> None:
         """instance.save(): the ORM's own save, with the version moved on for an existing row."""
-        if isinstance(instance.data, str):
-            check_size(instance.data)
+        if isinstance(data := instance.data, str) and len(data) > self.max_size:
+            raise too_large(data, self.max_size)
         if instance._state.adding:
             save()
             return
@@ -365,8 +409,9 @@ class SessionTable:
     @contextmanager
     def changing(self, key_hashes: Sequence[str]) -> Iterator[None]:
         """
-        Around every statement that changes or deletes these rows. The
-        plain table has no cache to tell; see caching.CachedSessionTable.
+        Around every statement that changes or deletes these rows outside
+        the engine (the ORM, raw SQL): the plain table has no cache to tell;
+        see caching.CachedSessionTable, which also wraps the engine's writes.
         """
         yield
 
@@ -426,23 +471,16 @@ def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:
         yield key_hashes[start : start + IN_LIST_SIZE]
 
 
-def born_after(now: datetime.datetime) -> datetime.datetime:
-    """The oldest created_at a live session may have (SQL_SESSIONS_ABSOLUTE_LIFETIME)."""
-    return now - datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
-
-
-def check_size(data: str) -> None:
-    """Raise SessionTooLarge if encoded data is over SQL_SESSIONS_MAX_SIZE."""
-    limit = conf.MAX_SIZE.get()
+def too_large(data: str, limit: int) -> SessionTooLarge:
+    """The error for encoded data over SQL_SESSIONS_MAX_SIZE (`limit`)."""
     # Signed session data is ASCII (base64 and a signature): one byte a
     # character in every column encoding.
-    if len(data) > limit:
-        exc = SessionTooLarge(
-            f"The session is {len(data)} bytes encoded, more than "
-            f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
-        )
-        exc.size, exc.limit = len(data), limit
-        raise exc
+    exc = SessionTooLarge(
+        f"The session is {len(data)} bytes encoded, more than "
+        f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
+    )
+    exc.size, exc.limit = len(data), limit
+    return exc
 
 
 def in_transaction(alias: str) -> bool:

@@ -21,10 +21,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from django_sql_sessions.devices import device_name
-from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
-from django_sql_sessions.models import USER_ID_MAX_LENGTH, Session
+from django_sql_sessions.keys import is_key_hash, is_valid_key
+from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_revoked
-from django_sql_sessions.storage import IN_LIST_SIZE, table
+from django_sql_sessions.storage import IN_LIST_SIZE, USER_ID_MAX_LENGTH, hash_key, table
 
 logger = logging.getLogger("django_sql_sessions.revocations")
 

@@ -9,8 +9,8 @@ from django.test import Client
 
 from django_sql_sessions import storage
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
+from django_sql_sessions.storage import hash_key
 
 
 def saved_session(**data: Any) -> SessionStore:

@@ -31,9 +31,8 @@ from django.utils import timezone
 
 from django_sql_sessions import caching, storage, user_sessions
 from django_sql_sessions.backends.cached_db import SessionStore
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.storage import Row
+from django_sql_sessions.storage import Row, hash_key
 from tests.conftest import CACHED_ENGINE, clear_session_cache, ping_redis, required
 from tests.counting import count_statements
 from tests.helpers import key
@@ -585,6 +584,7 @@ class TestRaces:
         def refuse(*args: Any, **kwargs: Any) -> int:
             raise DatabaseError("the database refused the write")
 
+        monkeypatch.setattr(storage, "send", refuse)
         monkeypatch.setattr(storage, "execute", refuse)
         store = SessionStore(session_key)
         store["n"] = 2
@@ -649,6 +649,7 @@ class TestRaces:
             store = table._cache()
             assert store is not None
             row = Row(
+                hash_key(session_key),
                 SessionStore().encode({"n": 1}),
                 1,
                 timezone.now() + datetime.timedelta(hours=1),
@@ -798,7 +799,7 @@ class TestCacheDown:
         assert SessionStore(other).load() == {SESSION_KEY: "8", "n": 1}
         assert caching.cached_table().undelivered == 0
         # The revoked session's and the saved one's.
-        assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()] == [
+        assert [m for r in caplog.records if "answers again;" in (m := r.getMessage())] == [
             "Session cache 'own_redis' answers again; 2 tombstones sent."
         ]
 

@@ -19,8 +19,8 @@ from django.test import RequestFactory
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from django_sql_sessions import cursors, storage
 from django_sql_sessions import sql as sql_module
-from django_sql_sessions import storage
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import session_table
@@ -389,10 +389,12 @@ class TestBadInput:
         self, alias: str, run: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         store = saved_session(x=1)
-        monkeypatch.setattr(
-            storage,
-            "statements",
-            lambda connection, table: sql_module._compile(
+        connection = connections[alias]
+        # The statements the table keeps on the connection, for a missing table.
+        monkeypatch.setitem(
+            connection.__dict__,
+            SessionStore.table()._kept,
+            sql_module._compile(
                 connection.vendor, connection.ops.quote_name("no_such_session_table")
             ),
         )
@@ -833,18 +835,18 @@ class TestParallelRequests:
         store = saved_session(n=0)
         loaded = SessionStore(store.session_key)
         loaded["n"] = 1
-        real_execute = sql.execute
+        real_send = cursors.send
         table = connections[alias].ops.quote_name(session_table())
 
         def another_request_saves_first(
-            connection: Any, statement: sql.Statement, **values: Any
-        ) -> int:
-            if "version" in statement.names:
+            connection: Any, statement: sql.Statement, values: Any, result: int = 0
+        ) -> Any:
+            if "version" in statement.names and statement.sql.startswith("UPDATE"):
                 with connection.cursor() as cursor:
                     cursor.execute(f"UPDATE {table} SET version = version + 1")
-            return real_execute(connection, statement, **values)
+            return real_send(connection, statement, values, result)
 
-        monkeypatch.setattr(storage, "execute", another_request_saves_first)
+        monkeypatch.setattr(storage, "send", another_request_saves_first)
         with pytest.raises(SessionSaveConflict, match="kept saving"):
             loaded.save()
         monkeypatch.undo()

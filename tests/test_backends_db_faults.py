@@ -19,8 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import hash_key, session_table
 from tests.counting import count_statements
 from tests.helpers import wrote_raw_sql
 from tests.servers import kill

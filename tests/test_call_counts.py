@@ -33,6 +33,9 @@ pytestmark = pytest.mark.usefixtures("engine")
 PACKAGE = Path(django_sql_sessions.__file__).resolve().parent
 LOAD_LIMIT = (10, 3)  # calls, files
 SAVE_LIMIT = (14, 3)
+# The cached engine's save goes through one more file by design: the cache
+# wrapper (caching.py) around the table (storage.py). Its hit does not.
+CACHED_SAVE_LIMIT = (14, 4)
 # A generator or coroutine frame reports a "call" each time it resumes; only
 # its first is a call.
 RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
@@ -124,7 +127,8 @@ def test_a_save(alias: str, engine: type[SessionStore]) -> None:
     with package_calls() as calls:
         store.save()
     assert SessionStore(session_key).load() == {"n": 2}
-    assert within(calls, SAVE_LIMIT), (
-        report("save", calls, SAVE_LIMIT)
+    limit = CACHED_SAVE_LIMIT if cached(engine) else SAVE_LIMIT
+    assert within(calls, limit), (
+        report("save", calls, limit)
         + f"; before it, the store's construction, load and change: {before_save.total()} calls"
     )

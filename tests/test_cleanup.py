@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils import timezone
 
+from django_sql_sessions import cursors
 from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
 from django_sql_sessions.models import Session
 from tests.counting import count_statements
@@ -96,11 +97,11 @@ class FakeClock:
     """Time that passes only when a batch runs (each takes batch_seconds) or when paused."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, batch_seconds: float) -> None:
-        from django_sql_sessions import cleanup, sql
+        from django_sql_sessions import cleanup
 
         self.now = 0.0
         self.pauses: list[float] = []
-        real_execute = sql.execute
+        real_execute = cursors.execute
 
         def timed_execute(*args: Any, **kwargs: Any) -> Any:
             if args[1].sql.startswith("DELETE"):  # one per batch

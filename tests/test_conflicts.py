@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connections, transaction
 
-from django_sql_sessions import sql
+from django_sql_sessions import cursors
 from django_sql_sessions.backends.db import SessionStore
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).
@@ -75,25 +75,25 @@ def saved_session(data: dict[str, Any]) -> SessionStore:
 def test_a_write_rejected_by_conflicts_is_sent_again(server_alias: str) -> None:
     store = saved_session({"n": 1})
     store["n"] = 2
-    before = sql.conflict_retries[server_alias]
+    before = cursors.conflict_retries[server_alias]
     with rejecting(server_alias, is_update, times=2) as rejected:
         store.save()
     assert len(rejected) == 2
-    assert sql.conflict_retries[server_alias] - before == 2
+    assert cursors.conflict_retries[server_alias] - before == 2
     assert SessionStore(store.session_key).load() == {"n": 2}
 
 
 def test_retries_are_bounded(server_alias: str) -> None:
     store = saved_session({"n": 1})
     store["n"] = 2
-    before = sql.conflict_retries[server_alias]
+    before = cursors.conflict_retries[server_alias]
     with (
         rejecting(server_alias, is_update, times=100) as rejected,
         pytest.raises(OperationalError),
     ):
         store.save()
-    assert len(rejected) == sql.CONFLICT_RETRIES + 1
-    assert sql.conflict_retries[server_alias] - before == sql.CONFLICT_RETRIES
+    assert len(rejected) == cursors.CONFLICT_RETRIES + 1
+    assert cursors.conflict_retries[server_alias] - before == cursors.CONFLICT_RETRIES
     assert SessionStore(store.session_key).load() == {"n": 1}
 
 
@@ -102,7 +102,7 @@ def test_a_statement_in_the_callers_transaction_is_not_sent_again(server_alias: 
     # this one again would commit it without them.
     store = saved_session({"n": 1})
     store["n"] = 2
-    before = sql.conflict_retries[server_alias]
+    before = cursors.conflict_retries[server_alias]
     with (
         rejecting(server_alias, is_update, times=1) as rejected,
         pytest.raises(OperationalError),
@@ -110,7 +110,7 @@ def test_a_statement_in_the_callers_transaction_is_not_sent_again(server_alias: 
     ):
         store.save()
     assert len(rejected) == 1
-    assert sql.conflict_retries[server_alias] == before
+    assert cursors.conflict_retries[server_alias] == before
     assert SessionStore(store.session_key).load() == {"n": 1}
 
 
@@ -136,7 +136,7 @@ def test_the_locked_merge_starts_again_after_a_conflict(server_alias: str) -> No
     other["theirs"] = 1
     other.save()
     store["mine"] = 1
-    before = sql.conflict_retries[server_alias]
+    before = cursors.conflict_retries[server_alias]
 
     def locked_read(statement: str) -> bool:
         return "FOR UPDATE" in statement
@@ -144,7 +144,7 @@ def test_the_locked_merge_starts_again_after_a_conflict(server_alias: str) -> No
     with rejecting(server_alias, locked_read, times=1) as rejected:
         store.save()
     assert len(rejected) == 1
-    assert sql.conflict_retries[server_alias] - before == 1
+    assert cursors.conflict_retries[server_alias] - before == 1
     assert SessionStore(store.session_key).load() == {"mine": 1, "theirs": 1}
 
 
@@ -176,5 +176,5 @@ def test_which_errors_are_conflicts(vendor: str, error: Any, retried: bool) -> N
     sleeps: list[float] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(time, "sleep", sleeps.append)
-        assert sql.retry_after(Connection(), error, 1) is retried  # type: ignore[arg-type]
+        assert cursors.retry_after(Connection(), error, 1) is retried  # type: ignore[arg-type]
     assert len(sleeps) == int(retried)

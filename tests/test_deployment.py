@@ -264,7 +264,7 @@ def test_no_warning_without_persistent_connections(alias: str, logged: Logged) -
 
 
 # The PostgreSQL alias behind Django's psycopg pool (tests/settings.py): the
-# engine keeps values per driver connection (sql.kept) and sends statements
+# engine keeps values per driver connection (cursors.kept) and sends statements
 # on the driver connection itself, and a pooled alias hands out a different
 # driver connection each time it is opened.
 POOL = "postgresql_pool"

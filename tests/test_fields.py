@@ -7,10 +7,9 @@ from django.db import connections
 from django.utils import timezone
 
 from django_sql_sessions.fields import KeyHashField
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
 from django_sql_sessions.sql import statements
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import hash_key, session_table
 
 
 def test_deconstruct_omits_the_fixed_length() -> None:

@@ -21,8 +21,8 @@ from django.utils.crypto import get_random_string, salted_hmac
 from django_sql_sessions import storage
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.importing import ImportResult, import_django_sessions
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
+from django_sql_sessions.storage import hash_key
 from django_sql_sessions.user_sessions import list_sessions, revoke_session
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).

@@ -24,9 +24,8 @@ from django.utils import timezone
 
 from django_sql_sessions import caching
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import hash_key, session_table
 from tests.conftest import CACHED_ENGINE, clear_session_cache, ping_redis
 
 LIFETIME = 3600

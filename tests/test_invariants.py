@@ -60,8 +60,8 @@ from django_sql_sessions import admin as sessions_admin
 from django_sql_sessions import caching, cleanup, importing, user_sessions
 from django_sql_sessions.backends import cached_db, db
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session, SessionManager, SessionQuerySet
+from django_sql_sessions.storage import hash_key
 from django_sql_sessions.user_sessions import (
     arevoke_all_sessions,
     arevoke_session,
@@ -607,6 +607,7 @@ NOT_WRITERS = {
     "SessionStore.aget_expiry_age": "reads",
     "SessionStore.get_model_class": "reads",
     "SessionStore.table": "returns the storage layer every path here goes through",
+    "SessionStore.make_table": "makes the storage layer that table() keeps",
     "SessionStore.restart_lifetime": (
         "marks the store in memory (a login); the next save() writes it (save)"
     ),

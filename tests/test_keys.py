@@ -6,7 +6,8 @@ import pytest
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.utils.crypto import get_random_string
 
-from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key, new_key
+from django_sql_sessions.keys import is_key_hash, is_valid_key, new_key
+from django_sql_sessions.storage import hash_key
 
 
 def test_keys_django_generates_are_valid() -> None:

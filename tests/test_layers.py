@@ -24,8 +24,9 @@ FOUNDATIONS = {
     "django_sql_sessions.conf": set(),
     "django_sql_sessions.keys": set(),
     "django_sql_sessions.exceptions": set(),
-    # What a refused write means is read_only.py's, which the SQL layer asks.
-    "django_sql_sessions.sql": {"django_sql_sessions.read_only"},
+    "django_sql_sessions.sql": set(),
+    # What a refused write means is read_only.py's, which the cursor path asks.
+    "django_sql_sessions.cursors": {"django_sql_sessions.read_only", "django_sql_sessions.sql"},
     "django_sql_sessions.read_only": {"django_sql_sessions.exceptions"},
     "django_sql_sessions.fields": {"django_sql_sessions.keys"},
 }

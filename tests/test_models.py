@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
+from django_sql_sessions.storage import hash_key
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("engine")

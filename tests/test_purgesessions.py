@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from django_sql_sessions import cursors
 from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.models import Session
 
@@ -89,12 +90,12 @@ def test_bad_options_exit_2_from_the_command_line() -> None:
 
 
 def test_time_budget(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_sql_sessions import cleanup, sql
+    from django_sql_sessions import cleanup
     from django_sql_sessions.management.commands import purgesessions
 
     add(5, expired=True)
     clock = [0.0]
-    real_execute = sql.execute
+    real_execute = cursors.execute
 
     def one_second_per_batch(*args: Any, **kwargs: Any) -> Any:
         if args[1].sql.startswith("DELETE"):  # one per batch
@@ -114,7 +115,7 @@ def test_time_budget(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_line_per_batch_with_verbosity_2(alias: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_sql_sessions import cleanup, sql
+    from django_sql_sessions import cleanup
     from django_sql_sessions.management.commands import purgesessions
 
     # 2,500 sessions that expired at the same moment, as after an import.
@@ -126,7 +127,7 @@ def test_a_line_per_batch_with_verbosity_2(alias: str, monkeypatch: pytest.Monke
     # Each DELETE takes half a second, and the pauses between them count
     # against no batch's rate.
     clock = [0.0]
-    real_execute = sql.execute
+    real_execute = cursors.execute
 
     def half_a_second_per_batch(*args: Any, **kwargs: Any) -> Any:
         if args[1].sql.startswith("DELETE"):

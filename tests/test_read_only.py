@@ -20,8 +20,9 @@ from django.db import DatabaseError, InternalError, ProgrammingError, connection
 
 from django_sql_sessions import read_only
 from django_sql_sessions.checks import check_writable
+from django_sql_sessions.cursors import execute
 from django_sql_sessions.exceptions import SessionDatabaseReadOnly
-from django_sql_sessions.sql import Statement, execute
+from django_sql_sessions.sql import Statement
 from tests.distributed_offline import cockroachdb_connection
 from tests.helpers import error_codes, saved_session
 from tests.mssql_offline import offline_connection

@@ -91,6 +91,8 @@ class TestAWriterWithoutTheCache:
         settings.SESSION_ENGINE = "django_sql_sessions.backends.db"
         yield
         FrontingCache.objects.all().delete()
+        # What the table believes of the record is kept for 10 minutes.
+        storage.plain_table()._fronted_until = 0.0
 
     def test_the_command_exits_3(self, alias: str, make_user: Any) -> None:
         user = make_user()
@@ -128,4 +130,7 @@ def test_migrate_with_the_cache_records_it(alias: str, settings: Any) -> None:
     settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
     settings.SESSION_CACHE_ALIAS = "sessions_locmem"
     call_command("migrate", "django_sql_sessions", database=alias, verbosity=0)
-    assert FrontingCache.objects.get().cache == "sessions_locmem (LocMemCache)"
+    try:
+        assert FrontingCache.objects.get().cache == "sessions_locmem (LocMemCache)"
+    finally:
+        FrontingCache.objects.all().delete()

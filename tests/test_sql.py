@@ -10,7 +10,7 @@ from django.db import connections
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
-from django_sql_sessions import sql
+from django_sql_sessions import cursors, sql
 from django_sql_sessions.models import Session
 from django_sql_sessions.sql import (
     SUPPORTED_VENDORS,
@@ -276,7 +276,6 @@ def test_postgresql_reuses_one_cursor_per_connection(alias: str) -> None:
     import gc
     import weakref
 
-    from django_sql_sessions import sql
     from django_sql_sessions.backends.db import SessionStore
 
     postgresql_only(alias)
@@ -284,17 +283,17 @@ def test_postgresql_reuses_one_cursor_per_connection(alias: str) -> None:
     store = SessionStore()
     store["n"] = 1
     store.save()
-    (raw, cursor) = getattr(connection, sql._KEPT_CURSOR)
+    (raw, cursor) = getattr(connection, cursors._KEPT_CURSOR)
     assert raw is connection.connection
     assert SessionStore(store.session_key).load() == {"n": 1}
-    assert getattr(connection, sql._KEPT_CURSOR)[1] is cursor  # no new cursor
+    assert getattr(connection, cursors._KEPT_CURSOR)[1] is cursor  # no new cursor
     # A reconnect (CONN_MAX_AGE, a failed health check) gets a cursor of
     # the new connection, and the old connection is not kept alive.
     old = weakref.ref(raw)
     del raw, cursor
     connection.close()
     assert SessionStore(store.session_key).load() == {"n": 1}
-    new_raw, _new_cursor = getattr(connection, sql._KEPT_CURSOR)
+    new_raw, _new_cursor = getattr(connection, cursors._KEPT_CURSOR)
     assert new_raw is connection.connection
     gc.collect()
     assert old() is None
@@ -303,7 +302,6 @@ def test_postgresql_reuses_one_cursor_per_connection(alias: str) -> None:
 def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> None:
     import psycopg
 
-    from django_sql_sessions import sql
     from django_sql_sessions.backends.db import SessionStore
 
     postgresql_only(alias)
@@ -318,7 +316,7 @@ def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> Non
         store.save()
         for _ in range(3):
             assert SessionStore(store.session_key).load() == {"n": 1}
-        _raw, cursor = getattr(connection, sql._KEPT_CURSOR)
+        _raw, cursor = getattr(connection, cursors._KEPT_CURSOR)
         assert type(cursor) is psycopg.Cursor  # server-side binding
         with connection.cursor() as check:
             check.execute("SELECT statement FROM pg_prepared_statements")
@@ -335,7 +333,6 @@ def test_postgresql_thread_sharing_a_connection_gets_a_cursor_a_statement(
 
     from django.db import DatabaseError
 
-    from django_sql_sessions import sql
     from django_sql_sessions.backends.db import SessionStore
 
     postgresql_only(alias)
@@ -343,14 +340,16 @@ def test_postgresql_thread_sharing_a_connection_gets_a_cursor_a_statement(
     store = SessionStore()
     store["n"] = 1
     store.save()
-    kept = sql._postgresql_cursor
+    kept = cursors._keep_cursor
     users: list[int] = []
 
     def tracked(connection: Any) -> Any:
         users.append(threading.get_ident())
         return kept(connection)
 
-    monkeypatch.setattr(sql, "_postgresql_cursor", tracked)
+    monkeypatch.setattr(cursors, "_keep_cursor", tracked)
+    # Made anew at the next use, through tracked().
+    connection.__dict__.pop(cursors._KEPT_CURSOR, None)
     outcome: list[object] = []
 
     def load_in_another_thread() -> None:
@@ -386,13 +385,11 @@ def test_postgresql_thread_sharing_a_connection_gets_a_cursor_a_statement(
 def test_the_driver_path_raises_what_django_cursors_raise(alias: str) -> None:
     from django.db import DatabaseError
 
-    from django_sql_sessions import sql
-
     connection = connections[alias]
     broken = Statement.of("SELECT no_such_column FROM no_such_table WHERE 1 = %(one)s")
     connection.errors_occurred = False
     with pytest.raises(DatabaseError) as raised:  # django.db's, not the driver's
-        sql.fetch_one(connection, broken, one=1)
+        cursors.fetch_one(connection, broken, one=1)
     assert type(raised.value).__module__ == "django.db.utils"
     assert isinstance(raised.value.__cause__, connection.Database.Error)  # type: ignore[attr-defined]
     # As after a failed query through Django: the health check runs next time.

@@ -16,8 +16,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
+from django_sql_sessions.storage import hash_key
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).

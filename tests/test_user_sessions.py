@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from django_sql_sessions import user_sessions
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.models import Session, user_id_from_session
+from django_sql_sessions.models import Session
+from django_sql_sessions.storage import user_id_from_session
 from django_sql_sessions.user_sessions import (
     UserSession,
     list_sessions,

@@ -18,5 +18,5 @@ from django_sql_sessions.storage import SessionTable
 
 class SessionStore(db.SessionStore):
     @classmethod
-    def table(cls) -> SessionTable:
+    def make_table(cls) -> SessionTable:
         return caching.cached_table()

@@ -30,13 +30,21 @@ from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
 from django_sql_sessions.cleanup import delete_expired
+from django_sql_sessions.cursors import retry_after
 from django_sql_sessions.devices import Device
 from django_sql_sessions.exceptions import SessionSaveConflict, SessionTooLarge
-from django_sql_sessions.keys import hash_key, is_valid_key, new_key
-from django_sql_sessions.models import Session, user_id_from_session
+from django_sql_sessions.keys import SESSION_KEY_RE, is_valid_key, new_key
+from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_save_merged, send_save_refused, send_too_large
-from django_sql_sessions.sql import from_db_datetime, retry_after
-from django_sql_sessions.storage import Row, SessionTable, Values, table
+from django_sql_sessions.sql import from_db_datetime
+from django_sql_sessions.storage import (
+    Row,
+    SessionTable,
+    Values,
+    hash_key,
+    table,
+    user_id_from_session,
+)
 
 # A fresh 32-character key collides with 1 in 36**32 existing ones; running
 # out of attempts means the INSERT fails for another reason, which must not
@@ -51,8 +59,10 @@ logger = logging.getLogger("django_sql_sessions")
 
 
 class SessionStore(SessionBase):
-    # What this store last read from, or wrote to, its row.
+    # What this store last read from, or wrote to, its row, and the key it
+    # was under (the row's key_hash is that key's).
     _row: Row | None = None
+    _row_key: str | None = None
     # data[EXPIRY_KEY] when the row was read or written.
     _expiry_setting: object = None
     # The row is as load() read it, not written by this store since: the
@@ -81,7 +91,8 @@ class SessionStore(SessionBase):
         return Session
 
     def _validate_session_key(self, key: object) -> bool:
-        return is_valid_key(key)
+        # is_valid_key()'s test, without the call: every store makes it.
+        return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
 
     def _get_new_session_key(self) -> str:
         # No existence probe: the INSERT's primary key reports a collision.
@@ -147,6 +158,7 @@ class SessionStore(SessionBase):
             return {}
         data = self.decode(row.data)
         self._row, self._expiry_setting, self._fresh = row, data.get(EXPIRY_KEY), True
+        self._row_key = key
         self._activity_recorded = False
         return data
 
@@ -174,19 +186,48 @@ class SessionStore(SessionBase):
         if must_create:
             self._insert(session_table, hash_key(key), data, now)
         elif self.modified or not self._untouched(session_table, data, now):
-            self._update(session_table, hash_key(key), data, now)
+            row = self._row
+            # The row's key hash, if it is this key's: no second SHA-256.
+            key_hash = row.key_hash if row is not None and self._row_key == key else hash_key(key)
+            try:
+                # The usual save: the row is as this store read it.
+                if row is None or not self._write(
+                    session_table, key_hash, data, row, now, exact=True
+                ):
+                    self._update(session_table, key_hash, data, now)
+            except SessionTooLarge as exc:
+                # Sent here, not where the size is measured: after a conflict
+                # that is inside _write_again()'s transaction, with the row
+                # locked, and a receiver's own writes would be rolled back.
+                _send_too_large(type(self), key_hash, exc, session_table.alias)
+                raise
         return None
 
     @classmethod
     def table(cls) -> SessionTable:
-        """The table this engine reads and writes (the cached engine's is behind its cache)."""
+        """
+        The table this engine reads and writes: storage.table(), or for the
+        cached engine the table behind its cache (see make_table()). Kept as
+        the settings are, and looked up without a call on the request path.
+        """
+        return conf.kept.get(cls) or conf.remember(cls, cls.make_table)
+
+    @classmethod
+    def make_table(cls) -> SessionTable:
         return table()
 
     def _values(self, data: dict[str, Any], now: datetime.datetime) -> Values:
         """What a save at `now` writes besides the data."""
         device = self.device
+        expiry = data.get(EXPIRY_KEY)
         return Values(
-            expire_date=self.get_expiry_date(modification=now, expiry=data.get(EXPIRY_KEY)),
+            # SessionBase's rule; without a set_expiry() (the usual case), now
+            # is already in the project's time.
+            expire_date=(
+                now + datetime.timedelta(seconds=self.get_session_cookie_age())
+                if expiry is None
+                else self.get_expiry_date(modification=now, expiry=expiry)
+            ),
             now=now,
             user_id=user_id_from_session(data),
             ip=None if device is None else device.ip,
@@ -212,6 +253,7 @@ class SessionStore(SessionBase):
         if row is None:
             raise CreateError
         self._row, self._expiry_setting, self._fresh = row, data.get(EXPIRY_KEY), False
+        self._row_key = self.session_key
         self._replace = self._restart_lifetime = False
 
     def _update(
@@ -224,10 +266,6 @@ class SessionStore(SessionBase):
         alias = session_table.alias
         try:
             row = self._row
-            if row is not None and self._write(
-                session_table, key_hash, data, row, now, exact=True
-            ):
-                return
             # This request's changes, which the merge carries onto the newer
             # data (None when it replaces that data instead: nothing is merged).
             changed = (
@@ -236,12 +274,6 @@ class SessionStore(SessionBase):
             attempts = self._write_again(session_table, key_hash, data, row, now)
         except UpdateError:
             send_save_refused(type(self), key_hash, using=alias)
-            raise
-        except SessionTooLarge as exc:
-            # Sent here, not where the size is measured: after a conflict that
-            # is inside _write_again()'s transaction, with the row locked, and
-            # a receiver's own writes would be rolled back with it.
-            _send_too_large(type(self), key_hash, exc, alias)
             raise
         if attempts and changed is not None:
             send_save_merged(type(self), key_hash, changed=changed, attempts=attempts, using=alias)
@@ -327,6 +359,7 @@ class SessionStore(SessionBase):
         if written is None:
             return False
         self._row, self._expiry_setting, self._fresh = written, expiry_setting, False
+        self._row_key = self.session_key
         self._replace = self._restart_lifetime = False
         return True
 
@@ -352,7 +385,7 @@ class SessionStore(SessionBase):
             self._session_cache = data
         self._expiry_setting = newer.get(EXPIRY_KEY)
         created_at = None if row is None else row.created_at
-        return data, Row(stored, version, None, None, created_at)
+        return data, Row(key_hash, stored, version, None, None, created_at)
 
     def _untouched(
         self, session_table: SessionTable, data: dict[str, Any], now: datetime.datetime
@@ -474,6 +507,7 @@ class SessionStore(SessionBase):
             if moved:
                 self._session_key = new_key
                 if self._row is not None:
+                    self._row.key_hash, self._row_key = hash_key(new_key), new_key
                     self._row.version += 1
                     self._fresh = False  # the rekey wrote updated_at
                 self.modified = True

@@ -25,8 +25,7 @@ from django.db import Error, close_old_connections, connections
 from django.test import Client
 
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.keys import hash_key
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import hash_key, session_table
 from tests.cluster import galera as cluster
 
 CLIENTS = 8

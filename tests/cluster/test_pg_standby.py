@@ -39,9 +39,8 @@ from django_sql_sessions import read_only
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.checks import check_routers, check_writable
 from django_sql_sessions.exceptions import SessionDatabaseReadOnly
-from django_sql_sessions.keys import hash_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import hash_key, session_table
 from tests.helpers import error_codes, saved_session
 
 pytestmark = pytest.mark.skipif(
