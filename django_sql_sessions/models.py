@@ -4,6 +4,7 @@ import datetime
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
 from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connections, models, transaction
@@ -16,6 +17,15 @@ from django_sql_sessions import caching, conf
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import hash_key, is_key_hash, is_valid_key
 from django_sql_sessions.sql import Statements, statements
+
+# SESSION_ENGINE set to this package's engine, the app left out: Django's own
+# error ("doesn't declare an explicit app_label") names no fix, and no check
+# of ours runs without the app.
+if not apps.is_installed("django_sql_sessions"):
+    raise ImproperlyConfigured(
+        "django_sql_sessions is not in INSTALLED_APPS: add 'django_sql_sessions' to "
+        "INSTALLED_APPS (its engine needs its models, migrations and checks)."
+    )
 
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see

@@ -28,6 +28,7 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, Value
 
+from django_sql_sessions.missing_table import missing, missing_table
 from django_sql_sessions.read_only import refusal, refused_as_read_only
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite", "mysql", "microsoft", "cockroachdb")
@@ -191,6 +192,7 @@ def _send(
             return _send_once(connection, statement, params, read)
         except DatabaseError as exc:
             _raise_if_read_only(connection, exc)
+            _raise_if_table_missing(connection, exc)
             if not retry_after(connection, exc, attempt):
                 raise
         attempt += 1
@@ -204,6 +206,17 @@ def _raise_if_read_only(connection: BaseDatabaseWrapper, error: DatabaseError) -
     """
     if refused_as_read_only(connection.vendor, error):
         raise refusal(connection.alias, error) from error
+
+
+def _raise_if_table_missing(connection: BaseDatabaseWrapper, error: DatabaseError) -> None:
+    """
+    A table the alias does not have (migrate not run there) becomes one error
+    that names the alias and the command that creates it (see
+    missing_table.py), instead of the driver's "no such table".
+    """
+    table = missing_table(connection.vendor, error)
+    if table is not None:
+        raise missing(connection.alias, table) from error
 
 
 # How often an operation the database aborted to resolve a conflict is tried
