@@ -21,7 +21,9 @@ How the tests run.
   not running before.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
-settings are in the environment (see README.rst); SQLite always runs.
+settings are in the environment (see README.rst), and PostgreSQL, MariaDB and
+Redis also when found on this machine's default ports (tests/local_servers.py);
+SQLite always runs.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ import platform
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
+
+# tests/local_servers.py, whichever directory nox was started from.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests import local_servers
 
 nox.options.sessions = ["here"]
 nox.options.reuse_existing_virtualenvs = True
@@ -78,14 +86,28 @@ def requirements(django: str) -> list[str]:
     # mysqlclient compiles against libmariadb (or libmysqlclient) headers, so
     # it is only installed where MySQL tests are asked for.
     if os.environ.get("MYSQL_HOST"):
-        found.append("mysqlclient>=2.2.1")
-        if django in TIDB_BACKENDS:
-            found.append(TIDB_BACKENDS[django])
+        found.extend(mysql_requirements(django))
     return found
 
 
+def mysql_requirements(django: str) -> list[str]:
+    return ["mysqlclient>=2.2.1", *([TIDB_BACKENDS[django]] if django in TIDB_BACKENDS else [])]
+
+
 def run_suite(session: nox.Session, django: str) -> None:
+    found = local_servers.find(os.environ, need_drivers=False)
     session.install(*requirements(django))
+    if found.get("MYSQL_HOST"):
+        # Found here, not asked for: without the headers or a compiler to
+        # build mysqlclient, the run goes on without it and says why.
+        try:
+            session.install(*mysql_requirements(django), silent=True)
+        except CommandFailed:
+            why = "it answers, but mysqlclient did not build (libmariadb-dev, pkg-config?)"
+            found = local_servers.drop(found, "mysql", why)
+    for name, where in local_servers.found_here(found).items():
+        session.log(f"Using the {name} server {where}.")
+    session.env.update(found)
     session.install("--no-deps", ".")
     session.run("pytest", *session.posargs)
 

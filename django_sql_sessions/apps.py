@@ -23,6 +23,7 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_settings)
         checks.register(sql_sessions_checks.check_routers)
         checks.register(sql_sessions_checks.check_cache)
+        checks.register(sql_sessions_checks.check_table_exists_at_start)
         checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)
         checks.register(sql_sessions_checks.check_writable, checks.Tags.database)
         checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)

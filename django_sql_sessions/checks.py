@@ -5,23 +5,28 @@ the README.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.db import connections, router
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions import caching, conf, read_only
 from django_sql_sessions.galera import is_galera_node
+from django_sql_sessions.missing_table import fix as migrate_fix
 from django_sql_sessions.models import Session
-from django_sql_sessions.routers import APP_LABEL, SessionRouter
+from django_sql_sessions.routers import APP_LABEL, DedicatedSessionRouter, SessionRouter
 from django_sql_sessions.sql import SUPPORTED_VENDORS
 from django_sql_sessions.storage import table_mismatch
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
+DEDICATED_ROUTER_PATH = "django_sql_sessions.routers.DedicatedSessionRouter"
 MIDDLEWARE_PATH = "django_sql_sessions.middleware.SessionMiddleware"
 
 
@@ -120,6 +125,24 @@ def check_routers(
                 id="django_sql_sessions.E005",
             )
         )
+    if alias == "default" and any(isinstance(r, DedicatedSessionRouter) for r in router.routers):
+        # An error, unlike W002: no migrate mends it, and migrate --database
+        # on the sessions' database is what it would damage.
+        others = [a for a in settings.DATABASES if a != "default"]
+        target = others[0] if len(others) == 1 else "<alias>"
+        unset = "" if hasattr(settings, conf.DB_ALIAS.name) else " (it is not set)"
+        errors.append(
+            Error(
+                f"SQL_SESSIONS_DB_ALIAS is 'default'{unset}, but {DEDICATED_ROUTER_PATH!r} "
+                "in DATABASE_ROUTERS is for sessions in a database of their own: "
+                f"'migrate --database={target}' would create every other app's tables "
+                "there, and the session table in 'default'.",
+                hint="Set SQL_SESSIONS_DB_ALIAS to the sessions' database"
+                + (f" ({', '.join(map(repr, others))} in DATABASES)" if others else "")
+                + f", or, to keep the sessions in 'default', use {ROUTER_PATH!r} instead.",
+                id="django_sql_sessions.E018",
+            )
+        )
     installed = any(isinstance(r, SessionRouter) for r in router.routers)
     if not installed and alias != "default":
         errors.append(
@@ -156,8 +179,9 @@ def check_table_exists(
     SQL_SESSIONS_TABLE changed after the first migrate, which migrate cannot
     mend. A warning (W006) when the migrations have not run there yet:
     Django's migrate runs this check on the alias it is about to migrate,
-    and an error would block the very command that creates the table. Not
-    for 'default', whose unapplied migrations Django reports itself.
+    and an error would block the very command that creates the table; and
+    not during migrate, which is about to create it. Not for 'default',
+    whose unapplied migrations Django reports itself.
     """
     if conf.DB_ALIAS.problem() or conf.TABLE.problem():
         return []  # reported as E001 or E002
@@ -176,12 +200,15 @@ def check_table_exists(
     ):
         if alias == "default":
             return []  # runserver and migrate --check report these for 'default'
+        from django.core.management.commands.migrate import Command as Migrate
+
+        if isinstance(_command_running_checks(), Migrate):
+            return []
         return [
             Warning(
                 f"The session table {table!r} has not been created in database {alias!r} "
                 "yet: django_sql_sessions' migrations have not run there.",
-                hint=f"Run 'manage.py migrate --database={alias}' (if that is what is "
-                "running now, it is about to).",
+                hint=f"{migrate_fix(alias)}.",
                 id="django_sql_sessions.W006",
             )
         ]
@@ -195,6 +222,49 @@ def check_table_exists(
             id="django_sql_sessions.E006",
         )
     ]
+
+
+def check_table_exists_at_start(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """
+    check_table_exists() (W006, E006) when runserver starts, which runs no
+    database checks: that is where a new project meets a forgotten
+    'migrate --database=<alias>', and runserver connects to the databases
+    anyway (Django checks 'default''s migrations there). Other commands'
+    checks stay off the database without --database, as Django's do: they
+    run before every command, also where no database can be reached.
+    """
+    if conf.DB_ALIAS.problem() or conf.TABLE.problem():
+        return []  # reported as E001 or E002
+    alias = conf.DB_ALIAS.get()
+    if alias == "default":
+        return []  # Django's runserver reports unapplied migrations there
+    from django.core.management.commands.runserver import Command as Runserver
+
+    if not isinstance(_command_running_checks(), Runserver):
+        return []
+    try:
+        return check_table_exists(app_configs, databases=[alias])
+    except DatabaseError:
+        return []  # a database that cannot be reached: the first request says so
+
+
+def _command_running_checks() -> BaseCommand | None:
+    """
+    The management command whose checks are running, if any. Django tells a
+    check which databases to look at, not which command asks: it is the
+    `self` of BaseCommand.check() on the stack (or of its caller's frame).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        found = frame.f_locals.get("self")
+        if isinstance(found, BaseCommand):
+            return found
+        frame = frame.f_back
+    return None
 
 
 def check_writable(

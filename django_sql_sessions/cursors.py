@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_sql_sessions.missing_table import missing, missing_table
 from django_sql_sessions.read_only import refusal, refused_as_read_only
 from django_sql_sessions.sql import Statement
 
@@ -75,6 +76,10 @@ def send(
             # driver's, which names neither; never tried again.
             if refused_as_read_only(connection.vendor, exc):
                 raise refusal(connection.alias, exc) from exc
+            # A table the alias does not have (migrate not run there) becomes
+            # one error naming the alias and the command that creates it.
+            if (table := missing_table(connection.vendor, exc)) is not None:
+                raise missing(connection.alias, table) from exc
             if not retry_after(connection, exc, attempt):
                 raise
         attempt += 1

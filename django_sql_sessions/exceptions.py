@@ -26,3 +26,17 @@ class SessionDatabaseReadOnly(DatabaseError):
     that already handles database errors (the commands' one-line errors,
     retries, atomic()) keeps handling this one.
     """
+
+
+class SessionTableMissing(DatabaseError):
+    """
+    A statement failed because its table does not exist on the alias: its
+    migrations have not run there (``migrate --database=<alias>`` forgotten),
+    or it was dropped or renamed. Raised from the driver's error, in its
+    place, naming the alias and the command that creates the table.
+
+    A DatabaseError, as the error it replaces is, rather than
+    ImproperlyConfigured: the settings are right, and running migrate mends
+    it without changing them; and code that already handles database errors
+    (the commands' one-line errors, atomic()) keeps handling this one.
+    """

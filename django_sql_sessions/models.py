@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -12,6 +14,15 @@ from django_sql_sessions import conf, storage
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.keys import is_key_hash, is_valid_key
 from django_sql_sessions.storage import USER_ID_MAX_LENGTH, hash_key, user_id_from_session
+
+# SESSION_ENGINE set to this package's engine, the app left out: Django's own
+# error ("doesn't declare an explicit app_label") names no fix, and no check
+# of ours runs without the app.
+if not apps.is_installed("django_sql_sessions"):
+    raise ImproperlyConfigured(
+        "django_sql_sessions is not in INSTALLED_APPS: add 'django_sql_sessions' to "
+        "INSTALLED_APPS (its engine needs its models, migrations and checks)."
+    )
 
 USER_AGENT_MAX_LENGTH = 255
 USER_INDEX_NAME = "sql_sessions_user_idx"

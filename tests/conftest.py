@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connections
 
 from django_sql_sessions.storage import session_table
+from tests import local_servers
 
 # The test id of each database, its alias in tests/settings.py, and the
 # environment variable that turns it on.
@@ -64,6 +65,86 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"SQL_SESSIONS_TEST_REQUIRE requires {vendor}, but {env} is not set."
             )
+    stop_if_unreachable()
+
+
+# The servers a run connects to, by alias: what to call them, and the prefix
+# of the variables that say where they are.
+SERVERS = {
+    "postgresql": ("PostgreSQL", "POSTGRES"),
+    "mysql": ("MariaDB/MySQL", "MYSQL"),
+    "mssql": ("SQL Server", "MSSQL"),
+    "pgprimary": ("The PostgreSQL primary", "PG_PRIMARY"),
+    "pgstandby": ("The PostgreSQL standby", "PG_STANDBY"),
+    "galera": ("Galera", "GALERA"),
+}
+CONNECT_TIMEOUT = 5  # seconds
+
+
+def stop_if_unreachable() -> None:
+    """
+    A configured server that cannot be reached stops the run at once, in one
+    line, instead of failing each of its tests with the same error.
+    """
+    for alias, (name, prefix) in SERVERS.items():
+        if alias not in settings.DATABASES:
+            continue
+        config = settings.DATABASES[alias]
+        if error := cannot_connect(alias):
+            raise pytest.UsageError(
+                f"{name} at {config['HOST']}:{config['PORT']} ({prefix}_HOST, "
+                f"{prefix}_PORT) is unreachable: {error}"
+            )
+    if settings.REDIS_URL and (error := redis_cannot_connect()):
+        raise pytest.UsageError(
+            f"Redis at {settings.REDIS_URL} (REDIS_URL) is unreachable: {error}"
+        )
+
+
+def cannot_connect(alias: str) -> str | None:
+    """The first line of the driver's error on connecting to the alias's server, or None."""
+    connection = connections[alias]
+    options = dict(connection.settings_dict["OPTIONS"])
+    if connection.vendor in ("postgresql", "mysql"):
+        options.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    # Without a database name, as the test runner connects to create the
+    # test database: 'postgres' on PostgreSQL, none on MySQL.
+    probe = type(connection)({**connection.settings_dict, "NAME": None, "OPTIONS": options}, alias)
+    try:
+        # The driver's connect, under pytest-django's block on queries.
+        probe.get_new_connection(probe.get_connection_params()).close()
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    return None
+
+
+def redis_cannot_connect() -> str | None:
+    try:
+        import redis
+    except ImportError:
+        return None  # the cached engine's tests say so when they skip
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=CONNECT_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return str(exc).strip().splitlines()[0]
+    finally:
+        client.close()
+    return None
+
+
+def not_configured(name: str, variable: str) -> str:
+    """Why a server is not used: its variable is not set, and if looked for here, why not."""
+    missed = local_servers.missed_here(os.environ).get(name)
+    return f"{variable} is not set" + (f", and {missed}" if missed else "")
+
+
+def configured(name: str) -> str:
+    """The server's name, and where it was found if it was not configured."""
+    found = local_servers.found_here(os.environ).get(name)
+    return f"{name} ({found})" if found else name
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -73,12 +154,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             db = settings.DATABASES[alias]
             lines.append(f"{vendor}: {db.get('HOST') or db['NAME']}")
         else:
-            lines.append(f"{vendor}: SKIPPED, {env} is not set")
+            assert env is not None
+            lines.append(f"{vendor}: SKIPPED, {not_configured(vendor, env)}")
     for cluster, (alias, _env) in CLUSTERS.items():
         if alias in settings.DATABASES:
             db = settings.DATABASES[alias]
             lines.append(f"{cluster}: {db['HOST']}:{db['PORT']}")
-    redis = settings.REDIS_URL or "SKIPPED, REDIS_URL is not set"
+    redis = settings.REDIS_URL or f"SKIPPED, {not_configured('redis', 'REDIS_URL')}"
     return ["databases: " + "; ".join(lines), f"redis: {redis}"]
 
 
@@ -128,18 +210,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "FAILED: no test ran (every test was skipped or deselected).", red=True
         )
     ran = [
-        name
+        configured(name)
         for name, (alias, _env) in {**VENDORS, **CLUSTERS}.items()
         if alias in settings.DATABASES
     ]
     missing = [
-        f"{vendor} ({env} is not set)"
+        f"{vendor} ({not_configured(vendor, env)})"
         for vendor, (alias, env) in VENDORS.items()
-        if alias not in settings.DATABASES
+        if alias not in settings.DATABASES and env is not None
     ]
     # The cached engine's tests on a shared Redis (tests/settings.py); those
     # on a redis-server of their own say so by their skips.
-    redis = "Redis at REDIS_URL" if settings.REDIS_URL else "no Redis (REDIS_URL is not set)"
+    if found_redis := local_servers.found_here(os.environ).get("redis"):
+        redis = f"Redis {found_redis}"
+    elif settings.REDIS_URL:
+        redis = "Redis at REDIS_URL"
+    else:
+        redis = f"no Redis ({not_configured('redis', 'REDIS_URL')})"
     terminalreporter.write_line(
         f"Ran on Django {django.get_version()}, Python {platform.python_version()}, "
         f"databases: {', '.join(ran)}"

@@ -1,6 +1,8 @@
 """
 Test settings. SQLite always runs; PostgreSQL, MariaDB/MySQL and SQL Server
-run when their connection settings are in the environment (see README.rst).
+run when their connection settings are in the environment (see README.rst),
+and PostgreSQL, MariaDB and Redis also when found on this machine's default
+ports (tests/local_servers.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ import tempfile
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from tests import local_servers
+
+# Servers on this machine's default ports, for those the environment does not
+# name. Exported, so that the commands and pytest runs the tests start use
+# the same ones; under the test command (noxfile.py) they were looked for
+# already, and this adds nothing.
+os.environ.update(local_servers.find(os.environ, need_drivers=True))
 
 SECRET_KEY = "django-sql-sessions-tests"
 USE_TZ = os.environ.get("SQL_SESSIONS_TEST_USE_TZ", "1") == "1"

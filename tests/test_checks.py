@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -7,8 +8,11 @@ from typing import Any
 import pytest
 from django.core import checks
 from django.core.management import call_command
-from django.core.management.base import SystemCheckError
-from django.db import connections
+from django.core.management.base import BaseCommand, SystemCheckError
+from django.core.management.commands.check import Command as Check
+from django.core.management.commands.migrate import Command as Migrate
+from django.core.management.commands.runserver import Command as Runserver
+from django.db import OperationalError, connections
 from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions.checks import (
@@ -16,11 +20,13 @@ from django_sql_sessions.checks import (
     check_routers,
     check_settings,
     check_table_exists,
+    check_table_exists_at_start,
 )
 from django_sql_sessions.models import Session
 from django_sql_sessions.routers import APP_LABEL
 
 ROUTER = "django_sql_sessions.routers.SessionRouter"
+DEDICATED_ROUTER = "django_sql_sessions.routers.DedicatedSessionRouter"
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -113,10 +119,39 @@ def test_session_router_shadowed_by_an_earlier_router(settings: Any) -> None:
     assert ids(check_routers(None)) == ["django_sql_sessions.W003"]
 
 
+def test_the_dedicated_router_needs_the_alias_setting(settings: Any) -> None:
+    # Left at 'default', migrate --database=<the sessions' alias> would put
+    # every other app's tables there (the router keeps them out of the alias
+    # it does not know), and the session table in 'default'.
+    settings.DATABASE_ROUTERS = [DEDICATED_ROUTER]
+    settings.SQL_SESSIONS_DB_ALIAS = "default"
+    (error,) = check_routers(None)
+    assert error.id == "django_sql_sessions.E018"
+    assert error.msg.startswith(
+        "SQL_SESSIONS_DB_ALIAS is 'default', but 'django_sql_sessions.routers."
+        "DedicatedSessionRouter' in DATABASE_ROUTERS is for sessions in a database of their own"
+    )
+    assert "'secondary'" in str(error.hint)
+    del settings.SQL_SESSIONS_DB_ALIAS
+    assert "SQL_SESSIONS_DB_ALIAS is 'default' (it is not set)" in check_routers(None)[0].msg
+    settings.SQL_SESSIONS_DB_ALIAS = "secondary"
+    assert check_routers(None) == []
+    settings.SQL_SESSIONS_DB_ALIAS = "default"
+    settings.DATABASE_ROUTERS = [ROUTER]
+    assert check_routers(None) == []
+
+
 def test_checks_are_registered() -> None:
     registered = checks.registry.registry.get_checks(include_deployment_checks=True)
-    assert {check_settings, check_routers, check_table_exists} <= set(registered)
+    assert {
+        check_settings,
+        check_routers,
+        check_table_exists,
+        check_table_exists_at_start,
+    } <= set(registered)
     assert checks.Tags.database in getattr(check_table_exists, "tags", ())
+    # Run without --database, for runserver.
+    assert not getattr(check_table_exists_at_start, "tags", ())
 
 
 @contextmanager
@@ -134,6 +169,29 @@ def table_renamed(alias: str) -> Iterator[None]:
             cursor.execute(f"ALTER TABLE {quote('moved_away')} RENAME TO {quote(table)}")
 
 
+@contextmanager
+def not_migrated(alias: str) -> Iterator[None]:
+    """No session table, and none of the package's migrations recorded, for the block."""
+    recorder = MigrationRecorder(connections[alias])
+    applied = [name for app, name in recorder.applied_migrations() if app == APP_LABEL]
+    assert applied
+    with table_renamed(alias):
+        for name in applied:
+            recorder.record_unapplied(APP_LABEL, name)
+        try:
+            yield
+        finally:
+            for name in applied:
+                recorder.record_applied(APP_LABEL, name)
+
+
+def checks_output(command: type[BaseCommand], **kwargs: Any) -> str:
+    """What the command's system checks print, run as the command runs them."""
+    stderr = io.StringIO()
+    command(stdout=io.StringIO(), stderr=stderr).check(**kwargs)
+    return stderr.getvalue()
+
+
 class TestTableExists:
     def test_present(self, alias: str) -> None:
         assert check_table_exists(None, databases=[alias]) == []
@@ -149,23 +207,40 @@ class TestTableExists:
     def test_not_migrated_yet_is_a_warning(self, alias: str) -> None:
         # migrate runs this check on the alias it is about to migrate: an
         # error here would block the command that creates the table.
-        recorder = MigrationRecorder(connections[alias])
-        applied = [name for app, name in recorder.applied_migrations() if app == APP_LABEL]
-        assert applied
-        with table_renamed(alias):
-            for name in applied:
-                recorder.record_unapplied(APP_LABEL, name)
-            try:
-                messages = check_table_exists(None, databases=[alias])
-                if alias == "default":
-                    # Django's runserver and migrate --check report it there.
-                    assert messages == []
-                else:
-                    assert ids(messages) == ["django_sql_sessions.W006"]
-                    assert f"migrate --database={alias}" in str(messages[0].hint)
-            finally:
-                for name in applied:
-                    recorder.record_applied(APP_LABEL, name)
+        with not_migrated(alias):
+            messages = check_table_exists(None, databases=[alias])
+            if alias == "default":
+                # Django's runserver and migrate --check report it there.
+                assert messages == []
+            else:
+                assert ids(messages) == ["django_sql_sessions.W006"]
+                assert str(messages[0].hint) == (
+                    f"Run 'python manage.py migrate --database={alias}'."
+                )
+
+    def test_said_by_check_and_runserver_not_by_migrate(self, alias: str) -> None:
+        # check --database <alias> and runserver (which runs no database
+        # check) warn; migrate --database=<alias> creates the table, and
+        # warned about it while it did.
+        with not_migrated(alias):
+            said = {
+                "check": "W006" in checks_output(Check, databases=[alias]),
+                "runserver": "W006" in checks_output(Runserver),
+                "migrate": "W006" in checks_output(Migrate, databases=[alias]),
+            }
+        expected = alias != "default"
+        assert said == {"check": expected, "runserver": expected, "migrate": False}
+
+    def test_runserver_starts_if_the_database_cannot_be_reached(
+        self, alias: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from django_sql_sessions import checks as checks_module
+
+        def unreachable(*args: Any, **kwargs: Any) -> list[Any]:
+            raise OperationalError("connection refused")
+
+        monkeypatch.setattr(checks_module, "check_table_exists", unreachable)
+        assert "W006" not in checks_output(Runserver)
 
     def test_only_with_the_database_tag_and_alias(self, alias: str) -> None:
         with table_renamed(alias):

@@ -252,7 +252,7 @@ def test_a_renamed_table_is_reported_by_check_and_migrate(tmp_path: Path) -> Non
     purge = project.manage("purgesessions", check=False)
     assert purge.returncode == 1
     assert "Traceback" not in purge.stderr
-    assert "'manage.py check --database default' says why" in purge.stderr
+    assert "manage.py check --database default' says why" in purge.stderr
 
 
 def test_a_wrong_alias_is_reported_not_a_traceback(tmp_path: Path) -> None:

@@ -25,9 +25,15 @@ FOUNDATIONS = {
     "django_sql_sessions.keys": set(),
     "django_sql_sessions.exceptions": set(),
     "django_sql_sessions.sql": set(),
-    # What a refused write means is read_only.py's, which the cursor path asks.
-    "django_sql_sessions.cursors": {"django_sql_sessions.read_only", "django_sql_sessions.sql"},
+    # What a refused write or a missing table means is read_only.py's and
+    # missing_table.py's, which the cursor path asks.
+    "django_sql_sessions.cursors": {
+        "django_sql_sessions.read_only",
+        "django_sql_sessions.missing_table",
+        "django_sql_sessions.sql",
+    },
     "django_sql_sessions.read_only": {"django_sql_sessions.exceptions"},
+    "django_sql_sessions.missing_table": {"django_sql_sessions.exceptions"},
     "django_sql_sessions.fields": {"django_sql_sessions.keys"},
 }
 

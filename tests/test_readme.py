@@ -48,7 +48,7 @@ def test_every_check_id_is_documented() -> None:
     )
     in_code = set(re.findall(r'"(?:django_sql_sessions\.)?([EW]\d{3})"', source))
     in_readme = set(re.findall(r"django_sql_sessions\.([EW]\d{3})", README))
-    assert len(in_code) == 26
+    assert len(in_code) == 27
     assert in_code == in_readme
 
 
@@ -121,3 +121,20 @@ def test_changelog_renders_without_warnings() -> None:
 
 def test_links_to_the_changelog() -> None:
     assert "\n.. _CHANGELOG.rst: CHANGELOG.rst\n" in README
+
+
+def test_the_test_command_says_what_it_uses() -> None:
+    # Beside the command: the variables that name the servers, the one that
+    # stops it looking for servers here, and the Debian packages that tests
+    # need (without them, they are skipped: 12 for unixODBC alone).
+    section = README[README.index("Try it, or test it") : README.index(".. docs-usage-start")]
+    settings = (ROOT / "tests" / "settings.py").read_text()
+    for variable in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST", "REDIS_URL"):
+        assert f"``{variable}``" in section, variable
+        assert variable.split("_")[0] in settings
+    for suffix in ("_PORT", "_USER", "_PASSWORD"):
+        assert f"``{suffix}``" in section
+        assert f'f"{{prefix}}{suffix}"' in settings
+    assert "``SQL_SESSIONS_TEST_LOCAL=0``" in section
+    for package in ("libmariadb-dev", "pkg-config", "unixodbc", "chromium", "chromium-driver"):
+        assert f"``{package}``" in section, package

@@ -386,7 +386,8 @@ def test_the_driver_path_raises_what_django_cursors_raise(alias: str) -> None:
     from django.db import DatabaseError
 
     connection = connections[alias]
-    broken = Statement.of("SELECT no_such_column FROM no_such_table WHERE 1 = %(one)s")
+    # A missing column: a missing table becomes SessionTableMissing (test_missing_table.py).
+    broken = Statement.of("SELECT no_such_column FROM django_session WHERE 1 = %(one)s")
     connection.errors_occurred = False
     with pytest.raises(DatabaseError) as raised:  # django.db's, not the driver's
         cursors.fetch_one(connection, broken, one=1)

@@ -10,6 +10,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from django_sql_sessions import conf
+from django_sql_sessions.exceptions import SessionTableMissing
 
 
 def batch_size(value: str) -> int:
@@ -41,6 +42,8 @@ def database_errors(alias: str) -> Iterator[None]:
     """Report a database error in one line, with where to look, not a traceback."""
     try:
         yield
+    except SessionTableMissing as exc:
+        raise CommandError(str(exc)) from exc  # names the alias and the fix already
     except DatabaseError as exc:
         raise CommandError(
             f"Database {alias!r}: {exc} (for a missing session table, "

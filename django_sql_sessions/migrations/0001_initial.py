@@ -1,8 +1,22 @@
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 from django.db import migrations, models
 from django.utils import timezone
 
 import django_sql_sessions.fields
 from django_sql_sessions import conf
+
+# The same setting the model reads, so makemigrations sees no change whatever
+# table name the project chose.
+TABLE = conf.TABLE.raw()
+
+
+def refuse_an_invalid_table_name(apps: Any, schema_editor: Any) -> None:
+    # Check E002 says so first, but migrate --skip-checks skips it: no table
+    # is created under a name the setting's rule refuses.
+    if problem := conf.TABLE.rule(conf.TABLE.name, TABLE):
+        raise ImproperlyConfigured(f"{problem} {conf.TABLE.fix()}")
 
 
 class Migration(migrations.Migration):
@@ -11,6 +25,7 @@ class Migration(migrations.Migration):
     dependencies = []
 
     operations = [
+        migrations.RunPython(refuse_an_invalid_table_name, migrations.RunPython.noop),
         migrations.CreateModel(
             name="Session",
             fields=[
@@ -35,9 +50,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
-                # The same setting the model reads, so makemigrations sees no
-                # change whatever table name the project chose.
-                "db_table": str(conf.TABLE.raw()),
+                "db_table": str(TABLE),
                 "verbose_name": "session",
                 "verbose_name_plural": "sessions",
             },
