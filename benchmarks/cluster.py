@@ -137,15 +137,16 @@ def without_sync_wait(alias: str) -> Callable[[], None]:
     """
     from django.db import connections
 
-    from django_sql_sessions import sql
+    from django_sql_sessions import dialects
 
     connection = connections[alias]
-    key = (connection.vendor, True, TABLE)
-    causal = sql.statements(connection, TABLE)
-    sql._compiled[key] = sql._compile(connection.vendor, connection.ops.quote_name(TABLE))
+    key = (dialects.MARIADB, TABLE)
+    causal = dialects.statements(connection, TABLE)
+    mysql = dialects.DIALECTS["mysql"]
+    dialects._compiled[key] = mysql.compile(connection.ops.quote_name(TABLE))
 
     def put_back() -> None:
-        sql._compiled[key] = causal
+        dialects._compiled[key] = causal
 
     return put_back
 

@@ -153,7 +153,7 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
     from django.test import override_settings
     from django.utils import timezone
 
-    from django_sql_sessions import sql
+    from django_sql_sessions import dialects
     from django_sql_sessions.backends.db import SessionStore
     from django_sql_sessions.storage import FOREVER, hash_key
 
@@ -165,7 +165,7 @@ def measure(alias: str, operations: int) -> dict[str, Pair]:
         key = store.session_key
         assert key is not None
         key_hash = hash_key(key)
-        statements = sql.statements(connection, TABLE)
+        statements = dialects.statements(connection, TABLE)
         raw = connection.connection
         sqlite = connection.vendor == "sqlite"
         # As the engine sends them: one cursor per statement, except on

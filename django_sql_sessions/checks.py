@@ -18,11 +18,10 @@ from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from django_sql_sessions import caching, conf, read_only
-from django_sql_sessions.galera import is_galera_node
+from django_sql_sessions.dialects import SUPPORTED_VENDORS, dialect, supported
 from django_sql_sessions.missing_table import fix as migrate_fix
 from django_sql_sessions.models import Session
 from django_sql_sessions.routers import APP_LABEL, DedicatedSessionRouter, SessionRouter
-from django_sql_sessions.sql import SUPPORTED_VENDORS
 from django_sql_sessions.storage import table_mismatch
 
 ROUTER_PATH = "django_sql_sessions.routers.SessionRouter"
@@ -78,11 +77,10 @@ def check_settings(
     if conf.DB_ALIAS.problem():
         return errors
     alias = conf.DB_ALIAS.get()
-    vendor = connections[alias].vendor
-    if vendor not in SUPPORTED_VENDORS:
+    if not supported(connection := connections[alias]):
         errors.append(
             Error(
-                f"SQL_SESSIONS_DB_ALIAS {alias!r} is a {vendor} database, which "
+                f"SQL_SESSIONS_DB_ALIAS {alias!r} is a {connection.vendor} database, which "
                 "django_sql_sessions does not support.",
                 hint=f"Point it at a database of one of these vendors: "
                 f"{', '.join(SUPPORTED_VENDORS)}.",
@@ -282,7 +280,8 @@ def check_writable(
     alias = conf.DB_ALIAS.get()
     if not databases or alias not in databases:
         return []
-    why = read_only.why_read_only(connections[alias])
+    connection = connections[alias]
+    why = dialect(connection).why_read_only(connection)
     if why is None:
         return []
     return [
@@ -310,14 +309,7 @@ def check_causal_reads(
     if not databases or alias not in databases:
         return []
     connection = connections[alias]
-    if connection.vendor != "mysql" or connection.mysql_is_mariadb:  # type: ignore[attr-defined]
-        return []
-    if not is_galera_node(connection):
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT @@SESSION.wsrep_sync_wait")
-        (sync_wait,) = cursor.fetchone()
-    if int(sync_wait) & 1:
+    if dialect(connection).causal_reads(connection):
         return []
     return [
         Warning(

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.cursors import execute, fetch_one
-from django_sql_sessions.galera import is_galera_node, rows_per_writeset
+from django_sql_sessions.dialects import dialect
 from django_sql_sessions.keys import HASH_LENGTH
 from django_sql_sessions.locks import single_runner
 from django_sql_sessions.models import Session
@@ -101,9 +101,9 @@ def delete_expired(
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
-    if is_galera_node(connection):
-        # A larger writeset fails at commit.
-        batch_size = min(batch_size, rows_per_writeset(connection, conf.MAX_SIZE.get()))
+    # A Galera writeset larger than the cluster takes fails at commit.
+    if limit := dialect(connection).rows_per_transaction(connection, conf.MAX_SIZE.get()):
+        batch_size = min(batch_size, limit)
     try:
         with single_runner(connection, session_table.name) as hold:
             if not hold.held:

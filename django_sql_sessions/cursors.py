@@ -19,19 +19,18 @@ import time
 from _thread import get_ident
 from asyncio import _get_running_loop
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_sql_sessions.missing_table import missing, missing_table
-from django_sql_sessions.read_only import refusal, refused_as_read_only
+from django_sql_sessions.dialects import KEPT, dialect, kept
+from django_sql_sessions.missing_table import missing
+from django_sql_sessions.read_only import refusal
 from django_sql_sessions.sql import Statement
 
 logger = logging.getLogger("django_sql_sessions")
-
-_T = TypeVar("_T")
 
 # What send() returns.
 ROWCOUNT, ONE, ALL = 0, 1, 2
@@ -71,14 +70,15 @@ def send(
         try:
             return _send_once(connection, statement, params, result)
         except DatabaseError as exc:
+            chosen = dialect(connection)
             # A write refused by a standby or read-only server becomes one
             # error that says so and names the alias, instead of the
             # driver's, which names neither; never tried again.
-            if refused_as_read_only(connection.vendor, exc):
+            if chosen.refused_as_read_only(exc):
                 raise refusal(connection.alias, exc) from exc
             # A table the alias does not have (migrate not run there) becomes
             # one error naming the alias and the command that creates it.
-            if (table := missing_table(connection.vendor, exc)) is not None:
+            if (table := chosen.missing_table(exc)) is not None:
                 raise missing(connection.alias, table) from exc
             if not retry_after(connection, exc, attempt):
                 raise
@@ -115,7 +115,7 @@ def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: 
     up. If so, count it and pause briefly (random, so that the colliding
     writers do not collide again in step).
     """
-    if attempt > CONFLICT_RETRIES or not _aborted_by_conflict(connection, error):
+    if attempt > CONFLICT_RETRIES or not dialect(connection).aborted_by_conflict(error):
         return False
     # Inside a transaction the database rolled back everything before this
     # statement too; only the transaction's owner can start it again.
@@ -126,27 +126,6 @@ def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: 
     logger.debug("Conflict on %r, try %d: %s", connection.alias, attempt, error)
     time.sleep(random.random() * attempt / 1000)
     return True
-
-
-# ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost Galera's
-# certification to another node's. TiDB's optimistic autocommit statements:
-# write conflict (9007), and 8002, 8022, 8028, which its docs say to retry.
-_MYSQL_CONFLICTS = frozenset({1213, 9007, 8002, 8022, 8028})
-
-
-def _aborted_by_conflict(connection: BaseDatabaseWrapper, error: DatabaseError) -> bool:
-    vendor = connection.vendor
-    if vendor == "mysql":
-        return bool(error.args) and error.args[0] in _MYSQL_CONFLICTS
-    if vendor in ("postgresql", "cockroachdb"):
-        # deadlock_detected, serialization_failure (CockroachDB's "restart
-        # transaction"). Never 40003, "statement completion unknown": the
-        # write may have happened.
-        return getattr(error.__cause__, "sqlstate", None) in ("40P01", "40001")
-    if vendor == "microsoft":
-        # pyodbc's SQLSTATE for a deadlock victim (error 1205).
-        return bool(error.args) and error.args[0] == "40001"
-    return False
 
 
 def _read(cursor: Any, result: int) -> Any:
@@ -175,9 +154,10 @@ def _send_once(
     DJANGO_ALLOW_ASYNC_UNSAFE is set), and on SQL Server, whose driver
     adapter Django's cursor provides.
     """
-    vendor = connection.vendor
+    # Looked up without a call: see dialects.KEPT.
+    chosen = connection.__dict__.get(KEPT) or dialect(connection)
     if (
-        vendor == "microsoft"
+        chosen.django_cursor
         or connection.queries_logged
         or connection.execute_wrappers
         or _get_running_loop() is not None
@@ -198,7 +178,7 @@ def _send_once(
         # psycopg: the thread's kept cursor (see _KEPT_CURSOR); else one per
         # statement, closed at once: an open sqlite3 statement would hold its
         # read snapshot until the next one.
-        kept_cursor = vendor == "postgresql" and owner
+        kept_cursor = chosen.keeps_cursor and owner
         if kept_cursor:
             found = connection.__dict__.get(_KEPT_CURSOR)
             raw = connection.connection
@@ -206,7 +186,7 @@ def _send_once(
         else:
             cursor = connection.connection.cursor()
         try:
-            cursor.execute(statement.qmark if vendor == "sqlite" else statement.format, params)
+            cursor.execute(statement.qmark if chosen.qmark else statement.format, params)
             # A load's row and a write's rowcount with no further call.
             if result == ONE:
                 row = cursor.fetchone()
@@ -235,25 +215,6 @@ _KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 def _keep_cursor(connection: BaseDatabaseWrapper) -> Any:
     return kept(connection, _KEPT_CURSOR, _new_postgresql_cursor)
-
-
-def kept(
-    connection: BaseDatabaseWrapper,
-    attribute: str,
-    make: Callable[[BaseDatabaseWrapper], _T],
-) -> _T:
-    """
-    make(connection), made once per driver connection: kept on Django's
-    connection object under `attribute` together with the driver connection
-    it belongs to, so a reconnect makes it anew and frees the old one.
-    """
-    raw = connection.connection
-    found = getattr(connection, attribute, None)
-    if found is not None and found[0] is raw:
-        return found[1]  # type: ignore[no-any-return]
-    value = make(connection)
-    setattr(connection, attribute, (raw, value))
-    return value
 
 
 def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_sql_sessions.dialects import for_vendor
 from django_sql_sessions.keys import HASH_LENGTH
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ class KeyHashField(_CharField):
     A plain CharField would be a utf8mb4 varchar on MySQL (4 bytes a character
     in the index, compared case-insensitively) and would get a second, unused
     ``_like`` index on PostgreSQL. The digest is lower-case ASCII hex, so each
-    vendor gets the narrowest type that compares it byte for byte.
+    vendor gets the narrowest type that compares it byte for byte (see
+    key_hash_type in dialects.py).
     """
 
     description = "SHA-256 digest of a session key"
@@ -42,11 +44,4 @@ class KeyHashField(_CharField):
         return "KeyHashField"
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:
-        if connection.vendor == "mysql":
-            return f"char({HASH_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"
-        if connection.vendor == "microsoft":
-            # pyodbc sends str parameters as nvarchar; an nchar column compares
-            # with them without an implicit conversion that would defeat the
-            # primary key index.
-            return f"nchar({HASH_LENGTH})"
-        return f"char({HASH_LENGTH})"
+        return for_vendor(connection.vendor).key_hash_type

@@ -20,9 +20,10 @@ from django.utils import timezone
 from django_sql_sessions import conf
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.cursors import fetch_all, fetch_one
+from django_sql_sessions.dialects import dialect
 from django_sql_sessions.keys import is_valid_key
 from django_sql_sessions.models import ImportedSession, Session
-from django_sql_sessions.sql import django_session_statements, from_db_datetime, to_db_datetime
+from django_sql_sessions.sql import from_db_datetime, to_db_datetime
 from django_sql_sessions.storage import hash_key, in_lists, user_id_from_session
 
 DEFAULT_SOURCE_TABLE = "django_session"
@@ -60,9 +61,7 @@ def import_django_sessions(
     progress: Progress | None = None,
 ) -> ImportResult:
     source = _source(source_alias, source_table)
-    count_expired, select = django_session_statements(
-        source.vendor, source.ops.quote_name(source_table)
-    )
+    count_expired, select = dialect(source).import_statements(source.ops.quote_name(source_table))
     now = now or timezone.now()
     cutoff = to_db_datetime(source, now)
     result = ImportResult()

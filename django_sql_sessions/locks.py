@@ -37,9 +37,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_sql_sessions.cursors import execute, fetch_one
-from django_sql_sessions.galera import is_galera_node
+from django_sql_sessions.dialects import dialect
 from django_sql_sessions.models import CleanupLease
-from django_sql_sessions.sql import Statement, to_db_datetime
+from django_sql_sessions.sql import to_db_datetime
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -49,32 +49,6 @@ def lock_name(connection: BaseDatabaseWrapper, table: str) -> str:
     # database and table are folded into a digest.
     digest = hashlib.sha256(f"{connection.settings_dict['NAME']}.{table}".encode()).hexdigest()
     return f"django_sql_sessions.cleanup.{digest[:32]}"
-
-
-# (acquire, release) by vendor: each acquire returns one row, true when this
-# connection now holds the lock named %(name)s (a bigint key on PostgreSQL).
-_SESSION_LOCKS = {
-    "postgresql": (
-        Statement.of("SELECT pg_try_advisory_lock(%(name)s)"),
-        Statement.of("SELECT pg_advisory_unlock(%(name)s)"),
-    ),
-    "mysql": (
-        Statement.of("SELECT GET_LOCK(%(name)s, 0)"),
-        Statement.of("SELECT RELEASE_LOCK(%(name)s)"),
-    ),
-    "microsoft": (
-        Statement.of(
-            "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %(name)s, "
-            "@LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; "
-            "SELECT CASE WHEN @result >= 0 THEN 1 ELSE 0 END"
-        ),
-        Statement.of(
-            "EXEC sp_releaseapplock @Resource = %(name)s, @LockOwner = 'Session'; SELECT 1"
-        ),
-    ),
-}
-# Inside a caller's transaction on PostgreSQL: see single_runner().
-_PG_TRANSACTION_LOCK = Statement.of("SELECT pg_try_advisory_xact_lock(%(name)s)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,26 +67,24 @@ NOT_HELD = Hold(False)
 @contextmanager
 def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]:
     """Yield whether this connection holds the cleanup lock for ``table``."""
-    vendor = connection.vendor
-    if vendor == "sqlite":
+    chosen = dialect(connection)
+    if chosen.session_lock is None:  # one writer at a time
         yield Hold(True)
         return
-    name: object = lock_name(connection, table)
-    if _uses_lease(connection):
-        with _lease(connection, str(name)) as hold:
+    if chosen.needs_lease(connection):
+        with _lease(connection, lock_name(connection, table)) as hold:
             yield hold
         return
-    if vendor == "postgresql":
-        name = _pg_key(str(name))
-        if connection.in_atomic_block:
-            # Inside a caller's transaction, a lock tied to the transaction: a
-            # failed batch aborts the transaction, after which the unlock below
-            # could not run and a session lock would outlive the run on that
-            # connection. This one ends with the transaction, whatever happens.
-            row = fetch_one(connection, _PG_TRANSACTION_LOCK, name=name)
-            yield Hold(bool(row and row[0]))
-            return
-    acquire, release = _SESSION_LOCKS[vendor]
+    name = chosen.lock_key(lock_name(connection, table))
+    if connection.in_atomic_block and chosen.transaction_lock:
+        # Inside a caller's transaction, a lock tied to the transaction: a
+        # failed batch aborts the transaction, after which the unlock below
+        # could not run and a session lock would outlive the run on that
+        # connection. This one ends with the transaction, whatever happens.
+        row = fetch_one(connection, chosen.transaction_lock, name=name)
+        yield Hold(bool(row and row[0]))
+        return
+    acquire, release = chosen.session_lock
     row = fetch_one(connection, acquire, name=name)
     if not row or not row[0]:
         yield NOT_HELD
@@ -127,58 +99,17 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]
             logger.warning("Could not release the session cleanup lock", exc_info=True)
 
 
-def _uses_lease(connection: BaseDatabaseWrapper) -> bool:
-    return connection.vendor == "cockroachdb" or is_galera_node(connection)
-
-
-def _pg_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
 # How long a lease lasts unless renewed: longer than any batch takes (the
 # runner renews it before each), short enough that a killed runner's lease
 # does not hold up the next run for long.
 LEASE_SECONDS = 60
 
 
-@dataclasses.dataclass(frozen=True)
-class _LeaseStatements:
-    take: Statement  # an expired lease: 1 row if taken
-    insert: Statement  # no lease yet: 1 row if taken, 0 if there is one
-    renew: Statement  # 1 row if still ours and unexpired
-    release: Statement
-
-
-def _lease_statements(connection: BaseDatabaseWrapper) -> _LeaseStatements:
-    table = connection.ops.quote_name(CleanupLease._meta.db_table)
-    # On Galera each statement first waits until this node has applied the
-    # cluster's earlier writes, so that it sees a lease another node took.
-    causal = ""
-    if connection.vendor == "mysql" and connection.mysql_is_mariadb:  # type: ignore[attr-defined]
-        causal = "SET STATEMENT wsrep_sync_wait = 7 FOR "
-    insert = f"INTO {table} (name, holder, expires_at) VALUES (%(name)s, %(holder)s, %(until)s)"
-    if connection.vendor == "mysql":
-        insert = f"INSERT IGNORE {insert}"
-    else:
-        insert = f"INSERT {insert} ON CONFLICT (name) DO NOTHING"
-    ours = "WHERE name = %(name)s AND holder = %(holder)s"
-    s = Statement.of
-    return _LeaseStatements(
-        take=s(
-            f"{causal}UPDATE {table} SET holder = %(holder)s, expires_at = %(until)s "
-            "WHERE name = %(name)s AND expires_at <= %(now)s"
-        ),
-        insert=s(causal + insert),
-        renew=s(
-            f"{causal}UPDATE {table} SET expires_at = %(until)s {ours} AND expires_at > %(now)s"
-        ),
-        release=s(f"{causal}DELETE FROM {table} {ours}"),
-    )
-
-
 @contextmanager
 def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
-    sql = _lease_statements(connection)
+    sql = dialect(connection).lease_statements(
+        connection.ops.quote_name(CleanupLease._meta.db_table)
+    )
     # Which runner holds it, for an operator reading the table.
     holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(8)}"
 

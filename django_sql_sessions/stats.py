@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.devices import device_name, parser_installed
+from django_sql_sessions.dialects import Dialect, Size, dialect
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import session_table
 from django_sql_sessions.user_sessions import users_by_id
@@ -77,15 +75,6 @@ class DeviceSessions:
     name: str  # "Firefox on Windows", see devices.device_name()
     sessions: int  # among the live sessions read
     share: float  # of the live sessions read, 0 to 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Size:
-    total_bytes: int | None
-    table_bytes: int | None  # rows, with PostgreSQL's TOAST and SQL Server's LOB pages
-    index_bytes: int | None
-    source: str  # where the numbers come from
-    note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +167,14 @@ def collect(
     connection = connections[alias]
     table = session_table()
     sessions: QuerySet[Session] = Session.objects.all()
-    size, catalog_rows = table_size(connection, table)
+    chosen = dialect(connection)
+    size, catalog_rows = chosen.table_size(connection, table)
 
     read_all = exact or _capped_count(sessions, exact_up_to) is not None
     if read_all:
         live, expired, total = _counts(now)
     else:
-        live, expired, total = _estimated_counts(connection, now, exact_up_to, catalog_rows)
+        live, expired, total = _estimated_counts(chosen, now, exact_up_to, catalog_rows)
 
     # Read whole, the rows are filtered inside the aggregates rather than by
     # WHERE: a planner would walk the expire_date index for the live ones and
@@ -254,16 +244,16 @@ def _counts(now: datetime.datetime) -> tuple[Number, Number, Number]:
 
 
 def _estimated_counts(
-    connection: BaseDatabaseWrapper, now: datetime.datetime, cap: int, catalog_rows: int | None
+    chosen: Dialect, now: datetime.datetime, cap: int, catalog_rows: int | None
 ) -> tuple[Number, Number, Number]:
     """
     Live, expired and all sessions of a table larger than cap: the expired
     ones counted up to cap (a cleaned table keeps few), the rest estimated.
     """
-    total = _estimate_total(connection, Session.objects.all(), catalog_rows)
+    total = _estimate_total(chosen, Session.objects.all(), catalog_rows)
     expired_rows = Session.objects.filter(expire_date__lte=now)
     counted = _capped_count(expired_rows, cap)
-    estimated = None if counted is not None else _explain_rows(connection, expired_rows)
+    estimated = None if counted is not None else chosen.explain_rows(expired_rows)
     if counted is not None or estimated is None:
         # Within the cap, or no estimate to be had (SQL Server): counted,
         # along the expire_date index.
@@ -303,44 +293,14 @@ def _capped_count(queryset: QuerySet[Session], cap: int) -> int | None:
 
 
 def _estimate_total(
-    connection: BaseDatabaseWrapper, sessions: QuerySet[Session], catalog_rows: int | None
+    chosen: Dialect, sessions: QuerySet[Session], catalog_rows: int | None
 ) -> Number:
     if catalog_rows is not None:  # MariaDB/MySQL, SQL Server: from the size query
         return Number(catalog_rows, False)
-    estimated = _explain_rows(connection, sessions)
+    estimated = chosen.explain_rows(sessions)
     if estimated is None:  # SQLite keeps no estimate
         return Number(sessions.count(), True)
     return Number(estimated, False)
-
-
-def _explain_rows(connection: BaseDatabaseWrapper, queryset: QuerySet[Session]) -> int | None:
-    """The planner's estimate of the queryset's rows, where EXPLAIN gives one."""
-    vendor = connection.vendor
-    if vendor not in ("postgresql", "mysql"):
-        return None
-    plan = json.loads(queryset.values_list("pk").explain(format="json"))
-    if isinstance(plan, str):  # MariaDB/MySQL's JSON text, quoted again by Django
-        plan = json.loads(plan)
-    if vendor == "postgresql":
-        return int(plan[0]["Plan"]["Plan Rows"])
-    # MariaDB gives "rows", MySQL "rows_examined_per_scan"; either with the
-    # share of them that the condition is expected to keep.
-    for node in _nodes(plan):
-        if "table_name" in node:
-            rows = node.get("rows", node.get("rows_examined_per_scan", 0))
-            return round(float(rows) * float(node.get("filtered", 100)) / 100)
-    return None
-
-
-def _nodes(value: Any) -> Iterator[dict[str, Any]]:
-    """Every JSON object in a plan, depth first."""
-    if isinstance(value, dict):
-        yield value
-        for child in value.values():
-            yield from _nodes(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _nodes(child)
 
 
 def top_users_query(top: int) -> QuerySet[Any, tuple[str | None, int]]:
@@ -375,106 +335,3 @@ def _top_users(top: int) -> tuple[list[UserSessions], str | None]:
         UserSessions(user_id, users[user_id].get_username() if user_id in users else None, n)
         for user_id, n in counted
     ], note
-
-
-def table_size(connection: BaseDatabaseWrapper, table: str) -> tuple[Size, int | None]:
-    """
-    The table's size on disk from the database's catalog, and its row
-    estimate where the same query gives one (MariaDB/MySQL, SQL Server).
-    """
-    vendor = connection.vendor
-    try:
-        if vendor == "sqlite":
-            return _sqlite_size(connection, table), None
-        sql, params = size_query(connection, table)
-    except NotImplementedError as exc:
-        return Size(None, None, None, vendor, str(exc)), None
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-    except DatabaseError as exc:  # e.g. no permission to read the catalog
-        return Size(None, None, None, SIZE_SOURCES[vendor], f"not available: {exc}"), None
-    if row is None:
-        return Size(None, None, None, SIZE_SOURCES[vendor], "the table was not found"), None
-    if vendor == "postgresql":
-        total, data, index = (int(value) for value in row)
-        return Size(total, data, index, SIZE_SOURCES[vendor]), None
-    if vendor == "mysql":
-        data, index, rows = (int(value or 0) for value in row)
-        note = "InnoDB's figures as of its last statistics update"
-        return Size(data + index, data, index, SIZE_SOURCES[vendor], note), rows
-    rows, used, data = (int(value or 0) for value in row)  # microsoft
-    return Size(used, data, used - data, SIZE_SOURCES[vendor]), rows
-
-
-SIZE_SOURCES = {
-    "postgresql": "pg_total_relation_size, pg_table_size, pg_indexes_size",
-    "mysql": "information_schema.TABLES",
-    "microsoft": "sys.dm_db_partition_stats",
-    "sqlite": "dbstat",
-}
-# Pages of SQL Server's data files are 8 KiB.
-MSSQL_PAGE_BYTES = 8192
-
-
-def size_query(connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
-    """The vendor's catalog query for the table's size (not SQLite's: see _sqlite_size)."""
-    vendor = connection.vendor
-    if vendor == "postgresql":
-        # pg_table_size: the rows with their TOAST (large session data) and
-        # maps; with the indexes, pg_total_relation_size.
-        return (
-            "SELECT pg_total_relation_size(c.oid), pg_table_size(c.oid), pg_indexes_size(c.oid) "
-            "FROM pg_class c WHERE c.oid = to_regclass(%s)",
-            [connection.ops.quote_name(table)],
-        )
-    if vendor == "mysql":
-        return (
-            "SELECT DATA_LENGTH, INDEX_LENGTH, TABLE_ROWS FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            [table],
-        )
-    if vendor == "microsoft":
-        # sp_spaceused's arithmetic, without its result sets: rows and data
-        # pages from the heap or clustered index (index_id 0 or 1), plus
-        # every index's large-object pages; the other used pages are index.
-        return (
-            "SELECT SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END), "
-            f"SUM(used_page_count) * {MSSQL_PAGE_BYTES}, "
-            "SUM(CASE WHEN index_id < 2 THEN in_row_data_page_count + lob_used_page_count "
-            "+ row_overflow_used_page_count ELSE lob_used_page_count "
-            f"+ row_overflow_used_page_count END) * {MSSQL_PAGE_BYTES} "
-            "FROM sys.dm_db_partition_stats WHERE object_id = OBJECT_ID(%s)",
-            [connection.ops.quote_name(table)],
-        )
-    raise NotImplementedError(f"no size query for {vendor}")
-
-
-def _sqlite_size(connection: BaseDatabaseWrapper, table: str) -> Size:
-    with connection.cursor() as cursor:
-        try:
-            # Pages of the table's b-tree and of its indexes (the primary
-            # key's automatic one included).
-            cursor.execute(
-                "SELECT name, SUM(pgsize) FROM dbstat WHERE name = %s OR name IN "
-                "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s) "
-                "GROUP BY name",
-                [table, table],
-            )
-        except DatabaseError:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
-            cursor.execute(
-                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
-            )
-            (whole,) = cursor.fetchone()
-            return Size(
-                int(whole),
-                None,
-                None,
-                "page_count * page_size",
-                "the whole database file: this SQLite has no dbstat table",
-            )
-        sizes = dict(cursor.fetchall())
-    data = int(sizes.pop(table, 0))
-    index = sum(int(pages) for pages in sizes.values())
-    return Size(data + index, data, index, SIZE_SOURCES["sqlite"])

@@ -39,8 +39,9 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.cursors import ONE, execute, fetch_one, send
+from django_sql_sessions.dialects import statements
 from django_sql_sessions.exceptions import SessionTooLarge
-from django_sql_sessions.sql import Statements, statements, to_db_datetime
+from django_sql_sessions.sql import Statements, to_db_datetime
 
 logger = logging.getLogger("django_sql_sessions")
 

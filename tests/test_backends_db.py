@@ -20,8 +20,8 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from django_sql_sessions import cursors, storage
-from django_sql_sessions import sql as sql_module
 from django_sql_sessions.backends.db import KEY_ATTEMPTS, SessionStore
+from django_sql_sessions.dialects import dialect
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import session_table
 from tests.counting import count_statements
@@ -394,9 +394,7 @@ class TestBadInput:
         monkeypatch.setitem(
             connection.__dict__,
             SessionStore.table()._kept,
-            sql_module._compile(
-                connection.vendor, connection.ops.quote_name("no_such_session_table")
-            ),
+            dialect(connection).compile(connection.ops.quote_name("no_such_session_table")),
         )
         store["x"] = 2
         with pytest.raises(DatabaseError) as raised:

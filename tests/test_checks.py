@@ -320,16 +320,16 @@ def test_a_galera_node_without_causal_reads_is_warned_about(
 ) -> None:
     # Percona XtraDB Cluster: a Galera node that is MySQL, not MariaDB. The
     # check is tried on the MariaDB server here, which has the variable too.
-    from django_sql_sessions import checks as checks_module
+    from django_sql_sessions import dialects
     from django_sql_sessions.checks import check_causal_reads
 
     connection = connections[alias]
     if connection.vendor != "mysql":
         assert check_causal_reads(None, databases=[alias]) == []
         return
-    monkeypatch.setattr(checks_module, "is_galera_node", lambda connection: True)
+    monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: True)
     assert check_causal_reads(None, databases=[alias]) == []  # MariaDB: SET STATEMENT
-    monkeypatch.setitem(connection.__dict__, "mysql_is_mariadb", False)
+    monkeypatch.setitem(connection.__dict__, dialects.KEPT, dialects.DIALECTS["mysql"])
     (warning,) = check_causal_reads(None, databases=[alias])
     assert warning.id == "django_sql_sessions.W007"
     assert "SET SESSION wsrep_sync_wait = 1" in str(warning.hint)
@@ -340,7 +340,7 @@ def test_a_galera_node_without_causal_reads_is_warned_about(
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION wsrep_sync_wait = 0")
-    monkeypatch.setattr(checks_module, "is_galera_node", lambda connection: False)
+    monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: False)
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION wsrep_sync_wait = 0")
     assert check_causal_reads(None, databases=[alias]) == []  # not a cluster

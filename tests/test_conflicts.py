@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connections, transaction
 
-from django_sql_sessions import cursors
+from django_sql_sessions import cursors, dialects
 from django_sql_sessions.backends.db import SessionStore
 
 # Each test runs on the db engine and on the cached engine (tests/conftest.py).
@@ -169,12 +169,13 @@ def test_which_errors_are_conflicts(vendor: str, error: Any, retried: bool) -> N
         in_atomic_block = False
         autocommit = True
 
-    Connection.vendor = vendor  # type: ignore[attr-defined]
+    connection = Connection()
+    connection.__dict__[dialects.KEPT] = dialects.for_vendor(vendor)
     if isinstance(error, str):
         sqlstate, error = error, OperationalError("from the server")
         error.__cause__ = type("DriverError", (Exception,), {"sqlstate": sqlstate})()
     sleeps: list[float] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(time, "sleep", sleeps.append)
-        assert cursors.retry_after(Connection(), error, 1) is retried  # type: ignore[arg-type]
+        assert cursors.retry_after(connection, error, 1) is retried  # type: ignore[arg-type]
     assert len(sleeps) == int(retried)

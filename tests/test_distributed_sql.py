@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from django_sql_sessions import locks
+from django_sql_sessions import dialects, locks
 from django_sql_sessions.checks import check_settings
+from django_sql_sessions.dialects import DIALECTS, statements
 from django_sql_sessions.locks import lock_name, single_runner
-from django_sql_sessions.sql import _compile, statements
 from django_sql_sessions.storage import session_table
 from tests.distributed_offline import (
     as_alias,
@@ -53,7 +53,7 @@ class TestCockroachDB:
         table = session_table()
         assert connection.ops.quote_name(table) == f'"{table}"'
         compiled = statements(connection, table)
-        assert compiled == _compile("postgresql", f'"{table}"')
+        assert compiled == DIALECTS["postgresql"].compile(f'"{table}"')
         assert compiled.insert.sql.endswith("ON CONFLICT (key_hash) DO NOTHING")
         assert "AND NOT EXISTS (SELECT 1 FROM" in compiled.rekey.sql
         assert compiled.reload_locked is not None
@@ -102,7 +102,7 @@ class TestTiDB:
         connection = tidb_connection()
         # Whether a MySQL server is a Galera node is asked of the server; a
         # TiDB server is not one.
-        monkeypatch.setattr(locks, "is_galera_node", lambda connection: False)
+        monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: False)
         assert (connection.vendor, connection.display_name) == ("mysql", "TiDB")
         compiled = statements(connection, session_table())
         # MySQL's statements: a key collision is an IntegrityError (1062).

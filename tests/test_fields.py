@@ -6,9 +6,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from django_sql_sessions.dialects import statements
 from django_sql_sessions.fields import KeyHashField
 from django_sql_sessions.models import Session
-from django_sql_sessions.sql import statements
 from django_sql_sessions.storage import hash_key, session_table
 
 

@@ -8,6 +8,7 @@ session store (Session.get_session_store_class()).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -25,17 +26,25 @@ FOUNDATIONS = {
     "django_sql_sessions.keys": set(),
     "django_sql_sessions.exceptions": set(),
     "django_sql_sessions.sql": set(),
-    # What a refused write or a missing table means is read_only.py's and
-    # missing_table.py's, which the cursor path asks.
+    "django_sql_sessions.dialects": {"django_sql_sessions.keys", "django_sql_sessions.sql"},
+    # What a vendor's error means is its dialect's; the errors raised in its
+    # place, read_only.py's and missing_table.py's.
     "django_sql_sessions.cursors": {
+        "django_sql_sessions.dialects",
         "django_sql_sessions.read_only",
         "django_sql_sessions.missing_table",
         "django_sql_sessions.sql",
     },
     "django_sql_sessions.read_only": {"django_sql_sessions.exceptions"},
     "django_sql_sessions.missing_table": {"django_sql_sessions.exceptions"},
-    "django_sql_sessions.fields": {"django_sql_sessions.keys"},
+    "django_sql_sessions.fields": {"django_sql_sessions.dialects", "django_sql_sessions.keys"},
 }
+# The one module that may ask which vendor, or which flavour of a vendor's
+# server, a connection is (issue 20): every other module asks its dialect.
+DIALECTS = "django_sql_sessions.dialects"
+VENDOR_NAMES = {"sqlite", "postgresql", "cockroachdb", "mysql", "mariadb", "microsoft"}
+# A string that the package sends as SQL, rather than one it shows.
+SQL_TEXT = re.compile(r"\s*(SELECT|SHOW|SET|UPDATE|INSERT|DELETE)\b", re.IGNORECASE)
 
 
 def module_name(path: Path) -> str:
@@ -120,3 +129,75 @@ def test_the_lazy_edges_are_inside_functions(source: str, target: str) -> None:
         for alias in node.names
     }
     assert target not in top_level
+
+
+def vendor_tests(source: str) -> list[str]:
+    """
+    Where source asks which vendor a connection is: a comparison or a lookup
+    with a `.vendor` (or a variable named vendor) or a vendor's name,
+    `mysql_is_mariadb`, and Galera's wsrep variables in a name or in SQL.
+    """
+    tree = ast.parse(source)
+    found: list[str] = []
+
+    def vendorish(node: ast.AST) -> bool:
+        return (
+            (isinstance(node, ast.Attribute) and node.attr == "vendor")
+            or (isinstance(node, ast.Name) and node.id == "vendor")
+            or (isinstance(node, ast.Constant) and node.value in VENDOR_NAMES)
+        )
+
+    for node in ast.walk(tree):
+        where = f"line {getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Compare) and any(
+            vendorish(side) for side in (node.left, *node.comparators)
+        ):
+            found.append(f"{where}: compares a vendor")
+        elif isinstance(node, ast.Subscript) and vendorish(node.slice):
+            found.append(f"{where}: looks a vendor up")
+        elif isinstance(node, ast.Attribute) and node.attr == "mysql_is_mariadb":
+            found.append(f"{where}: asks mysql_is_mariadb")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if "mysql_is_mariadb" in node.value:
+                found.append(f"{where}: asks mysql_is_mariadb")
+            elif "wsrep" in node.value and SQL_TEXT.match(node.value):
+                found.append(f"{where}: sends wsrep SQL")
+        elif isinstance(node, (ast.Name, ast.FunctionDef, ast.arg)):
+            name = getattr(node, "id", None) or getattr(node, "name", None) or node.arg  # type: ignore[union-attr]
+            if "wsrep" in name:
+                found.append(f"{where}: names wsrep")
+    return found
+
+
+def test_only_the_dialects_test_vendors() -> None:
+    offenders = {
+        module_name(path): found
+        for path in PACKAGE.rglob("*.py")
+        if module_name(path) != DIALECTS and (found := vendor_tests(path.read_text()))
+    }
+    assert offenders == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "if connection.vendor == 'mysql': pass",
+        "ok = connection.vendor in ('postgresql', 'cockroachdb')",
+        "vendor = c.vendor\nif vendor != 'sqlite': pass",
+        "sources = {'mysql': 1}[connection.vendor]",
+        "mariadb = connection.mysql_is_mariadb",
+        "mariadb = getattr(connection, 'mysql_is_mariadb')",
+        "cursor.execute('SHOW VARIABLES LIKE \"wsrep_on\"')",
+        "prefix = f'SET STATEMENT wsrep_sync_wait = {n} FOR '",
+        "def is_wsrep_node(connection): pass",
+    ],
+)
+def test_a_vendor_test_is_found(source: str) -> None:
+    assert vendor_tests(source)
+
+
+def test_the_dialects_are_where_the_vendor_tests_are() -> None:
+    source = (PACKAGE / "dialects.py").read_text()
+    assert vendor_tests(source)
+    # Naming the vendor in a message is no test.
+    assert not vendor_tests("message = f'{connection.vendor} is not supported'")

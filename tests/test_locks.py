@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from django_sql_sessions import locks
+from django_sql_sessions import dialects, locks
 from django_sql_sessions.locks import lock_name, single_runner
 from django_sql_sessions.storage import session_table
 from tests.mssql_offline import offline_connection
@@ -99,7 +99,7 @@ def leased(threaded_alias: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
     if per_thread[threaded_alias].vendor not in ("mysql", "postgresql"):
         pytest.skip("the lease replaces server locks (Galera); SQLite needs none")
-    monkeypatch.setattr(locks, "_uses_lease", lambda connection: True)
+    monkeypatch.setattr(dialects.Dialect, "needs_lease", lambda self, connection: True)
     return threaded_alias
 
 
@@ -181,14 +181,30 @@ def test_a_runner_whose_lease_was_taken_over_stops(leased: str) -> None:
 
 
 def test_galera_batches_fit_a_writeset(monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_sql_sessions import galera
-
     limits: list[tuple[int, int]] = []
-    monkeypatch.setattr(galera, "fetch_one", lambda *args, **kwargs: limits[-1])
-    connection = connections["default"]
+
+    class Cursor:
+        def __enter__(self) -> Cursor:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def execute(self, sql: str) -> None:
+            assert sql == "SELECT @@wsrep_max_ws_rows, @@wsrep_max_ws_size"
+
+        def fetchone(self) -> tuple[int, int]:
+            return limits[-1]
+
+    connection: Any = type("Connection", (), {"cursor": lambda self: Cursor()})()
+    mysql = dialects.DIALECTS["mysql"]
+    monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: False)
+    assert mysql.rows_per_transaction(connection, 4096) is None
+    monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: True)
     limits.append((0, 2**31 - 1))  # the defaults: no row limit, 2 GB
-    assert galera.rows_per_writeset(connection, 1024 * 1024) == (2**31 - 1) // (1024 * 1024 + 1024)
+    by_size = (2**31 - 1) // (1024 * 1024 + 1024)
+    assert mysql.rows_per_transaction(connection, 1024 * 1024) == by_size
     limits.append((500, 2**31 - 1))
-    assert galera.rows_per_writeset(connection, 4096) == 500
+    assert mysql.rows_per_transaction(connection, 4096) == 500
     limits.append((0, 1000))  # smaller than one row: still one at a time
-    assert galera.rows_per_writeset(connection, 4096) == 1
+    assert mysql.rows_per_transaction(connection, 4096) == 1

@@ -7,6 +7,7 @@ from django.db import DatabaseError, connections
 
 from django_sql_sessions import missing_table
 from django_sql_sessions.cursors import fetch_one
+from django_sql_sessions.dialects import for_vendor
 from django_sql_sessions.exceptions import SessionTableMissing
 from django_sql_sessions.sql import Statement
 
@@ -85,8 +86,8 @@ class DriverError(Exception):
 def test_each_databases_words_for_a_missing_table(
     vendor: str, error: Exception, table: str | None
 ) -> None:
-    assert missing_table.missing_table(vendor, error) == table
+    assert for_vendor(vendor).missing_table(error) == table
     # As Django raises it: its own exception, the driver's as the cause.
     wrapped = DatabaseError(*error.args)
     wrapped.__cause__ = error
-    assert missing_table.missing_table(vendor, wrapped) == table
+    assert for_vendor(vendor).missing_table(wrapped) == table

@@ -21,6 +21,7 @@ from django.db import DatabaseError, InternalError, ProgrammingError, connection
 from django_sql_sessions import read_only
 from django_sql_sessions.checks import check_writable
 from django_sql_sessions.cursors import execute
+from django_sql_sessions.dialects import DIALECTS, dialect
 from django_sql_sessions.exceptions import SessionDatabaseReadOnly
 from django_sql_sessions.sql import Statement
 from tests.distributed_offline import cockroachdb_connection
@@ -119,7 +120,7 @@ def test_a_read_only_transaction_on_postgresql(
     with django_db_blocker.unblock(), transaction.atomic(using="postgresql"):
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION READ ONLY")
-        assert read_only.why_read_only(connection) == "transaction_read_only is on"
+        assert dialect(connection).why_read_only(connection) == "transaction_read_only is on"
         transaction.set_rollback(True, using="postgresql")
 
 
@@ -168,22 +169,22 @@ class TestSqlServerOffline:
         connection = offline_connection()
         cursor = self.Cursor(row=(updateability,))
         monkeypatch.setattr(connection, "cursor", lambda: cursor)
-        assert read_only.why_read_only(connection) == expected
-        assert cursor.sql == read_only.SQL_SERVER_UPDATEABILITY
+        sql_server = dialect(connection)
+        assert sql_server.why_read_only(connection) == expected
+        assert cursor.sql == sql_server.UPDATEABILITY  # type: ignore[attr-defined]
 
     def test_refusal_as_pyodbc_and_django_raise_it(self) -> None:
         offline_connection()  # skips, or fails when required, without pyodbc
         import pyodbc
 
         refused = pyodbc.ProgrammingError(*self.REFUSED)
-        assert read_only.refused_as_read_only("microsoft", refused)
+        sql_server = DIALECTS["microsoft"]
+        assert sql_server.refused_as_read_only(refused)
         wrapped = ProgrammingError(*refused.args)
         wrapped.__cause__ = refused
-        assert read_only.refused_as_read_only("microsoft", wrapped)
-        assert not read_only.refused_as_read_only(
-            "microsoft", pyodbc.IntegrityError(*self.DUPLICATE)
-        )
-        assert not read_only.refused_as_read_only("postgresql", refused)
+        assert sql_server.refused_as_read_only(wrapped)
+        assert not sql_server.refused_as_read_only(pyodbc.IntegrityError(*self.DUPLICATE))
+        assert not DIALECTS["postgresql"].refused_as_read_only(refused)
 
     def test_a_refused_write_through_djangos_cursor(
         self, monkeypatch: pytest.MonkeyPatch, settings: Any
@@ -215,8 +216,9 @@ def test_cockroachdb_refusals_are_postgresqls(monkeypatch: pytest.MonkeyPatch) -
     )
     wrapped = InternalError(*refused.args)
     wrapped.__cause__ = refused
-    assert read_only.refused_as_read_only("cockroachdb", wrapped)
-    assert not read_only.refused_as_read_only("cockroachdb", psycopg.errors.UniqueViolation())
+    cockroachdb = DIALECTS["cockroachdb"]
+    assert cockroachdb.refused_as_read_only(wrapped)
+    assert not cockroachdb.refused_as_read_only(psycopg.errors.UniqueViolation())
     connection = cockroachdb_connection()
     monkeypatch.setattr(connection, "cursor", lambda: pytest.fail("a query was sent"))
-    assert read_only.why_read_only(connection) is None
+    assert dialect(connection).why_read_only(connection) is None

@@ -10,18 +10,17 @@ from django.db import connections
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
-from django_sql_sessions import cursors, sql
+from django_sql_sessions import cursors, dialects
+from django_sql_sessions.dialects import DIALECTS, MARIADB, SUPPORTED_VENDORS, statements
 from django_sql_sessions.models import Session
-from django_sql_sessions.sql import (
-    SUPPORTED_VENDORS,
-    Statement,
-    Statements,
-    _compile,
-    django_session_statements,
-    statements,
-)
+from django_sql_sessions.sql import Statement, Statements
 from django_sql_sessions.storage import session_table
 from tests.mssql_offline import offline_connection
+
+
+def _compile(vendor: str, table: str, *, mariadb: bool = False) -> Statements:
+    return (MARIADB if mariadb else DIALECTS[vendor]).compile(table)
+
 
 # The parameters each statement takes, by name (the engine, the cleanup and
 # the lock pass them as keywords).
@@ -137,8 +136,9 @@ def test_collision_handling_per_vendor() -> None:
 
 
 def test_unsupported_vendor() -> None:
+    oracle = SimpleNamespace(vendor="oracle", alias="oracle")
     with pytest.raises(NotImplementedError, match="'oracle'"):
-        _compile("oracle", "t")
+        statements(oracle, "t")  # type: ignore[arg-type]
 
 
 def test_invalid_table_name_builds_no_sql(settings: Any) -> None:
@@ -182,7 +182,7 @@ def test_cleanup_ranges_end_at_an_expiry_and_a_key(vendor: str) -> None:
 
 @pytest.mark.parametrize("vendor", SUPPORTED_VENDORS)
 def test_django_session_table_statements(vendor: str) -> None:
-    count, batch = django_session_statements(vendor, "d")
+    count, batch = DIALECTS[vendor].import_statements("d")
     assert count.names == ("cutoff",)
     assert batch.names == ("after", "cutoff", "limit")
     assert ("OFFSET 0 ROWS FETCH NEXT" in batch.sql) == (vendor == "microsoft")
@@ -475,13 +475,13 @@ def test_the_mariadb_answer_is_kept_per_server_not_per_host(
     # With HOST and PORT empty, Django's MySQL backend finds the server
     # through OPTIONS (unix_socket, read_default_file): the same alias, host
     # and port can name another server after a settings change.
-    monkeypatch.setattr(sql, "_mariadb", {})
+    monkeypatch.setattr(dialects, "_mariadb", {})
 
     def connection(options: dict[str, str], mariadb: bool) -> Any:
         settings_dict = {"HOST": "", "PORT": "", "OPTIONS": options}
         return SimpleNamespace(alias="x", settings_dict=settings_dict, mysql_is_mariadb=mariadb)
 
-    assert sql._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, True)) is True
-    assert sql._is_mariadb(connection({"unix_socket": "/run/mysqld.sock"}, False)) is False
+    assert dialects._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, True)) is True
+    assert dialects._is_mariadb(connection({"unix_socket": "/run/mysqld.sock"}, False)) is False
     # Asked once per server.
-    assert sql._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, False)) is True
+    assert dialects._is_mariadb(connection({"unix_socket": "/run/mariadb.sock"}, False)) is True

@@ -11,13 +11,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_sql_sessions import stats
+from django_sql_sessions.dialects import DIALECTS, dialect
 from django_sql_sessions.models import Session
 from django_sql_sessions.stats import (
     DeviceSessions,
     collect,
     device_breakdown,
     sample_bound,
-    size_query,
     top_users_query,
 )
 from tests.helpers import saved_session
@@ -195,7 +195,7 @@ def test_a_catalog_the_user_may_not_read(alias: str) -> None:
         pytest.skip("the servers' catalog queries")
 
     def refused(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql == size_query(connection, Session._meta.db_table)[0]:
+        if sql == dialect(connection).size_query(connection, Session._meta.db_table)[0]:
             raise DatabaseError("permission denied")
         return execute(sql, params, many, context)
 
@@ -210,7 +210,7 @@ class TestSqlServerOffline:
     """The SQL Server queries, compiled by mssql-django without a server."""
 
     def test_size_query(self) -> None:
-        sql, params = size_query(offline_connection(), "test_web_sessions")
+        sql, params = DIALECTS["microsoft"].size_query(offline_connection(), "test_web_sessions")
         assert sql == (
             "SELECT SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END), "
             "SUM(used_page_count) * 8192, "

@@ -21,8 +21,9 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from django_sql_sessions import conf
+from django_sql_sessions.dialects import Size
 from django_sql_sessions.management._common import database_errors, plural
-from django_sql_sessions.stats import EXACT_UP_TO, Number, Size, Stats, collect
+from django_sql_sessions.stats import EXACT_UP_TO, Number, Stats, collect
 
 
 def whole_number(value: str) -> int:
