@@ -25,8 +25,7 @@ class SqlSessionsConfig(AppConfig):
         checks.register(sql_sessions_checks.check_cache)
         checks.register(sql_sessions_checks.check_table_exists_at_start)
         checks.register(sql_sessions_checks.check_table_exists, checks.Tags.database)
-        checks.register(sql_sessions_checks.check_writable, checks.Tags.database)
-        checks.register(sql_sessions_checks.check_causal_reads, checks.Tags.database)
+        checks.register(sql_sessions_checks.check_server, checks.Tags.database)
         request_finished.connect(collector, dispatch_uid="django_sql_sessions.gc")
         request_started.connect(
             deployment.check_asgi_connections, dispatch_uid="django_sql_sessions.deployment"

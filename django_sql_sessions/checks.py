@@ -17,9 +17,9 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
-from django_sql_sessions import caching, conf, read_only
-from django_sql_sessions.dialects import SUPPORTED_VENDORS, dialect, supported
-from django_sql_sessions.missing_table import fix as migrate_fix
+from django_sql_sessions import caching, conf
+from django_sql_sessions.dialects import SUPPORTED_VENDORS, UNSUPPORTED, dialect, for_vendor
+from django_sql_sessions.exceptions import SessionDatabaseReadOnly, SessionTableMissing
 from django_sql_sessions.models import Session
 from django_sql_sessions.routers import APP_LABEL, DedicatedSessionRouter, SessionRouter
 from django_sql_sessions.storage import table_mismatch
@@ -77,7 +77,7 @@ def check_settings(
     if conf.DB_ALIAS.problem():
         return errors
     alias = conf.DB_ALIAS.get()
-    if not supported(connection := connections[alias]):
+    if for_vendor((connection := connections[alias]).vendor) is UNSUPPORTED:
         errors.append(
             Error(
                 f"SQL_SESSIONS_DB_ALIAS {alias!r} is a {connection.vendor} database, which "
@@ -206,7 +206,7 @@ def check_table_exists(
             Warning(
                 f"The session table {table!r} has not been created in database {alias!r} "
                 "yet: django_sql_sessions' migrations have not run there.",
-                hint=f"{migrate_fix(alias)}.",
+                hint=f"{SessionTableMissing.fix(alias)}.",
                 id="django_sql_sessions.W006",
             )
         ]
@@ -265,15 +265,17 @@ def _command_running_checks() -> BaseCommand | None:
     return None
 
 
-def check_writable(
+def check_server(
     app_configs: Sequence[AppConfig] | None,
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """
-    The alias's server accepts writes: not a standby or replica, nor read-only
-    by a setting (E015). An error: migrate cannot mend it, and would fail there
-    anyway.
+    The alias's server, as its dialect finds it: accepts writes, not a standby
+    or replica nor read-only by a setting (E015, an error: migrate cannot mend
+    it, and would fail there anyway); and on a Galera node that is not MariaDB
+    (Percona XtraDB Cluster), whose reads the engine cannot make wait for the
+    cluster per statement (no SET STATEMENT), the connection does (W007).
     """
     if conf.DB_ALIAS.problem():
         return []  # reported as E001
@@ -281,47 +283,29 @@ def check_writable(
     if not databases or alias not in databases:
         return []
     connection = connections[alias]
-    why = dialect(connection).why_read_only(connection)
-    if why is None:
-        return []
-    return [
-        Error(
-            f"{read_only.problem(alias, why)}.",
-            hint=read_only.FIX,
-            id="django_sql_sessions.E015",
+    server = dialect(connection)
+    found: list[CheckMessage] = []
+    if (why := server.why_read_only(connection)) is not None:
+        found.append(
+            Error(
+                f"{SessionDatabaseReadOnly.problem(alias, why)}.",
+                hint=SessionDatabaseReadOnly.FIX,
+                id="django_sql_sessions.E015",
+            )
         )
-    ]
-
-
-def check_causal_reads(
-    app_configs: Sequence[AppConfig] | None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> list[CheckMessage]:
-    """
-    On a Galera node that is not MariaDB (Percona XtraDB Cluster), the
-    engine cannot make its reads wait for the cluster per statement (no SET
-    STATEMENT), so the connection must (W007). MariaDB needs nothing.
-    """
-    if conf.DB_ALIAS.problem():
-        return []  # reported as E001
-    alias = conf.DB_ALIAS.get()
-    if not databases or alias not in databases:
-        return []
-    connection = connections[alias]
-    if dialect(connection).causal_reads(connection):
-        return []
-    return [
-        Warning(
-            f"SQL_SESSIONS_DB_ALIAS {alias!r} is a Galera cluster node whose connections "
-            "read without waiting for the cluster (wsrep_sync_wait has no read bit): a "
-            "session saved through one node can load as missing through another, which "
-            "logs its user out.",
-            hint='Add "init_command": "SET SESSION wsrep_sync_wait = 1" to the alias\'s '
-            "OPTIONS in DATABASES.",
-            id="django_sql_sessions.W007",
+    if not server.causal_reads(connection):
+        found.append(
+            Warning(
+                f"SQL_SESSIONS_DB_ALIAS {alias!r} is a Galera cluster node whose connections "
+                "read without waiting for the cluster (wsrep_sync_wait has no read bit): a "
+                "session saved through one node can load as missing through another, which "
+                "logs its user out.",
+                hint='Add "init_command": "SET SESSION wsrep_sync_wait = 1" to the alias\'s '
+                "OPTIONS in DATABASES.",
+                id="django_sql_sessions.W007",
+            )
         )
-    ]
+    return found
 
 
 REDIS_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")

@@ -26,8 +26,7 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_sql_sessions.dialects import KEPT, dialect, kept
-from django_sql_sessions.missing_table import missing
-from django_sql_sessions.read_only import refusal
+from django_sql_sessions.exceptions import SessionDatabaseReadOnly, SessionTableMissing
 from django_sql_sessions.sql import Statement
 
 logger = logging.getLogger("django_sql_sessions")
@@ -75,11 +74,11 @@ def send(
             # error that says so and names the alias, instead of the
             # driver's, which names neither; never tried again.
             if chosen.refused_as_read_only(exc):
-                raise refusal(connection.alias, exc) from exc
+                raise SessionDatabaseReadOnly.refused(connection.alias, exc) from exc
             # A table the alias does not have (migrate not run there) becomes
             # one error naming the alias and the command that creates it.
             if (table := chosen.missing_table(exc)) is not None:
-                raise missing(connection.alias, table) from exc
+                raise SessionTableMissing.on(connection.alias, table) from exc
             if not retry_after(connection, exc, attempt):
                 raise
         attempt += 1
@@ -95,14 +94,6 @@ def fetch_one(
 ) -> tuple[Any, ...] | None:
     """Send one statement; return its first row, or None."""
     found: tuple[Any, ...] | None = send(connection, statement, values, ONE)
-    return found
-
-
-def fetch_all(
-    connection: BaseDatabaseWrapper, statement: Statement, **values: Any
-) -> list[tuple[Any, ...]]:
-    """Send one statement; return all its rows."""
-    found: list[tuple[Any, ...]] = send(connection, statement, values, ALL)
     return found
 
 

@@ -21,7 +21,7 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_sql_sessions.keys import HASH_LENGTH
-from django_sql_sessions.sql import LeaseStatements, Statement, Statements
+from django_sql_sessions.sql import Statement, Statements
 
 _T = TypeVar("_T")
 
@@ -38,12 +38,7 @@ class Size:
 
 
 class Dialect:
-    """
-    What the vendors share; a subclass per vendor says what its own does
-    differently. An instance of this class itself stands for a vendor the
-    package does not support: it has no statements (statements()), and
-    answers "no" to everything else.
-    """
+    """What the vendors share; an instance of it is an unsupported vendor's (no statements())."""
 
     vendor = ""  # Django's connection.vendor
 
@@ -52,10 +47,8 @@ class Dialect:
     on_conflict = ""
     # Appended to the key-moving UPDATE ({table}: the table).
     rekey_guard = ""
-    # Locking a row until the transaction ends: a table hint, a suffix.
-    row_locks = True
-    lock_hint = ""
-    lock_suffix = " FOR UPDATE"
+    # Locking a row until the transaction ends: (a table hint, a suffix).
+    row_lock: tuple[str, str] | None = ("", " FOR UPDATE")
     # The offset+1th row in cleanup order, and the import's first rows.
     nth = "ORDER BY expire_date, key_hash LIMIT 1 OFFSET %(offset)s"
     first = "LIMIT %(limit)s"
@@ -121,7 +114,8 @@ class Dialect:
         # back, as it must not re-insert a deleted one.
         row = "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
         reload = f"SELECT data, version FROM {table} {row}"
-        locked = f"SELECT data, version FROM {table}{self.lock_hint} {row}{self.lock_suffix}"
+        hint, suffix = self.row_lock or ("", "")
+        locked = f"SELECT data, version FROM {table}{hint} {row}{suffix}"
 
         # Cleanup walks the expire_date index in ranges: find where the next
         # batch of expired rows ends, then delete that range. Each range starts
@@ -161,7 +155,7 @@ class Dialect:
                 f"{causal}SELECT data, expire_date, version, updated_at, created_at {live}"
             ),
             reload=s(causal + reload),
-            reload_locked=s(causal + locked) if self.row_locks else None,
+            reload_locked=s(causal + locked) if self.row_lock else None,
             exists=s(f"{causal}SELECT 1 FROM {table} WHERE key_hash = %(key_hash)s"),
             insert=s(insert),
             update=s(
@@ -187,9 +181,8 @@ class Dialect:
 
     def import_statements(self, table: str) -> tuple[Statement, Statement]:
         """
-        Reading Django's own session table (importsessions): how many rows are
-        expired at `cutoff`, and the next `limit` live rows after `after` in key
-        order, as (session_key, session_data, expire_date).
+        Reading Django's session table (importsessions): how many rows are expired
+        at `cutoff`; the next `limit` live rows after `after` in key order.
         """
         return (
             Statement.of(f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %(cutoff)s"),
@@ -199,8 +192,13 @@ class Dialect:
             ),
         )
 
-    def lease_statements(self, table: str) -> LeaseStatements:
-        """The cleanup lease's statements (locks.py), for the quoted table name."""
+    def lease_statements(self, table: str) -> tuple[Statement, Statement, Statement, Statement]:
+        """
+        The cleanup lease's statements (locks.py), for the quoted table name:
+        take an expired lease (1 row if taken), insert one where there is none
+        (1 row if taken, 0 if there is one), renew ours if unexpired (1 row),
+        release it.
+        """
         # On Galera each statement first waits until this node has applied the
         # cluster's earlier writes, so that it sees a lease another node took.
         causal = self.causal(7)
@@ -208,36 +206,28 @@ class Dialect:
             f"INTO {table} (name, holder, expires_at) VALUES (%(name)s, %(holder)s, %(until)s)"
         )
         ours = "WHERE name = %(name)s AND holder = %(holder)s"
+        unexpired = "expires_at > %(now)s"
         s = Statement.of
-        return LeaseStatements(
-            take=s(
+        return (
+            s(
                 f"{causal}UPDATE {table} SET holder = %(holder)s, expires_at = %(until)s "
                 "WHERE name = %(name)s AND expires_at <= %(now)s"
             ),
-            insert=s(causal + self.lease_insert.format(insert)),
-            renew=s(
-                f"{causal}UPDATE {table} SET expires_at = %(until)s {ours} "
-                "AND expires_at > %(now)s"
-            ),
-            release=s(f"{causal}DELETE FROM {table} {ours}"),
+            s(causal + self.lease_insert.format(insert)),
+            s(f"{causal}UPDATE {table} SET expires_at = %(until)s {ours} AND {unexpired}"),
+            s(f"{causal}DELETE FROM {table} {ours}"),
         )
 
     def causal(self, wait: int) -> str:
-        """
-        The prefix that makes a statement wait until this node has applied the
-        cluster's earlier writes (wsrep_sync_wait's bits `wait`), where the
-        server can say so per statement.
-        """
+        """A prefix: the statement waits for the cluster's earlier writes (see MariaDB)."""
         return ""
 
     def lock_key(self, name: str) -> object:
-        """The cleanup lock's %(name)s for a lock name."""
         return name
 
     # The server.
 
     def galera(self, connection: BaseDatabaseWrapper) -> bool:
-        """Whether the server is a Galera cluster node."""
         return False
 
     def needs_lease(self, connection: BaseDatabaseWrapper) -> bool:
@@ -260,7 +250,6 @@ class Dialect:
     # exception, with the driver's args and the driver's as its cause).
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
-        """The codes the driver gives an error."""
         return ()
 
     def _coded(self, error: BaseException, codes: frozenset[object]) -> BaseException | None:
@@ -274,7 +263,6 @@ class Dialect:
         return self._coded(error, self.conflict_errors) is not None
 
     def refused_as_read_only(self, error: BaseException) -> bool:
-        """Whether a statement failed because the server refuses writes."""
         return self._coded(error, self.read_only_errors) is not None
 
     def missing_table(self, error: BaseException) -> str | None:
@@ -291,7 +279,6 @@ class Dialect:
     # sessionstats.
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
-        """The catalog query for the table's size; see size()."""
         raise NotImplementedError(f"no size query for {connection.vendor}")
 
     def size(self, row: tuple[Any, ...]) -> tuple[Size, int | None]:
@@ -323,7 +310,7 @@ class SQLite(Dialect):
     vendor = "sqlite"
     on_conflict = " ON CONFLICT (key_hash) DO NOTHING"
     # One writer at a time: no row locks, no cleanup lock.
-    row_locks = False
+    row_lock = None
     qmark = True
     size_source = "dbstat"
 
@@ -379,6 +366,12 @@ class PostgreSQL(Dialect):
     missing_table_errors = frozenset({"42P01"})
     missing_table_name = re.compile(r'relation "([^"]+)" does not exist')
     size_source = "pg_total_relation_size, pg_table_size, pg_indexes_size"
+    # Why E015 says, by the columns of why_read_only()'s query.
+    READ_ONLY = (
+        "a standby: pg_is_in_recovery() is true",
+        "default_transaction_read_only is on",
+        "transaction_read_only is on",
+    )
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
         # psycopg 3 says sqlstate, psycopg2 pgcode.
@@ -394,14 +387,8 @@ class PostgreSQL(Dialect):
                 "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'), "
                 "current_setting('transaction_read_only')"
             )
-            in_recovery, default_read_only, read_only = cursor.fetchone()
-        if in_recovery:
-            return "a standby: pg_is_in_recovery() is true"
-        if default_read_only == "on":
-            return "default_transaction_read_only is on"
-        if read_only == "on":
-            return "transaction_read_only is on"
-        return None
+            found = zip(cursor.fetchone(), self.READ_ONLY, strict=True)
+        return next((why for value, why in found if value in (True, "on")), None)
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
         # pg_table_size: the rows with their TOAST (large session data) and
@@ -423,10 +410,8 @@ class PostgreSQL(Dialect):
 
 class CockroachDB(PostgreSQL):
     """
-    PostgreSQL's dialect, and each of the session table's statements is the
-    same there: ON CONFLICT, FOR UPDATE, and the rekey guard (an error aborts
-    a transaction there too). What differs is the cleanup lock and the
-    retries (docs/scaling.rst).
+    PostgreSQL's statements, each the same there (an error aborts a transaction
+    there too); the cleanup lock and the retries differ (docs/scaling.rst).
     """
 
     vendor = "cockroachdb"
@@ -438,8 +423,7 @@ class CockroachDB(PostgreSQL):
     explain_rows = Dialect.explain_rows
 
     def needs_lease(self, connection: BaseDatabaseWrapper) -> bool:
-        # pg_try_advisory_lock() is a stub that returns true to every caller.
-        return True
+        return True  # pg_try_advisory_lock() is a stub: see locks.py
 
 
 class MySQL(Dialect):
@@ -448,7 +432,6 @@ class MySQL(Dialect):
     # statement.
     lease_insert = "INSERT IGNORE {}"
     key_hash_type = f"char({HASH_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"
-    # GET_LOCK names are server-wide, at most 64 characters (locks.lock_name()).
     session_lock = (
         Statement.of("SELECT GET_LOCK(%(name)s, 0)"),
         Statement.of("SELECT RELEASE_LOCK(%(name)s)"),
@@ -481,7 +464,7 @@ class MySQL(Dialect):
     def causal_reads(self, connection: BaseDatabaseWrapper) -> bool:
         # A Galera node that is not MariaDB (Percona XtraDB Cluster) has no
         # SET STATEMENT: the connection's own setting must have the read bit.
-        if not self.galera(connection):
+        if self.causal(1) or not self.galera(connection):
             return True
         with connection.cursor() as cursor:
             cursor.execute("SELECT @@SESSION.wsrep_sync_wait")
@@ -545,14 +528,10 @@ class MariaDB(MySQL):
         # statement wait, for itself only; without Galera it does nothing.
         return f"SET STATEMENT wsrep_sync_wait = {wait} FOR "
 
-    def causal_reads(self, connection: BaseDatabaseWrapper) -> bool:
-        return True  # see causal()
-
 
 class SQLServer(Dialect):
     vendor = "microsoft"
-    lock_hint = " WITH (UPDLOCK, ROWLOCK)"
-    lock_suffix = ""
+    row_lock = (" WITH (UPDLOCK, ROWLOCK)", "")
     nth = "ORDER BY expire_date, key_hash OFFSET %(offset)s ROWS FETCH NEXT 1 ROWS ONLY"
     first = "OFFSET 0 ROWS FETCH NEXT %(limit)s ROWS ONLY"
     # mssql-django's cursor adapts the parameters for pyodbc.
@@ -630,29 +609,18 @@ KEPT = "_django_sql_sessions_dialect"
 
 def dialect(connection: BaseDatabaseWrapper) -> Dialect:
     """The connection's dialect, chosen once per connection object."""
-    try:
-        found: Dialect = connection.__dict__[KEPT]
-        return found
-    except KeyError:
-        pass
-    chosen = for_vendor(connection.vendor)
-    if chosen is DIALECTS["mysql"] and _is_mariadb(connection):
-        chosen = MARIADB
-    connection.__dict__[KEPT] = chosen
-    return chosen
+    found: Dialect | None = connection.__dict__.get(KEPT)
+    if found is None:
+        found = for_vendor(connection.vendor)
+        if found is DIALECTS["mysql"] and _is_mariadb(connection):
+            found = MARIADB
+        connection.__dict__[KEPT] = found
+    return found
 
 
 def for_vendor(vendor: str) -> Dialect:
-    """
-    A vendor's dialect, asking no server (KeyHashField.db_type(), which
-    migrate calls before any connection): MySQL's for MariaDB too.
-    """
+    """A vendor's dialect, asking no server (MySQL's for MariaDB too)."""
     return DIALECTS.get(vendor, UNSUPPORTED)
-
-
-def supported(connection: BaseDatabaseWrapper) -> bool:
-    """Whether the package supports the connection's vendor (check E004)."""
-    return for_vendor(connection.vendor) is not UNSUPPORTED
 
 
 _compiled: dict[tuple[Dialect, str], Statements] = {}
@@ -661,16 +629,14 @@ _compiled: dict[tuple[Dialect, str], Statements] = {}
 def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
     """The session table's statements for this connection and a (validated) table name."""
     chosen = dialect(connection)
-    try:
-        return _compiled[chosen, table]
-    except KeyError:
+    if (chosen, table) not in _compiled:
         if chosen is UNSUPPORTED:
             raise NotImplementedError(
                 f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, "
                 f"not {connection.vendor!r}."
-            ) from None
-        compiled = _compiled[chosen, table] = chosen.compile(connection.ops.quote_name(table))
-        return compiled
+            )
+        _compiled[chosen, table] = chosen.compile(connection.ops.quote_name(table))
+    return _compiled[chosen, table]
 
 
 # Whether a MySQL alias's server is MariaDB, by alias and server, per
@@ -691,11 +657,9 @@ def _is_mariadb(connection: BaseDatabaseWrapper) -> bool:
         settings_dict["PORT"],
         repr(settings_dict.get("OPTIONS")),
     )
-    try:
-        return _mariadb[server]
-    except KeyError:
-        mariadb = _mariadb[server] = bool(connection.mysql_is_mariadb)  # type: ignore[attr-defined]
-        return mariadb
+    if server not in _mariadb:
+        _mariadb[server] = bool(connection.mysql_is_mariadb)  # type: ignore[attr-defined]
+    return _mariadb[server]
 
 
 def kept(
@@ -710,11 +674,10 @@ def kept(
     """
     raw = connection.connection
     found = getattr(connection, attribute, None)
-    if found is not None and found[0] is raw:
-        return found[1]  # type: ignore[no-any-return]
-    value = make(connection)
-    setattr(connection, attribute, (raw, value))
-    return value
+    if found is None or found[0] is not raw:
+        found = (raw, make(connection))
+        setattr(connection, attribute, found)
+    return found[1]
 
 
 def _wsrep_on(connection: BaseDatabaseWrapper) -> bool:

@@ -1,6 +1,25 @@
+"""
+The package's errors. Two replace a driver's error that names neither the alias
+nor the fix, in the words of checks E015 and W006/E006; logged once per process.
+"""
+
 from __future__ import annotations
 
+import logging
+
 from django.db import DatabaseError
+
+logger = logging.getLogger("django_sql_sessions")
+
+# What has been logged: an alias refusing writes, an (alias, table) missing.
+_reported: set[object] = set()
+
+
+def _logged_once(key: object, message: str) -> str:
+    if key not in _reported:
+        _reported.add(key)
+        logger.error("%s", message)
+    return message
 
 
 class SessionTooLarge(ValueError):
@@ -27,6 +46,25 @@ class SessionDatabaseReadOnly(DatabaseError):
     retries, atomic()) keeps handling this one.
     """
 
+    FIX = (
+        "Point SQL_SESSIONS_DB_ALIAS at the primary (the server that accepts writes): "
+        "every login and every session change is a write. Send only other reads to replicas."
+    )
+
+    @staticmethod
+    def problem(alias: str, why: str) -> str:
+        """What is wrong, naming the setting and the alias (check E015 and the error)."""
+        return (
+            f"SQL_SESSIONS_DB_ALIAS {alias!r} is a standby or read-only database server "
+            f"({why}), so no session can be saved"
+        )
+
+    @classmethod
+    def refused(cls, alias: str, error: BaseException) -> SessionDatabaseReadOnly:
+        """The error for a write the alias's server refused."""
+        why = "it refused a write: " + str(error).strip().splitlines()[0]
+        return cls(_logged_once(alias, f"{cls.problem(alias, why)}. {cls.FIX}"))
+
 
 class SessionTableMissing(DatabaseError):
     """
@@ -40,3 +78,21 @@ class SessionTableMissing(DatabaseError):
     it without changing them; and code that already handles database errors
     (the commands' one-line errors, atomic()) keeps handling this one.
     """
+
+    @staticmethod
+    def fix(alias: str) -> str:
+        """The command that creates the package's tables on the alias (this error and W006)."""
+        return f"Run 'python manage.py migrate --database={alias}'"
+
+    @classmethod
+    def on(cls, alias: str, table: str) -> SessionTableMissing:
+        """The error for a statement on a table the alias does not have ("": unnamed)."""
+        named = f"table {table!r}" if table else "a table the statement needs"
+        return cls(
+            _logged_once(
+                (alias, table),
+                f"Database {alias!r} has no {named}: its migrations have not run there. "
+                f"{cls.fix(alias)} to create it (if migrate has nothing to do, the table was "
+                f"dropped or renamed: 'python manage.py check --database {alias}' says why).",
+            )
+        )

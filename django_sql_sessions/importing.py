@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from django_sql_sessions import conf
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.cursors import fetch_all, fetch_one
+from django_sql_sessions.cursors import ALL, fetch_one, send
 from django_sql_sessions.dialects import dialect
 from django_sql_sessions.keys import is_valid_key
 from django_sql_sessions.models import ImportedSession, Session
@@ -75,7 +75,9 @@ def import_django_sessions(
     seen: set[str] = set()  # in a dry run, which writes no seen_at
     last_key = ""
     while True:
-        rows = fetch_all(source, select, after=last_key, cutoff=cutoff, limit=batch_size)
+        rows = send(
+            source, select, {"after": last_key, "cutoff": cutoff, "limit": batch_size}, ALL
+        )
         if not rows:
             break
         last_key = rows[-1][0]

@@ -107,7 +107,7 @@ LEASE_SECONDS = 60
 
 @contextmanager
 def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
-    sql = dialect(connection).lease_statements(
+    take, insert, renew, release = dialect(connection).lease_statements(
         connection.ops.quote_name(CleanupLease._meta.db_table)
     )
     # Which runner holds it, for an operator reading the table.
@@ -119,14 +119,14 @@ def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
         return {"now": to_db_datetime(connection, now), "until": to_db_datetime(connection, until)}
 
     def keep() -> bool:
-        if execute(connection, sql.renew, name=name, holder=holder, **times()):
+        if execute(connection, renew, name=name, holder=holder, **times()):
             return True
         logger.warning("The session cleanup lease %s expired and was not renewed", name)
         return False
 
     at = times()
-    taken = execute(connection, sql.take, name=name, holder=holder, **at) or execute(
-        connection, sql.insert, name=name, holder=holder, until=at["until"]
+    taken = execute(connection, take, name=name, holder=holder, **at) or execute(
+        connection, insert, name=name, holder=holder, until=at["until"]
     )
     if not taken:
         yield NOT_HELD
@@ -135,7 +135,7 @@ def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
         yield Hold(True, keep)
     finally:
         try:
-            execute(connection, sql.release, name=name, holder=holder)
+            execute(connection, release, name=name, holder=holder)
         except DatabaseError:
             logger.warning(
                 "Could not release the session cleanup lease; it expires by itself",

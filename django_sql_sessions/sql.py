@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -30,7 +29,7 @@ class Statement:
     names: tuple[str, ...]  # in the order they occur, repeats included
     format: str  # %s placeholders: Django's cursors, psycopg, MySQLdb, pyodbc
     qmark: str  # ? placeholders: the sqlite3 module
-    expected: frozenset[str]  # the names, each once
+    expected: frozenset[str]  # the names, each once: cursors.send() checks the values
 
     @classmethod
     def of(cls, sql: str) -> Statement:
@@ -38,14 +37,6 @@ class Statement:
         return cls(
             sql, names, _PARAMETER.sub("%s", sql), _PARAMETER.sub("?", sql), frozenset(names)
         )
-
-    def params(self, values: Mapping[str, Any]) -> list[Any]:
-        """The values in placeholder order; every name given, none extra."""
-        if values.keys() != self.expected:
-            raise TypeError(
-                f"Statement takes {sorted(self.expected)}, was given {sorted(values)}: {self.sql}"
-            )
-        return [values[name] for name in self.names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +82,6 @@ class Statements:
     # those after (after, after_key) as well.
     delete_until: Statement
     delete_between: Statement
-
-
-@dataclasses.dataclass(frozen=True)
-class LeaseStatements:
-    """The cleanup lease's (locks.py)."""
-
-    take: Statement  # an expired lease: 1 row if taken
-    insert: Statement  # no lease yet: 1 row if taken, 0 if there is one
-    renew: Statement  # 1 row if still ours and unexpired
-    release: Statement
 
 
 def to_db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) -> Any:

@@ -250,11 +250,13 @@ def _estimated_counts(
     Live, expired and all sessions of a table larger than cap: the expired
     ones counted up to cap (a cleaned table keeps few), the rest estimated.
     """
-    total = _estimate_total(chosen, Session.objects.all(), catalog_rows)
+    # MariaDB/MySQL's and SQL Server's size query gives one; SQLite keeps none.
+    rows = catalog_rows if catalog_rows is not None else chosen.explain_rows(Session.objects)
+    total = Number(Session.objects.count(), True) if rows is None else Number(rows, False)
     expired_rows = Session.objects.filter(expire_date__lte=now)
     counted = _capped_count(expired_rows, cap)
     estimated = None if counted is not None else chosen.explain_rows(expired_rows)
-    if counted is not None or estimated is None:
+    if estimated is None:
         # Within the cap, or no estimate to be had (SQL Server): counted,
         # along the expire_date index.
         expired = Number(counted if counted is not None else expired_rows.count(), True)
@@ -290,17 +292,6 @@ def _capped_count(queryset: QuerySet[Session], cap: int) -> int | None:
     """The queryset's count if it is at most cap, reading at most cap + 1 rows; else None."""
     count = queryset[: cap + 1].count()
     return count if count <= cap else None
-
-
-def _estimate_total(
-    chosen: Dialect, sessions: QuerySet[Session], catalog_rows: int | None
-) -> Number:
-    if catalog_rows is not None:  # MariaDB/MySQL, SQL Server: from the size query
-        return Number(catalog_rows, False)
-    estimated = chosen.explain_rows(sessions)
-    if estimated is None:  # SQLite keeps no estimate
-        return Number(sessions.count(), True)
-    return Number(estimated, False)
 
 
 def top_users_query(top: int) -> QuerySet[Any, tuple[str | None, int]]:

@@ -321,29 +321,29 @@ def test_a_galera_node_without_causal_reads_is_warned_about(
     # Percona XtraDB Cluster: a Galera node that is MySQL, not MariaDB. The
     # check is tried on the MariaDB server here, which has the variable too.
     from django_sql_sessions import dialects
-    from django_sql_sessions.checks import check_causal_reads
+    from django_sql_sessions.checks import check_server
 
     connection = connections[alias]
     if connection.vendor != "mysql":
-        assert check_causal_reads(None, databases=[alias]) == []
+        assert check_server(None, databases=[alias]) == []
         return
     monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: True)
-    assert check_causal_reads(None, databases=[alias]) == []  # MariaDB: SET STATEMENT
+    assert check_server(None, databases=[alias]) == []  # MariaDB: SET STATEMENT
     monkeypatch.setitem(connection.__dict__, dialects.KEPT, dialects.DIALECTS["mysql"])
-    (warning,) = check_causal_reads(None, databases=[alias])
+    (warning,) = check_server(None, databases=[alias])
     assert warning.id == "django_sql_sessions.W007"
     assert "SET SESSION wsrep_sync_wait = 1" in str(warning.hint)
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION wsrep_sync_wait = 1")
     try:
-        assert check_causal_reads(None, databases=[alias]) == []
+        assert check_server(None, databases=[alias]) == []
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION wsrep_sync_wait = 0")
     monkeypatch.setattr(dialects.MySQL, "galera", lambda self, connection: False)
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION wsrep_sync_wait = 0")
-    assert check_causal_reads(None, databases=[alias]) == []  # not a cluster
+    assert check_server(None, databases=[alias]) == []  # not a cluster
 
 
 REDIS = "django.core.cache.backends.redis.RedisCache"

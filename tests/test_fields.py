@@ -68,15 +68,14 @@ def test_key_lookups_use_the_primary_key(alias: str) -> None:
     assert store.session_key is not None
     connection = connections[alias]
     load = statements(connection, session_table()).load
-    params = load.params(
-        {
-            "key_hash": hash_key(store.session_key),
-            "now": connection.ops.adapt_datetimefield_value(timezone.now()),
-            "born_after": connection.ops.adapt_datetimefield_value(
-                timezone.now() - datetime.timedelta(days=1)
-            ),
-        }
-    )
+    values = {
+        "key_hash": hash_key(store.session_key),
+        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+        "born_after": connection.ops.adapt_datetimefield_value(
+            timezone.now() - datetime.timedelta(days=1)
+        ),
+    }
+    params = [values[name] for name in load.names]
     explain = {
         "postgresql": "EXPLAIN ",
         "mysql": "EXPLAIN FORMAT=JSON ",

@@ -27,16 +27,13 @@ FOUNDATIONS = {
     "django_sql_sessions.exceptions": set(),
     "django_sql_sessions.sql": set(),
     "django_sql_sessions.dialects": {"django_sql_sessions.keys", "django_sql_sessions.sql"},
-    # What a vendor's error means is its dialect's; the errors raised in its
-    # place, read_only.py's and missing_table.py's.
+    # What a vendor's error means is its dialect's; what is raised in its
+    # place, exceptions.py's.
     "django_sql_sessions.cursors": {
         "django_sql_sessions.dialects",
-        "django_sql_sessions.read_only",
-        "django_sql_sessions.missing_table",
+        "django_sql_sessions.exceptions",
         "django_sql_sessions.sql",
     },
-    "django_sql_sessions.read_only": {"django_sql_sessions.exceptions"},
-    "django_sql_sessions.missing_table": {"django_sql_sessions.exceptions"},
     "django_sql_sessions.fields": {"django_sql_sessions.dialects", "django_sql_sessions.keys"},
 }
 # The one module that may ask which vendor, or which flavour of a vendor's

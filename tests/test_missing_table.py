@@ -5,7 +5,7 @@ import logging
 import pytest
 from django.db import DatabaseError, connections
 
-from django_sql_sessions import missing_table
+from django_sql_sessions import exceptions
 from django_sql_sessions.cursors import fetch_one
 from django_sql_sessions.dialects import for_vendor
 from django_sql_sessions.exceptions import SessionTableMissing
@@ -14,7 +14,7 @@ from django_sql_sessions.sql import Statement
 
 @pytest.fixture(autouse=True)
 def nothing_reported_yet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(missing_table, "_reported", set())
+    monkeypatch.setattr(exceptions, "_reported", set())
 
 
 def test_a_statement_on_a_missing_table_names_the_alias_and_the_command(

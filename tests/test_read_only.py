@@ -18,8 +18,8 @@ from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError, InternalError, ProgrammingError, connections, transaction
 
-from django_sql_sessions import read_only
-from django_sql_sessions.checks import check_writable
+from django_sql_sessions import exceptions
+from django_sql_sessions.checks import check_server
 from django_sql_sessions.cursors import execute
 from django_sql_sessions.dialects import DIALECTS, dialect
 from django_sql_sessions.exceptions import SessionDatabaseReadOnly
@@ -58,7 +58,7 @@ def read_only_alias(
     alias set as SQL_SESSIONS_DB_ALIAS.
     """
     alias = request.param[0]
-    monkeypatch.setattr(read_only, "_reported", set())
+    monkeypatch.setattr(exceptions, "_reported", set())
     settings.SQL_SESSIONS_DB_ALIAS = alias
     with django_db_blocker.unblock():
         yield request.param
@@ -67,20 +67,20 @@ def read_only_alias(
 
 def test_the_check_is_registered_for_databases() -> None:
     registered = checks.registry.registry.get_checks(include_deployment_checks=True)
-    assert {check_writable} <= set(registered)
-    assert checks.Tags.database in getattr(check_writable, "tags", ())
+    assert {check_server} <= set(registered)
+    assert checks.Tags.database in getattr(check_server, "tags", ())
 
 
 def test_check_on_a_read_only_connection(read_only_alias: tuple[str, str, object]) -> None:
     alias, why, _code = read_only_alias
-    [error] = check_writable(None, databases=[alias])
+    [error] = check_server(None, databases=[alias])
     assert error.id == "django_sql_sessions.E015"
     assert error.msg.startswith(f"SQL_SESSIONS_DB_ALIAS {alias!r} is a standby or read-only")
     assert why in error.msg
     assert "primary" in str(error.hint)
     # Only with the database tag, and for the sessions alias.
-    assert check_writable(None, databases=None) == []
-    assert check_writable(None, databases=["default"]) == []
+    assert check_server(None, databases=None) == []
+    assert check_server(None, databases=["default"]) == []
 
 
 def test_a_save_on_a_read_only_connection(
@@ -107,7 +107,7 @@ def test_no_error_where_writes_are_accepted(
         pytest.skip(f"{alias} not configured: {ENV[alias]} is not set")
     settings.SQL_SESSIONS_DB_ALIAS = alias
     with django_db_blocker.unblock():
-        assert check_writable(None, databases=[alias]) == []
+        assert check_server(None, databases=[alias]) == []
 
 
 def test_a_read_only_transaction_on_postgresql(
@@ -192,7 +192,7 @@ class TestSqlServerOffline:
         # SQL Server statements always go through Django's cursor, which
         # raises Django's error with pyodbc's as its cause.
         connection = offline_connection()
-        monkeypatch.setattr(read_only, "_reported", set())
+        monkeypatch.setattr(exceptions, "_reported", set())
         error = ProgrammingError(*self.REFUSED)
         monkeypatch.setattr(connection, "cursor", lambda: self.Cursor(error=error))
         with pytest.raises(SessionDatabaseReadOnly) as raised:

@@ -35,9 +35,9 @@ from django.db import DatabaseError, connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from django_sql_sessions import read_only
+from django_sql_sessions import exceptions
 from django_sql_sessions.backends.db import SessionStore
-from django_sql_sessions.checks import check_routers, check_writable
+from django_sql_sessions.checks import check_routers, check_server
 from django_sql_sessions.exceptions import SessionDatabaseReadOnly
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import hash_key, session_table
@@ -222,13 +222,13 @@ class TestReplicaRoutingChecks:
 class TestAliasOnTheStandby:
     def test_check(self, pair: None, settings: Any) -> None:
         settings.SQL_SESSIONS_DB_ALIAS = "pgstandby"
-        [error] = check_writable(None, databases=["pgstandby"])
+        [error] = check_server(None, databases=["pgstandby"])
         assert error.id == "django_sql_sessions.E015"
         assert "SQL_SESSIONS_DB_ALIAS 'pgstandby' is a standby" in error.msg
         assert "pg_is_in_recovery()" in error.msg
         assert "primary" in str(error.hint)
         settings.SQL_SESSIONS_DB_ALIAS = "pgprimary"
-        assert check_writable(None, databases=["pgprimary"]) == []
+        assert check_server(None, databases=["pgprimary"]) == []
 
     def test_manage_py_check(self, pair: None, tmp_path: Path) -> None:
         on_standby = project(tmp_path, alias="pgstandby", routers=[SESSION_ROUTER])
@@ -254,7 +254,7 @@ class TestAliasOnTheStandby:
         monkeypatch: pytest.MonkeyPatch,
         cursor: str,
     ) -> None:
-        monkeypatch.setattr(read_only, "_reported", set())
+        monkeypatch.setattr(exceptions, "_reported", set())
         settings.SQL_SESSIONS_DB_ALIAS = "pgstandby"
         # An execute_wrapper() makes the engine use Django's cursor, as DEBUG does.
         observed: AbstractContextManager[Any] = (
