@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -209,26 +209,20 @@ class CachedSessionTable(SessionTable):
         keep_later_expiry: bool = False,
         restart_lifetime: bool = False,
     ) -> Row | None:
-        if in_transaction(self.alias):
-            # The commit may come long after: see changing().
-            with self.changing([key_hash]):
-                return self.table.update(
-                    key_hash,
-                    row,
-                    data,
-                    values,
-                    keep_later_expiry=keep_later_expiry,
-                    restart_lifetime=restart_lifetime,
-                )
+        # In a transaction the commit may come long after: see changing().
+        waits = in_transaction(self.alias)
         since = clock()
-        written = self.table.update(
-            key_hash,
-            row,
-            data,
-            values,
-            keep_later_expiry=keep_later_expiry,
-            restart_lifetime=restart_lifetime,
-        )
+        with self.changing([key_hash]) if waits else nullcontext():
+            written = self.table.update(
+                key_hash,
+                row,
+                data,
+                values,
+                keep_later_expiry=keep_later_expiry,
+                restart_lifetime=restart_lifetime,
+            )
+        if waits:
+            return written
         # None: another version is stored; the engine reads it again (see
         # reload()) and its retry replaces the entry.
         if written is not None:
