@@ -5,6 +5,7 @@ the README.
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -74,6 +75,7 @@ def check_settings(
                 id="django_sql_sessions.W005",
             )
         )
+    errors += _unknown_setting_names()
     if conf.DB_ALIAS.problem():
         return errors
     alias = conf.DB_ALIAS.get()
@@ -99,6 +101,27 @@ def check_settings(
             )
         )
     return errors
+
+
+def _unknown_setting_names() -> list[CheckMessage]:
+    """W010: a setting that looks like one of ours but is not (a typo is otherwise ignored)."""
+    known = {setting.name for setting in conf.SETTINGS}
+    found: list[CheckMessage] = []
+    for name in sorted(dir(settings)):
+        # SQL_SESSION_ (no S) too: the easiest typo of the prefix.
+        if name in known or not name.startswith(("SQL_SESSIONS_", "SQL_SESSION_")):
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        found.append(
+            Warning(
+                f"{name} is not a setting of django_sql_sessions, so it is ignored.",
+                hint=f"Did you mean {close[0]}?"
+                if close
+                else "Its settings are listed in the README: " + ", ".join(sorted(known)) + ".",
+                id="django_sql_sessions.W010",
+            )
+        )
+    return found
 
 
 def check_routers(

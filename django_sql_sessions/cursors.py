@@ -63,7 +63,9 @@ def send(
             f"Statement takes {sorted(statement.expected)}, was given {sorted(values)}: "
             f"{statement.sql}"
         )
-    params = [values[name] for name in statement.names]
+    # map(), not a comprehension: before Python 3.12 a comprehension is a
+    # function call of its own, on every statement.
+    params = list(map(values.__getitem__, statement.names))
     attempt = 1
     while True:
         try:

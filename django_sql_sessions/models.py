@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -23,6 +23,8 @@ if not apps.is_installed("django_sql_sessions"):
         "django_sql_sessions is not in INSTALLED_APPS: add 'django_sql_sessions' to "
         "INSTALLED_APPS (its engine needs its models, migrations and checks)."
     )
+
+_M = TypeVar("_M", bound=models.Model)
 
 USER_AGENT_MAX_LENGTH = 255
 USER_INDEX_NAME = "sql_sessions_user_idx"
@@ -251,9 +253,10 @@ class Session(models.Model):
         return self.updated_at
 
 
-class ImportedSessionManager(models.Manager["ImportedSession"]):
-    def get_queryset(self) -> models.QuerySet[ImportedSession]:
-        # On the sessions alias, as SessionManager.
+class PinnedManager(models.Manager[_M]):
+    """The package's other tables' manager: on the sessions alias, as SessionManager."""
+
+    def get_queryset(self) -> models.QuerySet[_M]:
         return models.QuerySet(self.model, using=conf.DB_ALIAS.get())
 
 
@@ -273,7 +276,7 @@ class ImportedSession(models.Model):
     source = models.CharField(_("source"), max_length=200)
     seen_at = models.DateTimeField(_("last seen at"))
 
-    objects = ImportedSessionManager()
+    objects = PinnedManager["ImportedSession"]()
 
     class Meta:
         db_table = "django_sql_sessions_imported"
@@ -306,12 +309,6 @@ class CleanupLease(models.Model):
         return self.name
 
 
-class FrontingCacheManager(models.Manager["FrontingCache"]):
-    def get_queryset(self) -> models.QuerySet[FrontingCache]:
-        # On the sessions alias, as SessionManager.
-        return models.QuerySet(self.model, using=conf.DB_ALIAS.get())
-
-
 class FrontingCache(models.Model):
     """
     That the cached engine serves a session table from a cache, recorded by
@@ -326,7 +323,7 @@ class FrontingCache(models.Model):
     cache = models.CharField(_("cache"), max_length=200)
     recorded_at = models.DateTimeField(_("recorded at"))
 
-    objects = FrontingCacheManager()
+    objects = PinnedManager["FrontingCache"]()
 
     class Meta:
         db_table = "django_sql_sessions_cache"

@@ -100,6 +100,9 @@ class Row:
     # None where the reader did not ask (only the cached engine's entries
     # need it, for SQL_SESSIONS_ABSOLUTE_LIFETIME on a hit).
     created_at: Any = None
+    # The data decoded, where the reader has it already (a cache hit, whose
+    # entry is authenticated as a whole): the engine then skips the decode.
+    session: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

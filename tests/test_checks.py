@@ -401,3 +401,13 @@ def test_the_cached_engines_cache_alias_must_exist(settings: Any) -> None:
     settings.SESSION_ENGINE = "django_sql_sessions.backends.cached_db"
     settings.SESSION_CACHE_ALIAS = "nowhere"
     assert ids(check_cache(None)) == ["django_sql_sessions.E017"]
+
+
+def test_a_misspelled_setting_name(settings: Any) -> None:
+    settings.SQL_SESSIONS_GC_FREQENCY = 0
+    messages = check_settings(None)
+    assert ids(messages) == ["django_sql_sessions.W010"]
+    assert messages[0].msg == (
+        "SQL_SESSIONS_GC_FREQENCY is not a setting of django_sql_sessions, so it is ignored."
+    )
+    assert messages[0].hint == "Did you mean SQL_SESSIONS_GC_FREQUENCY?"

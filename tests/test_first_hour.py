@@ -175,3 +175,15 @@ def test_an_invalid_table_name_is_refused_by_migrate_without_checks(tmp_path: Pa
     [default] = project.tables("default")
     assert "auth_user" in default  # the other apps' migrations ran
     assert "web-sessions" not in default
+
+
+def test_a_misspelled_setting_is_named(tmp_path: Path) -> None:
+    # A typo in a setting's name used to be ignored without a word.
+    project = start_project(
+        tmp_path, QUICK_START + "SQL_SESSIONS_MAX_SIZ = 65536\nSQL_SESSION_DB_ALIAS = 'default'\n"
+    )
+    result = project.manage("check")  # a warning: check still succeeds
+    assert "django_sql_sessions.W010" in result.stderr
+    assert "SQL_SESSIONS_MAX_SIZ is not a setting of django_sql_sessions" in result.stderr
+    assert "Did you mean SQL_SESSIONS_MAX_SIZE?" in result.stderr
+    assert "Did you mean SQL_SESSIONS_DB_ALIAS?" in result.stderr

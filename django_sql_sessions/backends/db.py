@@ -156,7 +156,7 @@ class SessionStore(SessionBase):
             # Missing or expired: never adopt a key we did not issue.
             self._session_key = None
             return {}
-        data = self.decode(row.data)
+        data = self.decode(row.data) if row.session is None else row.session
         self._row, self._expiry_setting, self._fresh = row, data.get(EXPIRY_KEY), True
         self._row_key = key
         self._activity_recorded = False
