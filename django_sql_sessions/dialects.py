@@ -81,8 +81,9 @@ class Dialect:
     missing_table_errors: frozenset[object] = frozenset()
     missing_table_name = re.compile(r"(?!)")
 
-    # Where table_size() reads, for the report.
+    # Where table_size() reads, and what to know about its figures.
     size_source = ""
+    size_note: str | None = None
 
     def compile(self, table: str) -> Statements:
         """The session table's statements, for the table name as the backend quotes it."""
@@ -279,11 +280,8 @@ class Dialect:
     # sessionstats.
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
+        """The catalog's (bytes in all, bytes of the rows, rows or NULL) of the table."""
         raise NotImplementedError(f"no size query for {connection.vendor}")
-
-    def size(self, row: tuple[Any, ...]) -> tuple[Size, int | None]:
-        """The size from size_query()'s row, and the row count where it gives one."""
-        raise NotImplementedError
 
     def table_size(self, connection: BaseDatabaseWrapper, table: str) -> tuple[Size, int | None]:
         """The table's size on disk from the catalog, and its row estimate where it gives one."""
@@ -299,7 +297,9 @@ class Dialect:
             return Size(None, None, None, self.size_source, f"not available: {exc}"), None
         if row is None:
             return Size(None, None, None, self.size_source, "the table was not found"), None
-        return self.size(row)
+        total, data, rows = int(row[0] or 0), int(row[1] or 0), row[2]
+        size = Size(total, data, total - data, self.size_source, self.size_note)
+        return size, None if rows is None else int(rows)
 
     def explain_rows(self, queryset: Any) -> int | None:
         """The planner's estimate of the queryset's rows, where EXPLAIN gives one."""
@@ -365,7 +365,7 @@ class PostgreSQL(Dialect):
     read_only_errors = frozenset({"25006"})
     missing_table_errors = frozenset({"42P01"})
     missing_table_name = re.compile(r'relation "([^"]+)" does not exist')
-    size_source = "pg_total_relation_size, pg_table_size, pg_indexes_size"
+    size_source = "pg_total_relation_size, pg_table_size"
     # Why E015 says, by the columns of why_read_only()'s query.
     READ_ONLY = (
         "a standby: pg_is_in_recovery() is true",
@@ -392,16 +392,12 @@ class PostgreSQL(Dialect):
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
         # pg_table_size: the rows with their TOAST (large session data) and
-        # maps; with the indexes, pg_total_relation_size.
+        # maps; with the indexes (pg_indexes_size), pg_total_relation_size.
         return (
-            "SELECT pg_total_relation_size(c.oid), pg_table_size(c.oid), pg_indexes_size(c.oid) "
+            "SELECT pg_total_relation_size(c.oid), pg_table_size(c.oid), NULL "
             "FROM pg_class c WHERE c.oid = to_regclass(%s)",
             [connection.ops.quote_name(table)],
         )
-
-    def size(self, row: tuple[Any, ...]) -> tuple[Size, int | None]:
-        total, data, index = (int(value) for value in row)
-        return Size(total, data, index, self.size_source), None
 
     def explain_rows(self, queryset: Any) -> int | None:
         plan = json.loads(queryset.values_list("pk").explain(format="json"))
@@ -449,6 +445,7 @@ class MySQL(Dialect):
     missing_table_errors = frozenset({1146})
     missing_table_name = re.compile(r"Table '(?:[^'.]*\.)?([^'.]+)' doesn't exist")
     size_source = "information_schema.TABLES"
+    size_note = "InnoDB's figures as of its last statistics update"
     # Room per row for everything but the session data in a row-based
     # writeset: the other columns, the key and the user index entries.
     ROW_OVERHEAD = 1024
@@ -497,15 +494,10 @@ class MySQL(Dialect):
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
         return (
-            "SELECT DATA_LENGTH, INDEX_LENGTH, TABLE_ROWS FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            "SELECT DATA_LENGTH + INDEX_LENGTH, DATA_LENGTH, TABLE_ROWS FROM "
+            "information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
             [table],
         )
-
-    def size(self, row: tuple[Any, ...]) -> tuple[Size, int | None]:
-        data, index, rows = (int(value or 0) for value in row)
-        note = "InnoDB's figures as of its last statistics update"
-        return Size(data + index, data, index, self.size_source, note), rows
 
     def explain_rows(self, queryset: Any) -> int | None:
         plan = json.loads(queryset.values_list("pk").explain(format="json"))
@@ -580,18 +572,14 @@ class SQLServer(Dialect):
         # pages from the heap or clustered index (index_id 0 or 1), plus
         # every index's large-object pages; the other used pages are index.
         return (
-            "SELECT SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END), "
-            f"SUM(used_page_count) * {self.PAGE_BYTES}, "
+            f"SELECT SUM(used_page_count) * {self.PAGE_BYTES}, "
             "SUM(CASE WHEN index_id < 2 THEN in_row_data_page_count + lob_used_page_count "
             "+ row_overflow_used_page_count ELSE lob_used_page_count "
-            f"+ row_overflow_used_page_count END) * {self.PAGE_BYTES} "
+            f"+ row_overflow_used_page_count END) * {self.PAGE_BYTES}, "
+            "SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END) "
             "FROM sys.dm_db_partition_stats WHERE object_id = OBJECT_ID(%s)",
             [connection.ops.quote_name(table)],
         )
-
-    def size(self, row: tuple[Any, ...]) -> tuple[Size, int | None]:
-        rows, used, data = (int(value or 0) for value in row)
-        return Size(used, data, used - data, self.size_source), rows
 
 
 # By Django's connection.vendor; MariaDB's is "mysql" too (see dialect()).

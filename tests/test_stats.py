@@ -212,11 +212,11 @@ class TestSqlServerOffline:
     def test_size_query(self) -> None:
         sql, params = DIALECTS["microsoft"].size_query(offline_connection(), "test_web_sessions")
         assert sql == (
-            "SELECT SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END), "
-            "SUM(used_page_count) * 8192, "
+            "SELECT SUM(used_page_count) * 8192, "
             "SUM(CASE WHEN index_id < 2 THEN in_row_data_page_count + lob_used_page_count "
             "+ row_overflow_used_page_count ELSE lob_used_page_count "
-            "+ row_overflow_used_page_count END) * 8192 "
+            "+ row_overflow_used_page_count END) * 8192, "
+            "SUM(CASE WHEN index_id < 2 THEN row_count ELSE 0 END) "
             "FROM sys.dm_db_partition_stats WHERE object_id = OBJECT_ID(%s)"
         )
         assert params == ["[test_web_sessions]"]
