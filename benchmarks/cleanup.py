@@ -714,11 +714,8 @@ def measure_one(
 def one_line(exc: BaseException) -> str:
     """The error in a line: MySQL's code and message, or the message."""
     args = exc.args
-    if len(args) == 2 and isinstance(args[0], int):
-        text = f"{args[0]} {args[1]}"
-    else:
-        text = str(exc)
-    text = " ".join(text.split())
+    coded = len(args) == 2 and isinstance(args[0], int)
+    text = " ".join((f"{args[0]} {args[1]}" if coded else str(exc)).split())
     return text if len(text) <= 100 else text[:97] + "..."
 
 
