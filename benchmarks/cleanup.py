@@ -65,7 +65,9 @@ import argparse
 import itertools
 import os
 import random
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1061,6 +1063,58 @@ def writeset_rows(alias: str, rows: int | None) -> Iterator[None]:
         probe.close()
 
 
+# The scripts that start the replica set-ups (see clusters/README.rst).
+CLUSTER_SCRIPTS = {"pg_standby": "clusters/pg-standby.sh", "galera": "clusters/galera.sh"}
+
+
+@contextmanager
+def started_clusters(names: Sequence[str]) -> Iterator[None]:
+    """
+    Start the clusters of the replica set-ups among `names` (the standby
+    with no apply delay unless PG_STANDBY_DELAY says otherwise), put their
+    settings in the environment, and stop afterwards those that were not
+    running at all before.
+    """
+    root = report.ROOT
+    env = {**os.environ, "PG_STANDBY_DELAY": os.environ.get("PG_STANDBY_DELAY", "0")}
+    started: list[str] = []
+    try:
+        for name in names:
+            if name not in CLUSTER_SCRIPTS:
+                continue
+            script = ["bash", str(root / CLUSTER_SCRIPTS[name])]
+            status = subprocess.run(
+                [*script, "status"], capture_output=True, text=True, env=env, check=False
+            )
+            # galera.sh: exit status 3 when nothing runs; pg-standby.sh: "stopped" twice.
+            stopped = status.returncode == 3 or status.stdout.count(": stopped") == 2
+            subprocess.run([*script, "start"], env=env, check=True)
+            if stopped:
+                started.append(name)
+            exports = subprocess.run(
+                [*script, "env"], capture_output=True, text=True, env=env, check=True
+            ).stdout
+            os.environ.update(exported(exports))
+        yield
+    finally:
+        for name in reversed(started):
+            subprocess.run(
+                ["bash", str(root / CLUSTER_SCRIPTS[name]), "stop"], env=env, check=False
+            )
+
+
+def exported(script_output: str) -> dict[str, str]:
+    """The variables of a script's "export NAME=VALUE ..." lines."""
+    found = {}
+    for line in script_output.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["export"]:
+            for assignment in words[1:]:
+                name, _, value = assignment.partition("=")
+                found[name] = value
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -1086,6 +1140,11 @@ def main() -> None:
         type=int,
         help="set wsrep_max_ws_rows on every Galera node for the run (restored after)",
     )
+    parser.add_argument(
+        "--start-clusters",
+        action="store_true",
+        help="start the clusters of pg_standby and galera if needed (and stop them after)",
+    )
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument(
         "--docs",
@@ -1093,11 +1152,19 @@ def main() -> None:
         help="also write the RST fragment and SVG chart there (e.g. docs/perf)",
     )
     args = parser.parse_args()
+    names = args.databases.split(",")
+    if args.start_clusters:
+        with started_clusters(names):
+            run_benchmark(args, names)
+    else:
+        run_benchmark(args, names)
+
+
+def run_benchmark(args: argparse.Namespace, names: list[str]) -> None:
     if args.smoke:
         sizes = Sizes.of(2_000, 3_000, baseline=1.0, warm_up=0.3)
     else:
         sizes = Sizes.of(args.live, args.expired, baseline=args.baseline, warm_up=1.0)
-    names = args.databases.split(",")
     configure(names, Path(args.data_dir))
     from django_sql_sessions.backends.db import SessionStore
 

@@ -158,6 +158,20 @@ def test_counter_deltas_sum_the_nodes_but_take_the_longest_pause() -> None:
     assert cleanup.counter_deltas(before, after) == {waits: 4.0, paused: 25.0}
 
 
+def test_exported_reads_the_cluster_scripts_env_output() -> None:
+    output = (
+        "export PG_PRIMARY_HOST=127.0.0.1 PG_PRIMARY_PORT=5452\n"
+        "export GALERA_PASSWORD='a b'\n"
+        "\n"
+        "not an export\n"
+    )
+    assert cleanup.exported(output) == {
+        "PG_PRIMARY_HOST": "127.0.0.1",
+        "PG_PRIMARY_PORT": "5452",
+        "GALERA_PASSWORD": "a b",
+    }
+
+
 def test_node_ports() -> None:
     assert cleanup.node_ports("14301, 14302,14303") == [14301, 14302, 14303]
     with pytest.raises(SystemExit, match="GALERA_NODE_PORTS"):
