@@ -851,14 +851,14 @@ def behind(run: Run) -> report.Cell:
         return None
     if run.behind_unit == "MB":
         return f"{value:,.1f} MB of WAL"
-    return f"{value:,.0f} writesets"
+    return f"{value:,.0f} writeset{'' if value == 1 else 's'}"
 
 
 def behind_phrase(run: Run) -> str:
     value = run.behind_max() or 0.0
     if run.behind_unit == "MB":
         return f"{value:,.1f} MB of WAL behind"
-    return f"{value:,.0f} writesets waiting to be applied"
+    return f"{value:,.0f} writeset{'' if value == 1 else 's'} waiting to be applied"
 
 
 def caught_up(run: Run) -> report.Cell:
@@ -940,7 +940,7 @@ def findings(runs: Sequence[Run]) -> list[str]:
         f"{batched.waiting_seconds():,.1f} s during the batched purge."
     )
     failed = [
-        f"{count:,} {kind}s {during(run)}"
+        f"{count:,} {kind}{'' if count == 1 else 's'} {during(run)}"
         for run in (unbatched, batched)
         for kind, count in Latencies.of(run.writes).errors.items()
         if count and kind != OTHER

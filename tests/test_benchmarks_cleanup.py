@@ -327,7 +327,7 @@ def test_findings() -> None:
         "purge, 2.0 ms with no cleanup."
     )
     assert "up to 2 at once and 1.5 s in all during one DELETE" in said[4]
-    assert said[5] == "Live writes that failed: 1 deadlocks during one DELETE."
+    assert said[5] == "Live writes that failed: 1 deadlock during one DELETE."
     assert said[6] == (
         "Replicas: at most 30.0 MB of WAL behind during one DELETE, 2.0 MB of WAL behind "
         "during the batched purge; all caught up 3.0 s after one DELETE ended and 0.2 s "
