@@ -392,6 +392,27 @@ def test_fragment_with_the_findings_renders(tmp_path: Path) -> None:
     assert len(list(document.findall(nodes.table))) == 2
 
 
+def test_regenerate_runs_it_at_the_documented_sizes() -> None:
+    from benchmarks import regenerate
+
+    full = regenerate.commands(smoke=False, variants=False, replicas=True)
+    cleanups = [command for command in full if command[0] == "cleanup.py"]
+    assert cleanups == [
+        [
+            *["cleanup.py", "--databases", "postgresql,mysql", "--live", "200000"],
+            *["--expired", "1000000", "--mysql-buffer-pool-mb", "1024"],
+        ],
+        [
+            *["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"],
+            *["--live", "200000", "--expired", "1000000"],
+        ],
+    ]
+    smoke = regenerate.commands(smoke=True, variants=False)
+    assert [c for c in smoke if c[0] == "cleanup.py"] == [
+        ["cleanup.py", "--databases", "postgresql,mysql", "--smoke"]
+    ]
+
+
 # -- A smoke run -------------------------------------------------------------
 
 SERVERS = {"postgresql": "POSTGRES_HOST", "mysql": "MYSQL_HOST"}
