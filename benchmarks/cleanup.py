@@ -16,7 +16,7 @@ Live traffic runs on connections of its own, one thread per kind, each paced
 to a fixed rate (LIVE_WRITES), through Django's SessionMiddleware:
 
 - save: a live session changed and saved (an UPDATE of its row);
-- save, 15-minute session: the same for a 15-minute session, which stays
+- save of a 15-minute session: the same for a 15-minute session, which stays
   one (an UPDATE of a row next to the expired ones in the expiry index);
 - login: a new session saved (an INSERT);
 - revoke a user's sessions: user_sessions.revoke_users_sessions() of a
@@ -99,7 +99,7 @@ NONE, BATCHED, UNBATCHED = "none", "batched purge", "one DELETE"
 # Live writes per second, by kind (see the module docstring).
 SAVE, SHORT_SAVE, LOGIN, REVOKE = (
     "save",
-    "save, 15-minute session",
+    "save of a 15-minute session",
     "login",
     "revoke a user's sessions",
 )
