@@ -111,13 +111,16 @@ def databases(
 
 def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dict[str, Any]:
     """
-    DATABASES settings for "postgresql", "mysql" or "galera" (a Galera cluster,
-    see clusters/galera.sh), from the test suite's variables.
+    DATABASES settings for "postgresql", "mysql", "galera" (a Galera cluster,
+    see clusters/galera.sh) or "pg_standby" (the primary of
+    clusters/pg-standby.sh), from the test suite's variables and those the
+    scripts' "env" commands print.
     """
     prefix, engine, port = {
         "postgresql": ("POSTGRES", "django.db.backends.postgresql", "5432"),
         "mysql": ("MYSQL", "django.db.backends.mysql", "3306"),
         "galera": ("GALERA", "django.db.backends.mysql", "3306"),
+        "pg_standby": ("PG_PRIMARY", "django.db.backends.postgresql", "5452"),
     }[name]
     if not os.environ.get(f"{prefix}_HOST"):
         sys.exit(f"{name}: set {prefix}_HOST (and {prefix}_USER, ...) to benchmark it")
@@ -132,7 +135,7 @@ def server_database(name: str, database: str, pg_options: dict[str, Any]) -> dic
         # Behind HAProxy a connection to a node that died is replaced at the
         # next use instead of failing it.
         "CONN_HEALTH_CHECKS": name == "galera",
-        "OPTIONS": dict(pg_options) if name == "postgresql" else {"charset": "utf8mb4"},
+        "OPTIONS": dict(pg_options) if engine.endswith("postgresql") else {"charset": "utf8mb4"},
     }
 
 
