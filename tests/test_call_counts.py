@@ -58,7 +58,9 @@ def package_calls() -> Iterator[Counter[str]]:
             if any(frame is seen for seen in started):
                 return
             started.append(frame)
-        calls[f"{Path(code.co_filename).relative_to(PACKAGE)}:{code.co_qualname}"] += 1
+        # co_qualname is new in Python 3.11.
+        name = getattr(code, "co_qualname", code.co_name)
+        calls[f"{Path(code.co_filename).relative_to(PACKAGE)}:{name}"] += 1
 
     sys.setprofile(profile)
     try:
