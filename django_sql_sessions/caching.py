@@ -153,22 +153,14 @@ class CachedSessionTable(SessionTable):
 
     def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
         now = timezone.now()
-        store = self._cache()
-        if store is not None:
-            try:
-                value = store.get(self.prefix + key_hash)
-            except Exception as exc:
-                self._failed(exc)
-                value = None
-            if value is not None:
-                # The db engine's conditions: not expired, not past the lifetime.
-                entry = self._unpack(key_hash, value)
-                if (
-                    entry is not None
-                    and entry.expire_date > now
-                    and entry.created_at > now - self.table.lifetime
-                ):
-                    return entry
+        entry = self._read(key_hash)
+        # The db engine's conditions: not expired, not past the lifetime.
+        if (
+            entry is not None
+            and entry.expire_date > now
+            and entry.created_at > now - self.table.lifetime
+        ):
+            return entry
         since = clock()
         row = self.table.load(key_hash, with_created=True)
         if row is not None:
@@ -277,7 +269,7 @@ class CachedSessionTable(SessionTable):
     # The cache itself.
 
     def _read(self, key_hash: str) -> Row | None:
-        """The entry in the cache, live or not (for tests and the load)."""
+        """The entry in the cache, live or not; None for a miss, a tombstone or an error."""
         store = self._cache()
         if store is None:
             return None
@@ -473,7 +465,7 @@ class CachedSessionTable(SessionTable):
             hashes = list(self._pending)
         try:
             for start in range(0, len(hashes), 1000):
-                store.tombstone([self.key(h) for h in hashes[start : start + 1000]])
+                store.tombstone([self.prefix + h for h in hashes[start : start + 1000]])
         except Exception as exc:
             self._failed(exc)
             return False

@@ -158,28 +158,22 @@ def _delete_batch(
     batch ended, or None when fewer than ``size`` rows were left before
     ``cutoff``, which makes it the last batch.
     """
-    if after is None:
-        row = fetch_one(connection, sql.batch_end, cutoff=cutoff, offset=size - 1)
-    else:
-        row = fetch_one(
-            connection,
-            sql.batch_end_after,
-            after=after[0],
-            after_key=after[1],
-            cutoff=cutoff,
-            offset=size - 1,
-        )
+    # After the previous batch's last row, or from the start of the index.
+    start = {} if after is None else {"after": after[0], "after_key": after[1]}
+    row = fetch_one(
+        connection,
+        sql.batch_end if after is None else sql.batch_end_after,
+        cutoff=cutoff,
+        offset=size - 1,
+        **start,
+    )
     end = (row[0], row[1]) if row else None
     until, until_key = (cutoff, LAST_KEY_HASH) if end is None else end
-    if after is None:
-        deleted = execute(connection, sql.delete_until, until=until, until_key=until_key)
-    else:
-        deleted = execute(
-            connection,
-            sql.delete_between,
-            after=after[0],
-            after_key=after[1],
-            until=until,
-            until_key=until_key,
-        )
+    deleted = execute(
+        connection,
+        sql.delete_until if after is None else sql.delete_between,
+        until=until,
+        until_key=until_key,
+        **start,
+    )
     return deleted, end

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import datetime
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from django_sql_sessions.storage import session_table
 from tests import local_servers
@@ -418,3 +420,16 @@ def user_agent_parser(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
             pytest.fail(reason)
         pytest.skip(reason)
     return True
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Move timezone.now() to t0 + the given seconds (a module may have a clock of its own)."""
+    t0 = timezone.now().replace(microsecond=0)
+
+    def at(seconds: float) -> None:
+        moment = t0 + datetime.timedelta(seconds=seconds)
+        monkeypatch.setattr(timezone, "now", lambda: moment)
+
+    at(0)
+    return at

@@ -8,7 +8,6 @@ the model's manager), so that the tests hold across the storage redesign.
 
 from __future__ import annotations
 
-import datetime
 import pickle
 from collections.abc import Callable, Iterator
 from importlib import import_module
@@ -20,7 +19,6 @@ from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.db import connections
 from django.test import Client
-from django.utils import timezone
 
 from django_sql_sessions import caching
 from django_sql_sessions.backends.db import SessionStore
@@ -32,19 +30,6 @@ LIFETIME = 3600
 REDIS = "sessions_redis"
 NO_REDIS = "redis not configured: REDIS_URL is not set"  # as tests/conftest.py says it
 needs_redis = pytest.mark.skipif(REDIS not in django_settings.CACHES, reason=NO_REDIS)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
-    """Move the clock (timezone.now()) to t0 + the given seconds."""
-    t0 = timezone.now().replace(microsecond=0)
-
-    def at(seconds: float) -> None:
-        moment = t0 + datetime.timedelta(seconds=seconds)
-        monkeypatch.setattr(timezone, "now", lambda: moment)
-
-    at(0)
-    return at
 
 
 def cookie(client: Client) -> str:

@@ -26,19 +26,6 @@ pytestmark = pytest.mark.usefixtures("engine")
 CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
-    """Move the engine's clock to t0 + the given seconds."""
-    t0 = timezone.now().replace(microsecond=0)
-
-    def at(seconds: float) -> None:
-        moment = t0 + datetime.timedelta(seconds=seconds)
-        monkeypatch.setattr(timezone, "now", lambda: moment)
-
-    at(0)
-    return at
-
-
 def stored_expiry(client: Client) -> datetime.datetime:
     return row_of(client).expire_date
 
