@@ -1,82 +1,8 @@
 """
 Signals for the events operators and security tooling watch, each also
-logged. No argument and no log message ever holds a session key: sessions
-are named by their key hash (keys.hash_key(), the table's primary key).
-
-``session_revoked``
-    Sessions were deleted by a revocation. Sent once per call that deleted
-    at least one row, never when it deleted none. sender: the Session model.
-
-    - ``key_hashes`` (list[str]): the revoked sessions (as selected just
-      before the delete: one that a logout deleted in between is listed,
-      and one moved to a new key in between is listed under both). If a
-      delete fails part way, the signal is still sent, for the sessions
-      already deleted, before the error propagates.
-    - ``user_id`` (str | None): their owner's user_id value for a user's
-      revocation (the API, ``revokesessions``); None for the admin action,
-      whose rows may belong to several users.
-    - ``via`` (str): ``"api"`` (user_sessions.revoke_session(),
-      revoke_all_sessions() and their async twins), ``"admin"`` (the admin's
-      "revoke" action) or ``"command"`` (``revokesessions``).
-    - ``actor``: who revoked them: the ``actor=`` keyword of the API
-      functions, the admin's request.user; None for the command or when
-      not given.
-    - ``using`` (str): the database alias.
-
-``sessions_purged``
-    Expired sessions were deleted by the cleanup. Sent once per run that
-    deleted at least one row (also when it then stopped on an error or an
-    interrupt), never for a run that deleted none. sender: the Session model.
-
-    - ``count`` (int): rows deleted.
-    - ``seconds`` (float): how long the run took.
-    - ``via`` (str): ``"command"`` (``purgesessions``),
-      ``"clear_expired"`` (SessionStore.clear_expired() and its async twin,
-      so Django's ``clearsessions``), ``"garbage_collection"``
-      (SQL_SESSIONS_GC_FREQUENCY) or ``"api"`` (cleanup.delete_expired()
-      called directly).
-    - ``using`` (str): the database alias.
-
-``session_save_merged``
-    A save found that another request had saved the session since this one
-    read it, and wrote this request's changes onto the newer data. sender:
-    the session store class.
-
-    - ``key_hash`` (str): the session.
-    - ``changed`` (list[str]): the sorted names of the session's top-level
-      entries this save set or deleted (names only, never values).
-    - ``attempts`` (int): reads of the newer data it took (1 but under a
-      burst of saves to one session).
-    - ``using`` (str): the database alias.
-
-``session_save_refused``
-    A save was refused (UpdateError, which Django's middleware answers with
-    SessionInterrupted) because the session's row was gone: logged out,
-    revoked or purged while this request ran. sender: the store class.
-
-    - ``key_hash`` (str): the session.
-    - ``reason`` (str): ``"gone"``.
-    - ``using`` (str): the database alias.
-
-``session_too_large``
-    A save was refused (SessionTooLarge) because the encoded session is
-    larger than SQL_SESSIONS_MAX_SIZE; nothing was written. sender: the
-    store class.
-
-    - ``key_hash`` (str | None): the session, or None for a session that
-      has no row yet (its first save).
-    - ``size`` (int): the encoded size in bytes.
-    - ``limit`` (int): SQL_SESSIONS_MAX_SIZE.
-    - ``using`` (str): the database alias.
-
-Each signal is sent with send_robust() once the statements are done, from
-the thread that ran them, async twins included (they run the sync code in a
-thread), and reaches sync and async receivers alike. A receiver that raises
-cannot change the outcome: Django logs its error on the "django.dispatch"
-logger and the operation returns, or raises its own error, as it would
-have. Inside a caller's transaction the signal comes before the commit;
-a receiver that must only see committed changes can defer its work with
-transaction.on_commit(..., using=using).
+logged; docs/operations.rst ("Signals and logging") lists their arguments
+and how they are sent. None carries a session key: sessions are named by
+their key hash.
 """
 
 from __future__ import annotations
