@@ -1,27 +1,9 @@
 """
 The cache in front of the session table (backends.cached_db):
-CachedSessionTable wraps a storage.SessionTable with the same interface,
-serves loads from Django's cache (SESSION_CACHE_ALIAS) when it holds the
-session, and keeps every other call the table's.
-
-The database is the truth; the cache holds copies, keyed by key hash under
-a scope of the database and table (two sites sharing a Redis never read each
-other's sessions). Every write to the cache is one of three:
-
-- offer: store a copy read from, or just inserted into, the table, unless
-  the cache holds a newer version or a tombstone;
-- replace: after this process changed the row in autocommit, store the new
-  version (on Redis, where a script compares versions) or, on caches
-  without compare-and-set, a tombstone;
-- tombstone: after a delete, any change made inside a transaction or
-  outside the engine (the ORM, the admin, the commands), before the
-  statement is sent and again after the commit.
-
-A tombstone lives TOMBSTONE_SECONDS and blocks offers and replacements; a
-copy whose read (or write) is older than half that is never stored, so no
-copy read before a delete lands after the tombstone is gone. Entries carry
-a MAC: an entry that does not verify (corrupt, or written by another
-deployment) is a miss. docs/cache.rst has the races each rule closes.
+CachedSessionTable wraps a storage.SessionTable with the same interface and
+serves loads from SESSION_CACHE_ALIAS. docs/cache.rst describes the entries,
+the three kinds of cache write (offer, replace, tombstone) and the races
+each rule closes.
 """
 
 from __future__ import annotations
@@ -61,21 +43,17 @@ logger = logging.getLogger("django_sql_sessions")
 
 KEY_PREFIX = "django_sql_sessions:"
 TOMBSTONE = "-"
-# How long a tombstone blocks copies of a deleted or changed row; a copy
-# read or written more than half this long ago is dropped instead.
+# A copy read or written more than half a tombstone's life ago is dropped.
 TOMBSTONE_SECONDS = 10
 FRESH_SECONDS = TOMBSTONE_SECONDS / 2
 # After a cache error, the cache is left alone for this long: a hung cache
 # costs one request per process its timeout per interval, not every request.
 RETRY_AFTER = 5.0
-# Cache errors are logged at most this often per process (with the count).
 LOG_EVERY = 60.0
-# Key hashes whose tombstones wait for the cache to come back, per table.
 MAX_PENDING = 100_000
 
-# Store the entry unless the cache holds a tombstone or a newer version. An
-# equal version is replaced (same data, later activity), and so is anything
-# unreadable, which would otherwise block the key until it expires.
+# An equal version is replaced (same data, later activity), and so is
+# anything unreadable, which would otherwise block the key until it expires.
 _OFFER_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current == '-' then
@@ -91,8 +69,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
-# The clock the freshness and retry rules read (tests move it).
-clock = time.monotonic
+clock = time.monotonic  # tests move it
 
 # Cache errors since the process started, by cache alias.
 cache_errors: Counter[str] = Counter()
@@ -120,11 +97,7 @@ def cached_table() -> CachedSessionTable:
 
 
 class CachedSessionTable(SessionTable):
-    """
-    A SessionTable behind Django's cache: loads served from the cache, the
-    engine's writes passed to the wrapped table and then to the cache. The
-    ORM's writes are SessionTable's own, around this class's changing().
-    """
+    """A SessionTable behind Django's cache; the ORM's writes go through changing()."""
 
     def __init__(self, table: SessionTable, cache_alias: str) -> None:
         super().__init__(table.alias, table.name)
@@ -146,15 +119,11 @@ class CachedSessionTable(SessionTable):
         self._lock = threading.Lock()
 
     def key(self, key_hash: str) -> str:
-        """The cache key of a session's entry (before the cache's own KEY_PREFIX)."""
         return self.prefix + key_hash
-
-    # Reads: the cache first.
 
     def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
         now = timezone.now()
         entry = self._read(key_hash)
-        # The db engine's conditions: not expired, not past the lifetime.
         if (
             entry is not None
             and entry.expire_date > now
@@ -174,19 +143,15 @@ class CachedSessionTable(SessionTable):
     def reload(self, key_hash: str, *, lock: bool) -> tuple[str, int] | None:
         found = self.table.reload(key_hash, lock=lock)
         if found is None:
-            # Gone, and whoever deleted it without telling the cache (raw
-            # SQL, another engine) leaves no copy behind either. Now: the
-            # engine's own transaction around this read is rolled back.
+            # Whoever deleted it without telling the cache (raw SQL) leaves
+            # no copy behind either. Now: the engine's own transaction
+            # around this read is rolled back.
             self._tombstone([key_hash])
         return found
-
-    # The engine's writes: the table's, then the cache.
 
     def insert(self, key_hash: str, data: str, values: Values) -> Row | None:
         since = clock()
         row = self.table.insert(key_hash, data, values)
-        # A new key: nothing older can be cached under it, so the session is
-        # offered as any read is (a tombstone of a revocation still wins).
         if row is not None:
             self._offer(key_hash, row, since)
         return row
@@ -213,11 +178,8 @@ class CachedSessionTable(SessionTable):
                 keep_later_expiry=keep_later_expiry,
                 restart_lifetime=restart_lifetime,
             )
-        if waits:
-            return written
-        # None: another version is stored; the engine reads it again (see
-        # reload()) and its retry replaces the entry.
-        if written is not None:
+        # None: another version is stored; the engine's retry replaces the entry.
+        if not waits and written is not None:
             self._replace(key_hash, written, since)
         return written
 
@@ -256,17 +218,15 @@ class CachedSessionTable(SessionTable):
     def changing(self, key_hashes: Sequence[str]) -> Iterator[None]:
         """
         Tombstone these rows around a change: inside a transaction before
-        the statement too, since the commit may come after a reader's copy
-        of the old row, and the after-commit tombstone runs even when an
-        earlier on_commit callback of the project's raises.
+        the statement too (the commit may come after a reader's copy of the
+        old row), and after the commit.
         """
         if in_transaction(self.alias):
             self._tombstone(key_hashes)
         with self.table.changing(key_hashes):
             yield
-        self._tombstone_after_commit(key_hashes)
-
-    # The cache itself.
+        hashes = list(key_hashes)
+        after_commit(self.alias, lambda: self._tombstone(hashes))
 
     def _read(self, key_hash: str) -> Row | None:
         """The entry in the cache, live or not; None for a miss, a tombstone or an error."""
@@ -281,12 +241,7 @@ class CachedSessionTable(SessionTable):
         return None if value is None else self._unpack(key_hash, value)
 
     def _offer(self, key_hash: str, row: Row, since: float) -> None:
-        """
-        Store a copy that a read or an INSERT begun at monotonic time `since`
-        returned, unless the cache holds a newer version or a tombstone.
-        Nothing is stored from inside a transaction, whose reads may be
-        older than the last commit.
-        """
+        """Store a copy a read or INSERT begun at clock() `since` returned, if still fresh."""
         if in_transaction(self.alias) or clock() - since > FRESH_SECONDS:
             return
         cache = self._cache()
@@ -306,13 +261,10 @@ class CachedSessionTable(SessionTable):
         if cache is None:
             self._pend([key_hash])
             return
-        # Until the session expires, at most the cache's TIMEOUT (see _ttl()).
-        ttl = (row.expire_date - timezone.now()).total_seconds()
-        if (timeout := cache.cache.default_timeout) is not None:
-            ttl = min(ttl, timeout)
+        ttl = _ttl(cache.cache, row)
         try:
             if (
-                ttl < 1
+                ttl is None
                 or row.created_at is None
                 or not cache.compares
                 or clock() - since > FRESH_SECONDS
@@ -324,30 +276,20 @@ class CachedSessionTable(SessionTable):
             self._failed(exc)
             self._pend([key_hash])
 
-    def _tombstone_after_commit(self, key_hashes: Sequence[str]) -> None:
-        hashes = list(key_hashes)
-
-        def tombstone() -> None:
-            self._tombstone(hashes)
-
-        after_commit(self.alias, tombstone)
-
-    def _tombstone(self, key_hashes: Sequence[str]) -> bool:
-        """Tombstone these entries now; whether the cache took them (else they wait)."""
+    def _tombstone(self, key_hashes: Sequence[str]) -> None:
+        """Tombstone these entries now, or keep them for when the cache answers."""
         hashes = list(key_hashes)
         if not hashes:
-            return True
+            return
         cache = self._cache()
         if cache is None:
             self._pend(hashes)
-            return False
+            return
         try:
             cache.tombstone([self.prefix + key_hash for key_hash in hashes])
         except Exception as exc:
             self._failed(exc)
             self._pend(hashes)
-            return False
-        return True
 
     @property
     def undelivered(self) -> int:
@@ -360,16 +302,11 @@ class CachedSessionTable(SessionTable):
     # An entry: "version|expire_date|updated_at|created_at|n|payload data|mac":
     # the version first (the offer script reads it); the session serialized
     # (n characters of SESSION_SERIALIZER's output) and as stored (signed);
-    # a MAC, HMAC-SHA256 of the rest under a key derived once. A hit checks
-    # the MAC and reads the payload: no key derivation, no base64 or zlib,
-    # no signature check of Django's, which cost more than the rest of a
-    # hit. The signed data serves the merge after a conflict, as a row's.
+    # HMAC-SHA256 of the rest. See docs/cache.rst, "Entries".
 
     def _pack(self, row: Row) -> str:
         try:
-            # The engine's salt (SessionBase.key_salt of a class named
-            # SessionStore, as both engines are); a store of another name
-            # gets entries without the payload, decoded as rows are.
+            # A store not named SessionStore has another salt: no payload.
             session = signing.loads(row.data, salt=_SALT, serializer=self._serializer)
             payload = self._codec.dumps(session).decode("latin-1")
         except Exception:
@@ -402,8 +339,7 @@ class CachedSessionTable(SessionTable):
             )
         except ValueError:
             return None
-        # Written under the other USE_TZ: its datetimes cannot be compared
-        # with now (all three are of one kind: the MAC says this code wrote them).
+        # Written under the other USE_TZ: not comparable with now.
         if (row.expire_date.tzinfo is not None) != settings.USE_TZ:
             return None
         return row
@@ -413,8 +349,7 @@ class CachedSessionTable(SessionTable):
         if self._down_until and clock() < self._down_until:
             return None
         cache = caches[self.cache_alias]
-        # One store per cache object (Django makes one per thread or request
-        # context), kept on it: making one per call would cost more than a hit.
+        # Kept on the cache object (one per thread or request context).
         store: _Store | None = cache.__dict__.get(_KEPT_STORE)
         if store is None:
             store = cache.__dict__[_KEPT_STORE] = (
@@ -518,12 +453,10 @@ class _RedisStore(_Store):
 
     def __init__(self, alias: str, cache: BaseCache) -> None:
         super().__init__(alias, cache)
-        # One client and script per cache configuration and process, kept on
-        # each cache object too for the next look-up: making a redis.Redis
-        # costs more than a GET, and Django makes a cache object, with a
-        # connection pool of its own, per thread and, under ASGI, per
-        # request (a context of its own), which would connect to Redis on
-        # every request. redis-py's clients and pools are thread-safe.
+        # One client per configuration and process: Django makes a cache
+        # object with its own pool per thread and, under ASGI, per request,
+        # which would connect to Redis on every request. redis-py's clients
+        # are thread-safe.
         kept = cache.__dict__.get(_KEPT_CLIENT)
         if kept is None:
             config = (alias, repr(cache._servers), repr(cache._options))  # type: ignore[attr-defined]
@@ -557,10 +490,7 @@ _clients_lock = threading.Lock()
 
 
 def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
-    """
-    Make Redis clients anew after CACHES changes (connected to setting_changed
-    in AppConfig.ready()), as Django makes its cache objects anew.
-    """
+    """setting_changed receiver: new Redis clients for new CACHES, as Django does."""
     if setting == "CACHES":
         with _clients_lock:
             _clients.clear()
@@ -568,9 +498,8 @@ def forget_clients(*, setting: str = "", **kwargs: Any) -> None:
 
 def record_in_database(*, using: str, **kwargs: Any) -> None:
     """
-    After migrate on the sessions alias (post_migrate): record whether the
-    cached engine fronts the session table, so that processes configured
-    without it know (storage.SessionTable.undelivered).
+    post_migrate receiver: record whether the cached engine fronts the table,
+    for processes configured without it (storage.SessionTable.undelivered).
     """
     from django_sql_sessions.models import FrontingCache
 
