@@ -1,11 +1,8 @@
 """
 Everything the package does differently per database vendor, in one object
-per vendor, as Django's ``connection.ops`` is: the SQL it sends (the session
-table's statements, the import's, the cleanup lock's and lease's, the
-catalog queries of sessionstats), what the vendor's errors mean (a conflict,
-a refused write, a missing table), and what the server can do (row locks,
-Galera). dialect(connection) chooses one once per connection object; no other
-module asks which vendor a connection is (tests/test_layers.py).
+per vendor, as Django's ``connection.ops`` is: its SQL, what its errors mean
+and what the server can do. No other module asks which vendor a connection
+is (tests/test_layers.py).
 """
 
 from __future__ import annotations
@@ -42,47 +39,38 @@ class Dialect:
 
     vendor = ""  # Django's connection.vendor
 
-    # The session table's statements (compile()). A key collision on
-    # INSERT: 0 rows where the vendor can say so without an error.
+    # A key collision on INSERT: 0 rows where the vendor can say so without an error.
     on_conflict = ""
-    # Appended to the key-moving UPDATE ({table}: the table).
-    rekey_guard = ""
-    # Locking a row until the transaction ends: (a table hint, a suffix).
-    row_lock: tuple[str, str] | None = ("", " FOR UPDATE")
-    # The offset+1th row in cleanup order, and the import's first rows.
+    rekey_guard = ""  # appended to the key-moving UPDATE
+    row_lock: tuple[str, str] | None = ("", " FOR UPDATE")  # (a table hint, a suffix)
     nth = "ORDER BY expire_date, key_hash LIMIT 1 OFFSET %(offset)s"
     first = "LIMIT %(limit)s"
-    # The lease's INSERT (locks.py) of a lease that may be there already.
     lease_insert = "INSERT {} ON CONFLICT (name) DO NOTHING"
 
-    # The fast cursor path (cursors.py): ? placeholders (the sqlite3
-    # module); one driver cursor kept per connection (psycopg builds a
-    # cursor's adapters anew each time); Django's cursor always.
+    # The fast cursor path (cursors.py): ? placeholders; one driver cursor
+    # kept per connection (psycopg builds a cursor's adapters anew each
+    # time); Django's cursor always.
     qmark = False
     keeps_cursor = False
     django_cursor = False
 
-    # KeyHashField's column type.
     key_hash_type = f"char({HASH_LENGTH})"
 
-    # The cleanup lock (locks.py), tied to the connection's session:
-    # (acquire, release), each acquire answering one row, true when this
-    # connection now holds the lock named %(name)s; None where no lock is
-    # needed (one writer at a time). And one tied to the transaction, for a
-    # run inside a caller's atomic() block.
+    # The cleanup lock (locks.py): (acquire, release) tied to the
+    # connection's session, each answering true when this connection holds
+    # the lock %(name)s; None where one writer at a time needs none. And one
+    # tied to the transaction, for a run inside a caller's atomic() block.
     session_lock: tuple[Statement, Statement] | None = None
     transaction_lock: Statement | None = None
 
-    # The error codes (error_codes()) of: an operation the database rolled
-    # back whole to resolve a conflict; a write refused by a read-only server;
-    # a table that does not exist, whose name the message says.
+    # Error codes (error_codes()): an operation rolled back whole to resolve
+    # a conflict; a write refused by a read-only server; a missing table.
     conflict_errors: frozenset[object] = frozenset()
     read_only_errors: frozenset[object] = frozenset()
     missing_table_errors: frozenset[object] = frozenset()
     missing_table_name = re.compile(r"(?!)")
 
-    # Where table_size() reads, and what to know about its figures.
-    size_source = ""
+    size_source = ""  # where table_size() reads
     size_note: str | None = None
 
     def compile(self, table: str) -> Statements:
@@ -94,9 +82,8 @@ class Dialect:
             f"INSERT INTO {table} ({columns}) VALUES (%(key_hash)s, %(data)s, %(expire_date)s, "
             f"%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1){self.on_conflict}"
         )
-        # The absolute lifetime goes on across a move to a new key (rotating the
-        # id, as OWASP advises, must not extend it); a login restarts it through
-        # the save's `born` (storage.SessionTable.update()).
+        # created_at stays: rotating the id must not extend the absolute
+        # lifetime; a login restarts it through the save's `born`.
         rekey = (
             f"UPDATE {table} SET key_hash = %(new_key_hash)s, updated_at = %(now)s, "
             f"version = version + 1 WHERE key_hash = %(key_hash)s"
@@ -105,38 +92,17 @@ class Dialect:
             "updated_at = %(now)s, version = version + 1 "
             "WHERE key_hash = %(key_hash)s AND version = %(version)s"
         )
-        # Which user a save records follows the session data; device details
-        # come from the request, and a save outside one (a shell, a task) keeps
-        # what the last request recorded.
+        # A save outside a request (a shell, a task) keeps the device details.
         device = "ip = COALESCE(%(ip)s, ip), user_agent = COALESCE(%(user_agent)s, user_agent)"
         owner = f"user_id = %(user_id)s, {device}, created_at = COALESCE(%(born)s, created_at)"
-        # Live rows only: a row that expired, or was expired (a forced expiry
-        # moves the version on), has ended, and a merged save must not bring it
-        # back, as it must not re-insert a deleted one.
+        # Live rows only: a merged save must not bring an expired row back.
         row = "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
         reload = f"SELECT data, version FROM {table} {row}"
         hint, suffix = self.row_lock or ("", "")
         locked = f"SELECT data, version FROM {table}{hint} {row}{suffix}"
 
-        # Cleanup walks the expire_date index in ranges: find where the next
-        # batch of expired rows ends, then delete that range. Each range starts
-        # after the last one, so a batch never rescans the index entries that
-        # earlier batches deleted (InnoDB keeps them, delete-marked, until its
-        # purge runs; a DELETE ... ORDER BY ... LIMIT from the start of the index
-        # slows down batch after batch). A range lock on an expiry range does
-        # not touch live sessions, whose expiries lie in the future.
-        #
-        # Ranges are of (expire_date, key_hash), so that rows sharing an expiry
-        # (an import, a deploy that set one date) can end up in different
-        # batches and no batch is larger than its size. The expire_date index
-        # keeps ties in key order on InnoDB, SQL Server and CockroachDB (a
-        # secondary index carries the primary key); PostgreSQL and SQLite sort
-        # each expiry's ties alone (an incremental sort, a temporary b-tree for
-        # the right part of the ORDER BY), so no (expire_date, key_hash) index
-        # is needed: it would add a 64-character key to each entry of an index
-        # that every save rewrites. No row-value comparison, which SQL Server
-        # lacks: "expire_date >= X AND (expire_date > X OR key_hash > Y)", whose
-        # first condition every planner reads as the start of an index range.
+        # The cleanup deletes (expire_date, key_hash) ranges, each after the
+        # last: docs/design.rst, "The cleanup", says why.
         expired = f"SELECT expire_date, key_hash FROM {table} WHERE"
         after = (
             "expire_date >= %(after)s AND (expire_date > %(after)s OR key_hash > %(after_key)s)"
@@ -181,10 +147,7 @@ class Dialect:
         )
 
     def import_statements(self, table: str) -> tuple[Statement, Statement]:
-        """
-        Reading Django's session table (importsessions): how many rows are expired
-        at `cutoff`; the next `limit` live rows after `after` in key order.
-        """
+        """Django's session table: the expired rows' count; the next live rows by key."""
         return (
             Statement.of(f"SELECT COUNT(*) FROM {table} WHERE expire_date <= %(cutoff)s"),
             Statement.of(
@@ -195,13 +158,10 @@ class Dialect:
 
     def lease_statements(self, table: str) -> tuple[Statement, Statement, Statement, Statement]:
         """
-        The cleanup lease's statements (locks.py), for the quoted table name:
-        take an expired lease (1 row if taken), insert one where there is none
-        (1 row if taken, 0 if there is one), renew ours if unexpired (1 row),
-        release it.
+        The cleanup lease (locks.py): take an expired one, insert one where
+        there is none, renew ours if unexpired (each 1 row if done), release.
         """
-        # On Galera each statement first waits until this node has applied the
-        # cluster's earlier writes, so that it sees a lease another node took.
+        # On Galera each waits until this node sees a lease another node took.
         causal = self.causal(7)
         insert = (
             f"INTO {table} (name, holder, expires_at) VALUES (%(name)s, %(holder)s, %(until)s)"
@@ -220,13 +180,11 @@ class Dialect:
         )
 
     def causal(self, wait: int) -> str:
-        """A prefix: the statement waits for the cluster's earlier writes (see MariaDB)."""
+        """A prefix: the statement waits for the cluster's earlier writes."""
         return ""
 
     def lock_key(self, name: str) -> object:
         return name
-
-    # The server.
 
     def galera(self, connection: BaseDatabaseWrapper) -> bool:
         return False
@@ -247,8 +205,7 @@ class Dialect:
         """Why the connection's server or session refuses writes (check E015), or None."""
         return None
 
-    # Errors, as the driver raises them or as Django does (its own
-    # exception, with the driver's args and the driver's as its cause).
+    # Errors as the driver raises them, or as Django does (the driver's as cause).
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
         return ()
@@ -267,17 +224,12 @@ class Dialect:
         return self._coded(error, self.read_only_errors) is not None
 
     def missing_table(self, error: BaseException) -> str | None:
-        """
-        The table a statement failed on because it does not exist ("" if the
-        message does not name it), or None if it failed for another reason.
-        """
+        """The missing table a statement failed on ("" if unnamed), or None."""
         exc = self._coded(error, self.missing_table_errors)
         if exc is None:
             return None
         found = self.missing_table_name.search(str(exc))
         return found[1] if found else ""
-
-    # sessionstats.
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
         """The catalog's (bytes in all, bytes of the rows, rows or NULL) of the table."""
@@ -322,8 +274,6 @@ class SQLite(Dialect):
     def table_size(self, connection: BaseDatabaseWrapper, table: str) -> tuple[Size, int | None]:
         with connection.cursor() as cursor:
             try:
-                # Pages of the table's b-tree and of its indexes (the primary
-                # key's automatic one included).
                 cursor.execute(
                     "SELECT name, SUM(pgsize) FROM dbstat WHERE name = %s OR name IN "
                     "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s) "
@@ -345,9 +295,7 @@ class SQLite(Dialect):
 
 class PostgreSQL(Dialect):
     vendor = "postgresql"
-    # A failed INSERT would abort a caller's transaction; ON CONFLICT turns
-    # the collision into "0 rows" instead. UPDATE has no ON CONFLICT clause,
-    # so the guard keeps a collision on the new key from raising.
+    # A failed statement would abort a caller's transaction: a collision is 0 rows.
     on_conflict = " ON CONFLICT (key_hash) DO NOTHING"
     rekey_guard = " AND NOT EXISTS (SELECT 1 FROM {table} WHERE key_hash = %(new_key_hash)s)"
     keeps_cursor = True
@@ -356,17 +304,12 @@ class PostgreSQL(Dialect):
         Statement.of("SELECT pg_advisory_unlock(%(name)s)"),
     )
     transaction_lock = Statement.of("SELECT pg_try_advisory_xact_lock(%(name)s)")
-    # deadlock_detected, serialization_failure (CockroachDB's "restart
-    # transaction"). Never 40003, "statement completion unknown": the write
-    # may have happened. read_only_sql_transaction: a hot standby, or
-    # default_transaction_read_only / SET TRANSACTION READ ONLY (CockroachDB
-    # raises it for the same settings). undefined_table.
+    # Never 40003, "statement completion unknown": the write may have happened.
     conflict_errors = frozenset({"40P01", "40001"})
     read_only_errors = frozenset({"25006"})
     missing_table_errors = frozenset({"42P01"})
     missing_table_name = re.compile(r'relation "([^"]+)" does not exist')
     size_source = "pg_total_relation_size, pg_table_size"
-    # Why E015 says, by the columns of why_read_only()'s query.
     READ_ONLY = (
         "a standby: pg_is_in_recovery() is true",
         "default_transaction_read_only is on",
@@ -374,11 +317,9 @@ class PostgreSQL(Dialect):
     )
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
-        # psycopg 3 says sqlstate, psycopg2 pgcode.
         return (getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None),)
 
-    def lock_key(self, name: str) -> object:
-        # Advisory locks take a bigint.
+    def lock_key(self, name: str) -> object:  # advisory locks take a bigint
         return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
     def why_read_only(self, connection: BaseDatabaseWrapper) -> str | None:
@@ -391,8 +332,6 @@ class PostgreSQL(Dialect):
         return next((why for value, why in found if value in (True, "on")), None)
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
-        # pg_table_size: the rows with their TOAST (large session data) and
-        # maps; with the indexes (pg_indexes_size), pg_total_relation_size.
         return (
             "SELECT pg_total_relation_size(c.oid), pg_table_size(c.oid), NULL "
             "FROM pg_class c WHERE c.oid = to_regclass(%s)",
@@ -405,15 +344,11 @@ class PostgreSQL(Dialect):
 
 
 class CockroachDB(PostgreSQL):
-    """
-    PostgreSQL's statements, each the same there (an error aborts a transaction
-    there too); the cleanup lock and the retries differ (docs/scaling.rst).
-    """
+    """PostgreSQL's statements; the cleanup lock differs (docs/scaling.rst)."""
 
     vendor = "cockroachdb"
     keeps_cursor = False
-    # It has no standbys to connect to, none of PostgreSQL's catalog
-    # functions for sizes, and no EXPLAIN estimate in PostgreSQL's format.
+    # No standbys, no PostgreSQL size functions, no PostgreSQL EXPLAIN format.
     why_read_only = Dialect.why_read_only
     size_query = Dialect.size_query
     explain_rows = Dialect.explain_rows
@@ -424,43 +359,35 @@ class CockroachDB(PostgreSQL):
 
 class MySQL(Dialect):
     vendor = "mysql"
-    # A key collision is an IntegrityError (1062), which rolls back only the
-    # statement.
+    # A key collision is an IntegrityError (1062), which rolls back only the statement.
     lease_insert = "INSERT IGNORE {}"
     key_hash_type = f"char({HASH_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"
     session_lock = (
         Statement.of("SELECT GET_LOCK(%(name)s, 0)"),
         Statement.of("SELECT RELEASE_LOCK(%(name)s)"),
     )
-    # ER_LOCK_DEADLOCK: an InnoDB deadlock, or a writeset that lost Galera's
-    # certification to another node's. TiDB's optimistic autocommit
-    # statements: write conflict (9007), and 8002, 8022, 8028, which its docs
-    # say to retry. ER_OPTION_PREVENTS_STATEMENT, which for the engine's
-    # INSERT, UPDATE and DELETE on its own table can only be --read-only or
-    # --super-read-only; ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-    # (transaction_read_only, tx_read_only, SET TRANSACTION READ ONLY).
-    # ER_NO_SUCH_TABLE.
+    # 1213: a deadlock, or a writeset that lost Galera's certification; TiDB's
+    # write conflict (9007) and the 8002, 8022, 8028 its docs say to retry.
+    # 1290 (ER_OPTION_PREVENTS_STATEMENT) can only be --(super-)read-only here.
     conflict_errors = frozenset({1213, 9007, 8002, 8022, 8028})
     read_only_errors = frozenset({1290, 1792})
     missing_table_errors = frozenset({1146})
     missing_table_name = re.compile(r"Table '(?:[^'.]*\.)?([^'.]+)' doesn't exist")
     size_source = "information_schema.TABLES"
     size_note = "InnoDB's figures as of its last statistics update"
-    # Room per row for everything but the session data in a row-based
-    # writeset: the other columns, the key and the user index entries.
+    # A row's bytes in a writeset besides its data: other columns, index entries.
     ROW_OVERHEAD = 1024
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
         return exc.args[:1]
 
     def galera(self, connection: BaseDatabaseWrapper) -> bool:
-        # Asked once per driver connection (a reconnect asks again).
         connection.ensure_connection()
         return kept(connection, "_django_sql_sessions_galera", _wsrep_on)
 
     def causal_reads(self, connection: BaseDatabaseWrapper) -> bool:
-        # A Galera node that is not MariaDB (Percona XtraDB Cluster) has no
-        # SET STATEMENT: the connection's own setting must have the read bit.
+        # Without SET STATEMENT (Percona XtraDB Cluster) the connection's
+        # own setting must have the read bit.
         if self.causal(1) or not self.galera(connection):
             return True
         with connection.cursor() as cursor:
@@ -469,8 +396,7 @@ class MySQL(Dialect):
         return bool(int(sync_wait) & 1)
 
     def rows_per_transaction(self, connection: BaseDatabaseWrapper, row_bytes: int) -> int | None:
-        # A Galera writeset over wsrep_max_ws_rows (0, the default, is no
-        # limit) or wsrep_max_ws_size fails at commit.
+        # A larger Galera writeset fails at commit; 0 rows is no limit.
         if not self.galera(connection):
             return None
         with connection.cursor() as cursor:
@@ -481,10 +407,8 @@ class MySQL(Dialect):
 
     def why_read_only(self, connection: BaseDatabaseWrapper) -> str | None:
         with connection.cursor() as cursor:
-            # SHOW VARIABLES, not @@name: each server has only some of these
-            # (super_read_only is MySQL's, tx_read_only gone from MySQL 8,
-            # transaction_read_only new in MariaDB 11.1), and an unknown
-            # @@name is an error. Session values, as this connection sees them.
+            # Not @@name: each server has only some of these, and an
+            # unknown @@name is an error.
             cursor.execute(
                 "SHOW VARIABLES WHERE Variable_name IN "
                 "('read_only', 'super_read_only', 'transaction_read_only', 'tx_read_only')"
@@ -503,8 +427,7 @@ class MySQL(Dialect):
         plan = json.loads(queryset.values_list("pk").explain(format="json"))
         if isinstance(plan, str):  # the JSON text, quoted again by Django
             plan = json.loads(plan)
-        # MariaDB gives "rows", MySQL "rows_examined_per_scan"; either with the
-        # share of them that the condition is expected to keep.
+        # MariaDB gives "rows", MySQL "rows_examined_per_scan".
         for node in _nodes(plan):
             if "table_name" in node:
                 rows = node.get("rows", node.get("rows_examined_per_scan", 0))
@@ -514,10 +437,9 @@ class MySQL(Dialect):
 
 class MariaDB(MySQL):
     def causal(self, wait: int) -> str:
-        # On a Galera cluster a node applies other nodes' writes a moment
-        # after they commit, so a session saved through one node could load
-        # as missing (logged out) through another. SET STATEMENT makes the
-        # statement wait, for itself only; without Galera it does nothing.
+        # A Galera node applies other nodes' writes a moment after they
+        # commit: a session saved through one node could load as missing
+        # through another. Without Galera it does nothing.
         return f"SET STATEMENT wsrep_sync_wait = {wait} FOR "
 
 
@@ -526,11 +448,9 @@ class SQLServer(Dialect):
     row_lock = (" WITH (UPDLOCK, ROWLOCK)", "")
     nth = "ORDER BY expire_date, key_hash OFFSET %(offset)s ROWS FETCH NEXT 1 ROWS ONLY"
     first = "OFFSET 0 ROWS FETCH NEXT %(limit)s ROWS ONLY"
-    # mssql-django's cursor adapts the parameters for pyodbc.
-    django_cursor = True
-    # pyodbc sends str parameters as nvarchar; an nchar column compares with
-    # them without an implicit conversion that would defeat the primary key
-    # index.
+    django_cursor = True  # mssql-django's cursor adapts the parameters for pyodbc
+    # pyodbc sends str as nvarchar; nchar compares without a conversion that
+    # would defeat the primary key index.
     key_hash_type = f"nchar({HASH_LENGTH})"
     session_lock = (
         Statement.of(
@@ -542,18 +462,13 @@ class SQLServer(Dialect):
             "EXEC sp_releaseapplock @Resource = %(name)s, @LockOwner = 'Session'; SELECT 1"
         ),
     )
-    # pyodbc's SQLSTATE for a deadlock victim (error 1205). "Failed to update
-    # database ... because the database is read-only" (a read-only database,
-    # or a readable secondary replica) and "Invalid object name", which
-    # pyodbc only carries in the message, as "(3906)" and "(208)".
+    # A deadlock victim's SQLSTATE; the others pyodbc only carries in the message.
     conflict_errors = frozenset({"40001"})
     read_only_errors = frozenset({"(3906)"})
     missing_table_errors = frozenset({"(208)"})
     missing_table_name = re.compile(r"Invalid object name '([^']+)'")
     size_source = "sys.dm_db_partition_stats"
-    # Pages of SQL Server's data files are 8 KiB.
     PAGE_BYTES = 8192
-    # What a read-only database or a readable secondary replica answers with READ_ONLY.
     UPDATEABILITY = "SELECT CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Updateability'))"
 
     def error_codes(self, exc: BaseException) -> Collection[object]:
@@ -568,9 +483,7 @@ class SQLServer(Dialect):
         return None
 
     def size_query(self, connection: BaseDatabaseWrapper, table: str) -> tuple[str, list[Any]]:
-        # sp_spaceused's arithmetic, without its result sets: rows and data
-        # pages from the heap or clustered index (index_id 0 or 1), plus
-        # every index's large-object pages; the other used pages are index.
+        # sp_spaceused's arithmetic, without its result sets.
         return (
             f"SELECT SUM(used_page_count) * {self.PAGE_BYTES}, "
             "SUM(CASE WHEN index_id < 2 THEN in_row_data_page_count + lob_used_page_count "
@@ -590,8 +503,7 @@ SUPPORTED_VENDORS = tuple(DIALECTS)
 MARIADB = MariaDB()
 UNSUPPORTED = Dialect()
 
-# Where dialect() keeps its choice on a connection object: read there
-# without a call on the fast cursor path (cursors.py).
+# Where dialect() keeps its choice on a connection (read by cursors.py without a call).
 KEPT = "_django_sql_sessions_dialect"
 
 
@@ -627,13 +539,9 @@ def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
     return _compiled[chosen, table]
 
 
-# Whether a MySQL alias's server is MariaDB, by alias and server, per
-# process. Django keeps the answer on the connection object, and asks the
-# server (on a connection of its own, if none is open) once per object; under
-# ASGI every request's thread has new objects, so asking Django on each
-# request would open a connection per request, a cache hit's included.
-# OPTIONS is part of the server: with HOST empty, unix_socket or
-# read_default_file there says which server it is.
+# Whether a MySQL alias's server is MariaDB, per process: Django asks per
+# connection object, and under ASGI each request's thread has new ones, so a
+# cache hit would open a connection. OPTIONS can name the server (unix_socket).
 _mariadb: dict[tuple[str, object, object, str], bool] = {}
 
 
@@ -655,11 +563,7 @@ def kept(
     attribute: str,
     make: Callable[[BaseDatabaseWrapper], _T],
 ) -> _T:
-    """
-    make(connection), made once per driver connection: kept on Django's
-    connection object under `attribute` together with the driver connection
-    it belongs to, so a reconnect makes it anew and frees the old one.
-    """
+    """make(connection), kept on the connection object once per driver connection."""
     raw = connection.connection
     found = getattr(connection, attribute, None)
     if found is None or found[0] is not raw:
@@ -669,7 +573,6 @@ def kept(
 
 
 def _wsrep_on(connection: BaseDatabaseWrapper) -> bool:
-    # No rows where the server was built without wsrep (MySQL, most other builds).
     with connection.cursor() as cursor:
         cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
         rows = cursor.fetchall()
@@ -677,7 +580,6 @@ def _wsrep_on(connection: BaseDatabaseWrapper) -> bool:
 
 
 def _nodes(value: Any) -> Iterator[dict[str, Any]]:
-    """Every JSON object in a plan, depth first."""
     if isinstance(value, dict):
         yield value
         for child in value.values():
