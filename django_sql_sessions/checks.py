@@ -1,7 +1,4 @@
-"""
-System checks, registered in SqlSessionsConfig.ready(). Every ID is listed in
-the README.
-"""
+"""System checks, registered in SqlSessionsConfig.ready(); every ID is in the README."""
 
 from __future__ import annotations
 
@@ -30,11 +27,7 @@ DEDICATED_ROUTER_PATH = "django_sql_sessions.routers.DedicatedSessionRouter"
 MIDDLEWARE_PATH = "django_sql_sessions.middleware.SessionMiddleware"
 
 
-def check_settings(
-    app_configs: Sequence[AppConfig] | None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> list[CheckMessage]:
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = [
         Error(problem, hint=setting.fix(), id=f"django_sql_sessions.{setting.check_id}")
         for setting in conf.SETTINGS
@@ -104,7 +97,6 @@ def check_settings(
 
 
 def _unknown_setting_names() -> list[CheckMessage]:
-    """W010: a setting that looks like one of ours but is not (a typo is otherwise ignored)."""
     known = {setting.name for setting in conf.SETTINGS}
     found: list[CheckMessage] = []
     for name in sorted(dir(settings)):
@@ -124,11 +116,7 @@ def _unknown_setting_names() -> list[CheckMessage]:
     return found
 
 
-def check_routers(
-    app_configs: Sequence[AppConfig] | None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> list[CheckMessage]:
+def check_routers(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if conf.DB_ALIAS.problem():
         return []  # reported as E001
     alias = conf.DB_ALIAS.get()
@@ -147,8 +135,6 @@ def check_routers(
             )
         )
     if alias == "default" and any(isinstance(r, DedicatedSessionRouter) for r in router.routers):
-        # An error, unlike W002: no migrate mends it, and migrate --database
-        # on the sessions' database is what it would damage.
         others = [a for a in settings.DATABASES if a != "default"]
         target = others[0] if len(others) == 1 else "<alias>"
         unset = "" if hasattr(settings, conf.DB_ALIAS.name) else " (it is not set)"
@@ -195,14 +181,10 @@ def check_table_exists(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """
-    The session table is missing. An error (E006) when its migration is
-    recorded as applied: the table was renamed, dropped, or
-    SQL_SESSIONS_TABLE changed after the first migrate, which migrate cannot
-    mend. A warning (W006) when the migrations have not run there yet:
-    Django's migrate runs this check on the alias it is about to migrate,
-    and an error would block the very command that creates the table; and
-    not during migrate, which is about to create it. Not for 'default',
-    whose unapplied migrations Django reports itself.
+    The session table is missing: E006 when its migration is recorded as
+    applied, which migrate cannot mend; else W006, since migrate runs this
+    check and an error would block the command that creates the table (and
+    nothing during migrate, nor for 'default', which Django reports itself).
     """
     if conf.DB_ALIAS.problem() or conf.TABLE.problem():
         return []  # reported as E001 or E002
@@ -246,17 +228,12 @@ def check_table_exists(
 
 
 def check_table_exists_at_start(
-    app_configs: Sequence[AppConfig] | None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     """
-    check_table_exists() (W006, E006) when runserver starts, which runs no
-    database checks: that is where a new project meets a forgotten
-    'migrate --database=<alias>', and runserver connects to the databases
-    anyway (Django checks 'default''s migrations there). Other commands'
-    checks stay off the database without --database, as Django's do: they
-    run before every command, also where no database can be reached.
+    check_table_exists() when runserver starts, which runs no database
+    checks but is where a new project meets a forgotten 'migrate
+    --database=<alias>'. Other commands stay off the database, as Django's do.
     """
     if conf.DB_ALIAS.problem() or conf.TABLE.problem():
         return []  # reported as E001 or E002
@@ -274,11 +251,7 @@ def check_table_exists_at_start(
 
 
 def _command_running_checks() -> BaseCommand | None:
-    """
-    The management command whose checks are running, if any. Django tells a
-    check which databases to look at, not which command asks: it is the
-    `self` of BaseCommand.check() on the stack (or of its caller's frame).
-    """
+    """The management command whose checks are running: a `self` on the stack."""
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         found = frame.f_locals.get("self")
@@ -293,13 +266,7 @@ def check_server(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """
-    The alias's server, as its dialect finds it: accepts writes, not a standby
-    or replica nor read-only by a setting (E015, an error: migrate cannot mend
-    it, and would fail there anyway); and on a Galera node that is not MariaDB
-    (Percona XtraDB Cluster), whose reads the engine cannot make wait for the
-    cluster per statement (no SET STATEMENT), the connection does (W007).
-    """
+    """The alias's server accepts writes (E015), and its reads wait for a Galera cluster (W007)."""
     if conf.DB_ALIAS.problem():
         return []  # reported as E001
     alias = conf.DB_ALIAS.get()
@@ -332,18 +299,13 @@ def check_server(
 
 
 REDIS_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
-# Caches that one process's revocation does not reach in another process.
 LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.dummy.DummyCache",
 )
 
 
-def check_cache(
-    app_configs: Sequence[AppConfig] | None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> list[CheckMessage]:
+def check_cache(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """The cached engine's cache: configured, shared between processes, bounded in time."""
     if not caching.in_use():
         return []
