@@ -1,28 +1,7 @@
 """
-What the session table holds, for manage.py sessionstats: live and expired
-sessions, the users with the most, the oldest and newest, devices, size on
-disk, and how long expired sessions have waited for the cleanup.
-
-Built to answer within seconds on a table of ten million rows, because an
-operator runs it when something is already wrong (docs/operations.rst has
-the measurements):
-
-- A count reads at most EXACT_UP_TO rows (an index range, for the expired
-  ones); past that the database's own estimate stands in (PostgreSQL's and
-  MariaDB/MySQL's EXPLAIN, MariaDB/MySQL's and SQL Server's catalogs), and
-  says so. SQLite keeps no estimates and is always counted.
-- The oldest and newest sessions and the devices are read from a sample of
-  about SAMPLE_ROWS rows: key hashes are SHA-256 digests, evenly spread, so
-  the rows whose hash sorts below a bound are a random sample, read through
-  the primary key.
-- The users with the most sessions are counted exactly, by walking the user
-  index once and grouping as it goes: no sort of the rows, only of the
-  groups for the top N. This is the slow part (seconds at ten million rows);
-  top=0 skips it.
-- exact=True counts and reads everything instead.
-
-Usernames come from the user model's own database with one query: the users
-may live in another database, so there is never a join.
+What the session table holds, for manage.py sessionstats: within seconds on
+ten million rows, by estimates, a sample and one walk of the user index
+(docs/operations.rst, "How it stays fast").
 """
 
 from __future__ import annotations
@@ -44,17 +23,12 @@ from django_sql_sessions.models import Session
 from django_sql_sessions.storage import session_table
 from django_sql_sessions.user_sessions import users_by_id
 
-# Rows a count may read before an estimate replaces it: an index range of
-# this many entries takes some milliseconds on every supported database.
+# An index range of this many entries takes some milliseconds everywhere.
 EXACT_UP_TO = 100_000
-# Rows read for the oldest and newest sessions and the devices, when the
-# table is larger than EXACT_UP_TO.
 SAMPLE_ROWS = 10_000
-# Distinct user agents named for the device breakdown, the most frequent
-# first: naming one costs ua-parser about a millisecond.
+# Naming a user agent costs ua-parser about a millisecond.
 USER_AGENTS_NAMED = 200
-# Key hashes are 64 hex digits; a sample bound uses the first 8.
-_BOUND_DIGITS = 8
+_BOUND_DIGITS = 8  # of a key hash, for a sample bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +41,7 @@ class Number:
 class UserSessions:
     user_id: str
     username: str | None  # None: no such user, or users unreachable
-    sessions: int  # rows, expired ones not yet purged included
+    sessions: int  # expired ones not yet purged included
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +64,12 @@ class Stats:
     sampled_rows: int | None
     oldest: datetime.datetime | None  # created_at of the oldest live session
     newest: datetime.datetime | None
-    # None when not asked for (top=0).
-    top_users: list[UserSessions] | None
-    # Why usernames are missing, or None.
-    usernames_note: str | None
-    # None when device details are not recorded (SQL_SESSIONS_DEVICE_DETAILS).
-    devices: list[DeviceSessions] | None
-    # Whether ua-parser named them; else they are user agents, shortened.
-    devices_named: bool
+    top_users: list[UserSessions] | None  # None for top=0
+    usernames_note: str | None  # why usernames are missing
+    devices: list[DeviceSessions] | None  # None when not recorded
+    devices_named: bool  # by ua-parser
     size: Size
-    # The expiry of the oldest expired row: no cleanup has finished since.
+    # The oldest expired row's expiry: no cleanup has finished since.
     expired_waiting_since: datetime.datetime | None
 
     def as_json(self) -> dict[str, Any]:
@@ -109,32 +79,22 @@ class Stats:
             return None if value is None else value.isoformat()
 
         waiting = self.expired_waiting_since
+        fields = dataclasses.asdict(self)  # the nested dataclasses as dicts
         return {
             "format": 1,
             "alias": self.alias,
             "vendor": self.vendor,
             "table": self.table,
             "generated_at": moment(self.generated_at),
-            "sessions": {
-                name: dataclasses.asdict(getattr(self, name))
-                for name in ("live", "expired", "total")
-            },
+            "sessions": {name: fields[name] for name in ("live", "expired", "total")},
             "sampled_rows": self.sampled_rows,
             "oldest_created_at": moment(self.oldest),
             "newest_created_at": moment(self.newest),
-            "top_users": (
-                None
-                if self.top_users is None
-                else [dataclasses.asdict(user) for user in self.top_users]
-            ),
+            "top_users": fields["top_users"],
             "usernames_note": self.usernames_note,
-            "devices": (
-                None
-                if self.devices is None
-                else [dataclasses.asdict(device) for device in self.devices]
-            ),
+            "devices": fields["devices"],
             "devices_named": self.devices_named,
-            "size": dataclasses.asdict(self.size),
+            "size": fields["size"],
             "cleanup": {
                 "expired_waiting_since": moment(waiting),
                 "waiting_seconds": (
@@ -154,12 +114,7 @@ def collect(
     exact_up_to: int | None = None,
     sample_rows: int | None = None,
 ) -> Stats:
-    """
-    The session table's statistics, estimated past exact_up_to rows
-    (EXACT_UP_TO) unless exact, with about sample_rows (SAMPLE_ROWS) read for
-    the oldest, newest and devices; the `top` users and devices with the
-    most sessions (none for 0).
-    """
+    """The session table's statistics, estimated past exact_up_to rows unless exact."""
     now = now or timezone.now()
     exact_up_to = EXACT_UP_TO if exact_up_to is None else exact_up_to
     sample_rows = SAMPLE_ROWS if sample_rows is None else sample_rows
@@ -246,19 +201,13 @@ def _counts(now: datetime.datetime) -> tuple[Number, Number, Number]:
 def _estimated_counts(
     chosen: Dialect, now: datetime.datetime, cap: int, catalog_rows: int | None
 ) -> tuple[Number, Number, Number]:
-    """
-    Live, expired and all sessions of a table larger than cap: the expired
-    ones counted up to cap (a cleaned table keeps few), the rest estimated.
-    """
-    # MariaDB/MySQL's and SQL Server's size query gives one; SQLite keeps none.
+    """Live, expired and all sessions of a table larger than cap: the expired counted to cap."""
     rows = catalog_rows if catalog_rows is not None else chosen.explain_rows(Session.objects)
     total = Number(Session.objects.count(), True) if rows is None else Number(rows, False)
     expired_rows = Session.objects.filter(expire_date__lte=now)
     counted = _capped_count(expired_rows, cap)
     estimated = None if counted is not None else chosen.explain_rows(expired_rows)
-    if estimated is None:
-        # Within the cap, or no estimate to be had (SQL Server): counted,
-        # along the expire_date index.
+    if estimated is None:  # within the cap, or no estimate (SQL Server)
         expired = Number(counted if counted is not None else expired_rows.count(), True)
     else:
         expired = Number(estimated, False)
@@ -274,10 +223,7 @@ def sample_bound(rows: int, total: int) -> str:
 
 
 def device_breakdown(agents: Counter[str | None], read: int, top: int) -> list[DeviceSessions]:
-    """
-    The `top` device names ("Firefox on Windows") among `read` live sessions,
-    from their most frequent user agents; the rest as "Other".
-    """
+    """The `top` device names among `read` live sessions; the rest as "Other"."""
     names: Counter[str] = Counter()
     for agent, count in agents.most_common(USER_AGENTS_NAMED):
         names[device_name(agent, versions=False)] += count
@@ -295,11 +241,7 @@ def _capped_count(queryset: QuerySet[Session], cap: int) -> int | None:
 
 
 def top_users_query(top: int) -> QuerySet[Any, tuple[str | None, int]]:
-    """
-    (user_id, rows) of the `top` users with the most rows. The database walks
-    the user index in order and counts each user's entries as it goes (no
-    table rows are read, none sorted); only the per-user counts are sorted.
-    """
+    """(user_id, rows) of the `top` users with the most rows, by one walk of the user index."""
     return (
         Session.objects.filter(user_id__isnull=False)
         .values("user_id")
@@ -310,17 +252,13 @@ def top_users_query(top: int) -> QuerySet[Any, tuple[str | None, int]]:
 
 
 def _top_users(top: int) -> tuple[list[UserSessions], str | None]:
-    """
-    The `top` user ids with the most rows, then their usernames from the
-    users' database (one query; never a join, which could cross databases).
-    """
+    """The `top` user ids with the most rows, and their usernames (one query, no join)."""
     counted = [(str(user_id), n) for user_id, n in top_users_query(top)]
     note = None
     try:
         users = users_by_id({user_id for user_id, _n in counted})
     except (ImproperlyConfigured, LookupError, DatabaseError) as exc:
-        # No user model (django.contrib.auth not installed), or its database
-        # is out of reach: the ids still say who.
+        # No django.contrib.auth, or its database out of reach: ids still say who.
         users, note = {}, f"usernames unavailable: {exc}"
     return [
         UserSessions(user_id, users[user_id].get_username() if user_id in users else None, n)
