@@ -1,10 +1,6 @@
 """
 manage.py importsessions: copy the live sessions of Django's own session
 table into ours, so that switching SESSION_ENGINE logs nobody out.
-
-Safe to run more than once: sessions already copied are left as they are,
-and a session copied once and logged out since is never copied again.
-The README's "Moving in from Django's engine" gives the order of steps.
 """
 
 from __future__ import annotations

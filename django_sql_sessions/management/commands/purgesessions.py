@@ -1,10 +1,7 @@
 """
-manage.py purgesessions: delete expired sessions in batches.
-
-Exit status: 0 when the run finished, stopped at --max-seconds, or found
-another runner holding the cleanup lock; 1 on an error; 2 on invalid options;
-130 when interrupted. There is no --database: sessions live on
-SQL_SESSIONS_DB_ALIAS only, so that is where the cleanup runs.
+manage.py purgesessions: delete expired sessions in batches. Exit status: 0
+when the run finished, stopped at --max-seconds, or found another runner; 1
+on an error; 2 on invalid options; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -66,28 +63,16 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         with database_errors(alias):
-            self.purge(alias, batch_size, max_seconds, sleep, dry_run, options["verbosity"])
-
-    def purge(
-        self,
-        alias: str,
-        batch_size: int | None,
-        max_seconds: float | None,
-        sleep: float,
-        dry_run: bool,
-        verbosity: int,
-    ) -> None:
-        if dry_run:
-            count = count_expired()
-            self.stdout.write(
-                f"Would delete {plural(count, 'expired session')} from database '{alias}'."
-            )
-            return
-        # -v 2: a line per batch. Otherwise, on a terminal, one line that
-        # follows the run.
-        verbose = verbosity >= 2
-        on_terminal = self.stdout.isatty() and not verbose
-        expected = count_expired() if on_terminal else None
+            if dry_run:
+                count = count_expired()
+                self.stdout.write(
+                    f"Would delete {plural(count, 'expired session')} from database '{alias}'."
+                )
+                return
+            # -v 2: a line per batch; else, on a terminal, one line that follows the run.
+            verbose = options["verbosity"] >= 2
+            on_terminal = self.stdout.isatty() and not verbose
+            expected = count_expired() if on_terminal else None
         done = _Done()
 
         def pause(seconds: float) -> None:
@@ -112,14 +97,15 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
         try:
-            result = delete_expired(
-                batch_size=batch_size,
-                max_seconds=max_seconds,
-                sleep=sleep,
-                progress=progress,
-                pause=pause,
-                via="command",
-            )
+            with database_errors(alias):
+                result = delete_expired(
+                    batch_size=batch_size,
+                    max_seconds=max_seconds,
+                    sleep=sleep,
+                    progress=progress,
+                    pause=pause,
+                    via="command",
+                )
         except KeyboardInterrupt:
             raise CommandError(
                 f"Interrupted after deleting {plural(done.deleted, 'expired session')} in "

@@ -1,12 +1,4 @@
-"""
-manage.py revokesessions: log a user out everywhere, for support staff.
-
-    manage.py revokesessions --username alice
-    manage.py revokesessions --user-id 42
-
---user-id works for a user who no longer exists (their sessions may still
-be in the table); --username must name an existing user.
-"""
+"""manage.py revokesessions: log a user out everywhere, for support staff."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""
-manage.py sessionstats: what the session table holds, for operators.
-
-    manage.py sessionstats            # estimates past 100,000 rows
-    manage.py sessionstats --exact    # counts and reads every row
-    manage.py sessionstats --json     # for scripts; keys in docs/operations.rst
-
-The numbers come from stats.collect(), which says how each was found.
-"""
+"""manage.py sessionstats: what the session table holds (stats.collect()), for operators."""
 
 from __future__ import annotations
 
@@ -135,7 +127,6 @@ def _moment(value: datetime.datetime | None, now: datetime.datetime, none: str) 
 
 
 def _local(value: datetime.datetime) -> datetime.datetime:
-    # Naive under USE_TZ = False, where localtime() would refuse it.
     return timezone.localtime(value) if timezone.is_aware(value) else value
 
 
