@@ -1,11 +1,7 @@
 """
 The package's settings: one declaration each, from which its accessor, its
-runtime error and its system check all come.
-
-Values are read from django.conf.settings when first used and kept until
-Django's setting_changed signal says a setting changed (override_settings,
-pytest-django's settings fixture), as Django does for its own cached
-settings; the request path then reads no setting at all.
+runtime error and its system check all come. Values are kept until Django's
+setting_changed signal says one changed, so the request path reads none.
 """
 
 from __future__ import annotations
@@ -31,10 +27,11 @@ MAX_TABLE_NAME_LENGTH = 63
 # at about 5,000 row locks, which would block live sessions.
 MAX_CLEANUP_BATCH_SIZE = 4000
 
-# Validated values by setting name, and cached() functions' results; see
-# clear_cache(). The generation moves on with every clear, so that a value
-# read before a clear is not stored after it.
-_cache: dict[object, Any] = {}
+# Validated values by setting name, and cached() functions' results, for a
+# look-up on the request path that costs no call: kept.get(key) or
+# remember(key, compute). The generation moves on with every clear_cache(),
+# so that a value read before a clear is not stored after it.
+kept: dict[object, Any] = {}
 _generation = [0]
 
 # (setting or option name, value) -> what is wrong with the value, or None.
@@ -60,9 +57,9 @@ class Setting(Generic[_T]):
     def get(self) -> _T:
         """The configured value; ImproperlyConfigured if it is invalid."""
         try:
-            return _cache[self.name]  # type: ignore[no-any-return]
+            return kept[self.name]  # type: ignore[no-any-return]
         except KeyError:
-            return _remember(self.name, self._validated)
+            return remember(self.name, self._validated)
 
     def _validated(self) -> _T:
         value = self.raw()
@@ -75,44 +72,30 @@ class Setting(Generic[_T]):
 
 
 def cached(function: Callable[[], _T]) -> Callable[[], _T]:
-    """
-    function(), which must depend only on the package's settings,
-    DATABASES and SESSION_ENGINE, computed once and kept as the settings
-    are. An exception is raised again on every call, never kept.
-    """
+    """function(), depending only on settings clear_cache() watches, kept as they are."""
 
     @functools.wraps(function)
     def get() -> _T:
         try:
-            return _cache[function]  # type: ignore[no-any-return]
+            return kept[function]  # type: ignore[no-any-return]
         except KeyError:
-            return _remember(function, function)
+            return remember(function, function)
 
     return get
 
 
-# The values kept, for a look-up on the request path that costs no call:
-# kept.get(key) or remember(key, compute).
-kept = _cache
-
-
 def remember(key: object, compute: Callable[[], _T]) -> _T:
-    """compute(), kept under `key` as the settings are (see cached())."""
-    return _remember(key, compute)
-
-
-def _remember(key: object, compute: Callable[[], _T]) -> _T:
+    """compute(), kept under `key` until the settings change; an exception is not kept."""
     generation = _generation[0]
     value = compute()
     if generation == _generation[0]:
-        _cache[key] = value
+        kept[key] = value
     return value
 
 
 def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
-    """Forget validated values (connected to setting_changed in AppConfig.ready())."""
-    # SESSION_ENGINE: whether the cached engine is in use (caching.in_use());
-    # SESSION_CACHE_ALIAS, CACHES, SECRET_KEY: the cached table (storage.table()).
+    """setting_changed receiver: forget kept values that depend on the setting."""
+    # SESSION_ENGINE and the rest: caching.in_use() and the cached table.
     if setting.startswith("SQL_SESSIONS_") or setting in (
         "DATABASES",
         "SESSION_ENGINE",
@@ -121,7 +104,7 @@ def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
         "SECRET_KEY",
     ):
         _generation[0] += 1
-        _cache.clear()
+        kept.clear()
 
 
 def whole_number(
@@ -136,7 +119,7 @@ def whole_number(
     of_unit = f" of {unit}" if unit else ""
 
     def rule(name: str, value: object) -> str | None:
-        # bool is an int subclass; True as a number is a typo, not a 1.
+        # True as a number is a typo, not a 1.
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
@@ -210,9 +193,8 @@ TOUCH_AFTER = Setting[int](
 )
 MAX_SIZE = Setting[int](
     "SQL_SESSIONS_MAX_SIZE",
-    # 1 MiB of encoded data: far more than a session should hold, and within
-    # every supported column and MySQL's default max_allowed_packet (16 MiB on
-    # MariaDB, 64 MiB on MySQL 8).
+    # Far more than a session should hold, and within every supported column
+    # and MySQL's default max_allowed_packet.
     1024 * 1024,
     whole_number(1, unit="bytes"),
     "E008",
@@ -220,18 +202,14 @@ MAX_SIZE = Setting[int](
 )
 GC_FREQUENCY = Setting[int](
     "SQL_SESSIONS_GC_FREQUENCY",
-    # About one request in 10,000 deletes one batch: the ancestor's default, a
-    # table that stays clean without cron at a cost no request notices.
-    10_000,
+    10_000,  # the ancestor's default: clean without cron, at a cost no request notices
     whole_number(0, low=" (off)"),
     "E009",
     "Use 0 to rely on a scheduled purgesessions alone.",
 )
 DEVICE_DETAILS = Setting[bool](
     "SQL_SESSIONS_DEVICE_DETAILS",
-    # Off: an IP address and a user agent are personal data, recorded only
-    # when the project decides to.
-    False,
+    False,  # personal data, recorded only when the project decides to
     _boolean,
     "E010",
     "Use True to record IP networks and user agents, {default} (the default) not to.",
@@ -254,17 +232,14 @@ IPV6_PREFIX = Setting[int](
 )
 ACTIVITY_INTERVAL = Setting[int](
     "SQL_SESSIONS_ACTIVITY_INTERVAL",
-    # Last activity is refreshed by at most one extra UPDATE per session every
-    # five minutes: a "last active" column needs no finer grain.
-    300,
+    300,  # a "last active" column needs no finer grain
     whole_number(0, unit="seconds", low=" (only saves record activity)"),
     "E013",
     "Remove the setting to use the default of {default} seconds.",
 )
 ABSOLUTE_LIFETIME = Setting[int](
     "SQL_SESSIONS_ABSOLUTE_LIFETIME",
-    # Off, as in Django: a session lives while it is used.
-    0,
+    0,  # off, as in Django: a session lives while it is used
     whole_number(0, unit="seconds", low=" (off)"),
     "E016",
     "Use a number of seconds such as 43200 (12 hours), or {default} (the default) for none.",

@@ -50,11 +50,11 @@ def test_the_cache_write_above_did_not_leak() -> None:
 
 def test_other_settings_do_not_clear_the_cache(settings: Any) -> None:
     conf.TOUCH_AFTER.get()
-    assert "SQL_SESSIONS_TOUCH_AFTER" in conf._cache
+    assert "SQL_SESSIONS_TOUCH_AFTER" in conf.kept
     settings.SESSION_COOKIE_AGE = 60
-    assert "SQL_SESSIONS_TOUCH_AFTER" in conf._cache
+    assert "SQL_SESSIONS_TOUCH_AFTER" in conf.kept
     conf.clear_cache(setting="DATABASES")  # the alias check reads it
-    assert conf._cache == {}
+    assert conf.kept == {}
 
 
 def test_an_invalid_value_is_never_cached(settings: Any) -> None:
