@@ -1,9 +1,6 @@
 """
-Whose sessions these are: list a user's sessions and revoke them, by the
-indexed user_id column that every save fills (see models.user_id_from_session).
-
-Each function takes a user instance or a primary key value and has an async
-twin; see the README's "Users' sessions".
+List and revoke a user's sessions by the indexed user_id column; each function
+takes a user or a primary key value and has an async twin (README, "Users' sessions").
 """
 
 from __future__ import annotations
@@ -34,9 +31,7 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class UserSession:
-    # The row's key hash. It names the session in pages and forms but cannot
-    # be used as a session cookie: the key itself is not stored anywhere.
-    id: str
+    id: str  # the key hash: names the session in forms, but is no cookie
     created_at: datetime.datetime
     last_activity: datetime.datetime
     expire_date: datetime.datetime
@@ -67,7 +62,6 @@ def user_id(user: object) -> str:
             raise ValueError(f"{user!r} is not a {model.__name__}.")
         if user.pk is None:
             raise ValueError(f"{user!r} is not saved, so it has no sessions.")
-        # As login() writes it into the session.
         value = pk_field.value_to_string(user)
     else:
         try:
@@ -97,16 +91,13 @@ def users_by_id(user_ids: Collection[str]) -> dict[str, AbstractBaseUser]:
     for user_id in user_ids:
         try:
             pk = pk_field.to_python(user_id)
-            # Out of the column's range, an integer would make the query
-            # fail rather than match nothing.
-            pk_field.run_validators(pk)
+            pk_field.run_validators(pk)  # out of range, the query would fail
         except ValidationError:
             continue  # not a key of this user model, so no user has it
         pks[user_id] = pk
     if not pks:
         return {}
-    # The user model's manager, so that the project's routers choose the
-    # users' database, which may not be the sessions' one.
+    # Through the manager: the routers choose the users' database.
     found = {user.pk: user for user in user_model._default_manager.filter(pk__in=pks.values())}
     return {user_id: found[pk] for user_id, pk in pks.items() if pk in found}
 
@@ -135,8 +126,7 @@ def revoke_session(user: object, session_id: str, *, actor: object = None) -> bo
     """
     Delete one of the user's sessions by its UserSession.id; return whether
     there was one. Another user's session is never touched, so the id can
-    come straight from a form. ``actor``, who is revoking it, is passed on
-    to the session_revoked signal (signals.py).
+    come straight from a form. ``actor`` goes to the session_revoked signal.
     """
     owner = user_id(user)
     if not is_key_hash(session_id):
@@ -176,20 +166,14 @@ async def arevoke_all_sessions(
 
 
 def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, actor: object) -> int:
-    """
-    revoke_all_sessions() for a user_id value, with the signal's ``via``
-    and ``actor`` (revokesessions says "command").
-    """
+    """revoke_all_sessions() for a user_id value, with the signal's ``via`` and ``actor``."""
     sessions = Session.objects.filter(user_id=owner)
     if (kept := _session_id(keep)) is not None:
         sessions = sessions.exclude(key_hash=kept)
-    # The key hashes first, for the signal (a user has a handful of rows,
-    # found through the user index), then a delete by key hash; selected
-    # again until the select finds no new row, so that a session moved to a
-    # new key (cycle_key()) between a select and its delete is revoked too,
-    # as one DELETE by user_id would. A select that finds only rows already
-    # seen ends it: a snapshot (a caller's REPEATABLE READ transaction) can
-    # show a moved row's old key forever.
+    # The key hashes first, for the signal, then a delete by key hash, until
+    # a select finds no new row: a session moved to a new key in between is
+    # revoked too. Not until none: a snapshot (REPEATABLE READ) can show a
+    # moved row's old key forever.
     key_hashes: list[str] = []
     seen: set[str] = set()
     deleted = 0
@@ -204,8 +188,7 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
             count, _per_model = sessions.filter(key_hash__in=new).delete()
             deleted += count
             key_hashes += new
-    finally:
-        # Also when a later delete failed: the earlier ones are done.
+    finally:  # also when a later delete failed: the earlier ones are done
         if deleted:
             send_revoked(
                 Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
@@ -216,7 +199,6 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
 
 
 def _warn_if_missed(deleted: int, missed_before: int) -> None:
-    """Say so when revoked sessions may still be served from a cache that did not take them."""
     if (missed := table().undelivered - missed_before) > 0:
         logger.warning(
             "Revoked %d %s, but the session cache did not answer: %d revoked or changed "
