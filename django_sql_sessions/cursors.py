@@ -1,13 +1,7 @@
 """
-The fast cursor path: how the session table's statements reach the driver.
-
-One function, send(), takes a Statement (sql.py) and its named values, and
-returns the rowcount, the first row or all rows. On the usual path it uses
-the driver's own cursor rather than Django's cursor wrapper, which costs more
-than SQLite's whole query, and keeps what that wrapper guarantees (see
-_send_once()). What it relies on, and what it buys (benchmarks/overhead.py),
-is in docs/design.rst, "The fast cursor path". Every Django in the test
-matrix runs the tests of tests/test_sql.py that pin that behaviour.
+The fast cursor path: send() passes a Statement (sql.py) to the driver's own
+cursor, keeping what Django's cursor wrapper guarantees. What it relies on and
+what it buys: docs/design.rst, "The fast cursor path"; tests/test_sql.py.
 """
 
 from __future__ import annotations
@@ -34,13 +28,10 @@ logger = logging.getLogger("django_sql_sessions")
 # What send() returns.
 ROWCOUNT, ONE, ALL = 0, 1, 2
 
-# How often an operation the database aborted to resolve a conflict is tried
-# again. Under contention Galera rejects a few in ten writes to one row, so
-# five retries leave about one in ten thousand to the caller.
+# Under contention Galera rejects a few in ten writes to one row: five
+# retries leave about one in ten thousand to the caller.
 CONFLICT_RETRIES = 5
-# Operations tried again, by alias, since the process started: a rising count
-# means writers keep colliding (on Galera, writes to one session through
-# several nodes).
+# Operations tried again, by alias, since the process started.
 conflict_retries: Counter[str] = Counter()
 _retries_lock = threading.Lock()
 
@@ -54,9 +45,7 @@ def send(
     """
     Send one statement with its values (every name given, none extra);
     return its rowcount (ROWCOUNT), its first row or None (ONE), or all its
-    rows (ALL). A write refused by a read-only server raises
-    SessionDatabaseReadOnly; an operation the database aborted to resolve a
-    conflict is tried again (retry_after()).
+    rows (ALL). An operation aborted by a conflict is tried again.
     """
     if values.keys() != statement.expected:
         raise TypeError(
@@ -72,13 +61,9 @@ def send(
             return _send_once(connection, statement, params, result)
         except DatabaseError as exc:
             chosen = dialect(connection)
-            # A write refused by a standby or read-only server becomes one
-            # error that says so and names the alias, instead of the
-            # driver's, which names neither; never tried again.
+            # Errors that name the alias and the fix, in place of the driver's.
             if chosen.refused_as_read_only(exc):
                 raise SessionDatabaseReadOnly.refused(connection.alias, exc) from exc
-            # A table the alias does not have (migrate not run there) becomes
-            # one error naming the alias and the command that creates it.
             if (table := chosen.missing_table(exc)) is not None:
                 raise SessionTableMissing.on(connection.alias, table) from exc
             if not retry_after(connection, exc, attempt):
@@ -102,16 +87,12 @@ def fetch_one(
 def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: int) -> bool:
     """
     Whether to try an operation again after the attempt-th try failed with
-    error: the database rolled it back whole to resolve a conflict (a
-    deadlock, a lost Galera certification, a serialization failure), it ran
-    outside any transaction of the caller's, and the retries are not used
-    up. If so, count it and pause briefly (random, so that the colliding
-    writers do not collide again in step).
+    error: the database rolled it back whole to resolve a conflict, outside
+    any transaction of the caller's (whose owner alone could start it
+    again). If so, count it and pause a random moment.
     """
     if attempt > CONFLICT_RETRIES or not dialect(connection).aborted_by_conflict(error):
         return False
-    # Inside a transaction the database rolled back everything before this
-    # statement too; only the transaction's owner can start it again.
     if connection.in_atomic_block or not connection.autocommit:
         return False
     with _retries_lock:
@@ -134,20 +115,10 @@ def _send_once(
     connection: BaseDatabaseWrapper, statement: Statement, params: list[Any], result: int
 ) -> Any:
     """
-    Send a statement through the driver's own cursor, or Django's.
-
-    The driver cursor keeps what Django's cursor wrapper guarantees, each
-    check skipped only where Django's own call would do nothing: the
-    connection is opened (and health-checked) the same way, another thread
-    is refused unless it may share the connection, a broken transaction is
-    refused, and errors come out as django.db exceptions. Django's cursor is
-    used instead whenever something observes queries through Django
-    (DEBUG's query log, execute_wrapper() hooks), inside a running event
-    loop (where it raises SynchronousOnlyOperation unless
-    DJANGO_ALLOW_ASYNC_UNSAFE is set), and on SQL Server, whose driver
-    adapter Django's cursor provides.
+    Send a statement through the driver's own cursor, or through Django's
+    where something observes queries, inside a running event loop (for its
+    SynchronousOnlyOperation) and on SQL Server.
     """
-    # Looked up without a call: see dialects.KEPT.
     chosen = connection.__dict__.get(KEPT) or dialect(connection)
     if (
         chosen.django_cursor
@@ -161,16 +132,13 @@ def _send_once(
     connection.close_if_health_check_failed()
     if connection.connection is None:
         connection.ensure_connection()
-    # Only the thread that made the connection owns it; any other needs
-    # allow_thread_sharing (LiveServerTestCase's server threads).
     owner = connection._thread_ident == get_ident()  # type: ignore[attr-defined]
     if not owner:
         connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
     try:
-        # psycopg: the thread's kept cursor (see _KEPT_CURSOR); else one per
-        # statement, closed at once: an open sqlite3 statement would hold its
-        # read snapshot until the next one.
+        # Else a cursor per statement, closed at once: an open sqlite3
+        # statement would hold its read snapshot until the next one.
         kept_cursor = chosen.keeps_cursor and owner
         if kept_cursor:
             found = connection.__dict__.get(_KEPT_CURSOR)
@@ -180,7 +148,6 @@ def _send_once(
             cursor = connection.connection.cursor()
         try:
             cursor.execute(statement.qmark if chosen.qmark else statement.format, params)
-            # A load's row and a write's rowcount with no further call.
             if result == ONE:
                 row = cursor.fetchone()
                 return None if row is None else tuple(row)
@@ -189,20 +156,13 @@ def _send_once(
             if not kept_cursor:
                 cursor.close()
     except Exception:
-        # As Django's cursor would raise it: a django.db exception, and the
-        # connection marked for a health check (errors_occurred). Entering
-        # the wrapper only on failure costs the successful statement nothing.
+        # As Django's cursor would raise it; entered only on failure, for speed.
         with connection.wrap_database_errors:
             raise
 
 
-# One cursor per psycopg connection, used for every statement by the thread
-# that owns the connection: psycopg builds a cursor's adapters and
-# transformer anew each time, which costs more than the rest of a session
-# load. Results are read at once and hold no server state. A thread that
-# shares the connection (allow_thread_sharing) gets a cursor per statement,
-# so two threads never read from one cursor. Kept on Django's connection
-# object, with the driver connection it belongs to: a reconnect replaces both.
+# One psycopg cursor per connection for its owning thread: psycopg builds a
+# cursor's adapters anew each time, which costs more than the rest of a load.
 _KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 
@@ -213,9 +173,7 @@ def _keep_cursor(connection: BaseDatabaseWrapper) -> Any:
 def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
     raw = connection.connection
     if raw.prepare_threshold is not None:
-        # The project enabled prepared statements (OPTIONS "prepare_threshold"),
-        # which only server-side binding uses: psycopg then prepares each of
-        # these few statements once per connection.
+        # Prepared statements need server-side binding.
         import psycopg
 
         return psycopg.Cursor(raw)
