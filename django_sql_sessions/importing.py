@@ -1,9 +1,7 @@
 """
-Moving in from Django's engine without logging anyone out: copy the live rows
-of Django's session table (django_session) into ours, keys hashed, data and
-expiry as they are. Safe to run again: ImportedSession remembers every copied
-key, so a later run never brings back a session this engine deleted since,
-and deletes the copy of one that Django's engine deleted since.
+Copy the live rows of Django's session table into ours, keys hashed. Safe to
+run again: ImportedSession remembers every copied key, so a later run never
+brings back a session deleted since (docs/design.rst, "Moving in").
 """
 
 from __future__ import annotations
@@ -35,9 +33,7 @@ class ImportResult:
     present: int = 0  # already in our table: left as they are
     gone: int = 0  # copied by an earlier run and deleted since (logged out, revoked)
     too_large: int = 0  # larger than SQL_SESSIONS_MAX_SIZE: skipped
-    # Copied by an earlier run, then deleted from the source by Django's
-    # engine (a logout before the switch): the copies are deleted too.
-    vanished: int = 0
+    vanished: int = 0  # copied, then deleted in the source: the copies are deleted too
     unreadable: int = 0  # a key or data that Django would not load: skipped
     expired: int = 0  # expired in the source: skipped
     batches: int = 0
@@ -106,8 +102,8 @@ def import_django_sessions(
                 updated_at=now,
                 user_id=user_id_from_session(decoded),
             )
-        present = _present(Session, list(sessions))
-        markers = _markers(list(expiries))
+        present = set(_expiries(Session, list(sessions)))
+        markers = _expiries(ImportedSession, list(expiries))
         gone = set(markers) & set(sessions) - present
         new = [s for key_hash, s in sessions.items() if key_hash not in present | set(markers)]
         if dry_run:
@@ -115,8 +111,7 @@ def import_django_sessions(
         else:
             _extend_markers(markers, expiries, now)
         if new and not dry_run:
-            # Where the backend can, a row that appeared since the check above
-            # (another import running) is skipped rather than an error.
+            # A row another import inserted since is skipped where the backend can.
             conflicts = target.features.supports_ignore_conflicts
             with transaction.atomic(using=target.alias):
                 Session.objects.bulk_create(new, ignore_conflicts=conflicts)
@@ -130,10 +125,8 @@ def import_django_sessions(
         result.batches += 1
         if progress:
             progress(result)
-    # A marker that should still have a live row in the source, but was not
-    # seen there: Django's engine deleted the row (a logout, or a login's
-    # new key) after it was copied. The copy would keep the old cookie
-    # working, so it goes too.
+    # A live marker not seen in the source: Django's engine deleted the row
+    # after it was copied, and the copy would keep the old cookie working.
     vanished = ImportedSession.objects.filter(source=label, expire_date__gt=now)
     if dry_run:
         result.vanished = sum(
@@ -146,17 +139,18 @@ def import_django_sessions(
             Session.objects.filter(key_hash__in=chunk).delete()
             ImportedSession.objects.filter(key_hash__in=chunk).delete()
     result.vanished = len(vanished_hashes)
-    # Every live source row's marker now lasts at least as long as the row
-    # (extended above), so an expired marker has no live row left to guard.
+    # Markers last as long as their rows (extended above): an expired one guards none.
     ImportedSession.objects.filter(expire_date__lte=now).delete()
     return result
 
 
-def _markers(key_hashes: list[str]) -> dict[str, datetime.datetime]:
-    """The ImportedSession expiries of these key hashes, expired or not."""
+def _expiries(
+    model: type[Session] | type[ImportedSession], key_hashes: list[str]
+) -> dict[str, datetime.datetime]:
+    """The expiries of these key hashes' rows in the model's table, expired or not."""
     found: dict[str, datetime.datetime] = {}
     for chunk in in_lists(key_hashes):
-        rows = ImportedSession.objects.filter(key_hash__in=chunk)
+        rows = model.objects.filter(key_hash__in=chunk)
         found.update(rows.values_list("key_hash", "expire_date"))
     return found
 
@@ -168,10 +162,7 @@ def _extend_markers(
 ) -> None:
     """
     Record that these markers' rows are still in the source, and keep each
-    marker until its row expires. Django's engine may have pushed the row's
-    expiry on since it was copied (the site runs it until the switch); a
-    marker that expired before its row would let a later run copy back a
-    session this engine has deleted since.
+    until its row expires: Django's engine may have pushed the expiry on.
     """
     for chunk in in_lists(list(markers)):
         ImportedSession.objects.filter(key_hash__in=chunk).update(seen_at=now)
@@ -182,22 +173,12 @@ def _extend_markers(
             )
 
 
-def _present(model: type[Session] | type[ImportedSession], key_hashes: list[str]) -> set[str]:
-    """Which of these key hashes are already in the model's table."""
-    found: set[str] = set()
-    for chunk in in_lists(key_hashes):
-        rows = model.objects.filter(key_hash__in=chunk).values_list("key_hash", flat=True)
-        found.update(rows)
-    return found
-
-
 def _source(alias: str, table: str) -> BaseDatabaseWrapper:
     if alias not in settings.DATABASES:
         raise ImportProblem(
             f"{alias!r} is not an alias in DATABASES (the aliases are "
             f"{', '.join(map(repr, settings.DATABASES))})."
         )
-    # The rule SQL_SESSIONS_TABLE follows, so no SQL is built from anything else.
     if conf.table_name_rule("table", table):
         raise ImportProblem(f"{table!r} is not a plain SQL table name.")
     if alias == conf.DB_ALIAS.get() and table == conf.TABLE.get():
