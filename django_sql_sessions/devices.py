@@ -1,20 +1,6 @@
 """
-Device details: the client IP address and user agent a session was last used
-from, recorded only with SQL_SESSIONS_DEVICE_DETAILS = True.
-
-The IP address is truncated to its network (SQL_SESSIONS_IPV4_PREFIX,
-default /24, and SQL_SESSIONS_IPV6_PREFIX, default /48) before it is stored,
-so the table never holds a whole address unless the project asks for one
-(32 and 128). The user agent is cut to USER_AGENT_MAX_LENGTH characters, with
-control characters removed. Both come from REMOTE_ADDR and the User-Agent
-header: behind a proxy, set REMOTE_ADDR from the header your proxy vouches
-for (Django does not trust X-Forwarded-For on its own, and neither do we).
-
-People read a user agent as device_name() puts it: "Firefox 140 on Windows",
-from ua-parser (the optional extra django-sql-sessions[devices]), which
-follows the browsers' releases. Without ua-parser, a short guess from the
-product tokens every browser sends ("Chrome 126 on Android", "curl 8"),
-never the user agent itself: whole ones run to 255 characters.
+Device details (SQL_SESSIONS_DEVICE_DETAILS): the client's network and user
+agent, as docs/design.rst describes, and device_name() for people to read.
 """
 
 from __future__ import annotations
@@ -57,15 +43,14 @@ def anonymize_ip(value: object) -> str | None:
     try:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
-        return None  # not an address (a test client, a misconfigured proxy)
+        return None  # a test client, a misconfigured proxy
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # ::ffff:192.0.2.1 is an IPv4 client
+        address = address.ipv4_mapped
     bits = (conf.IPV4_PREFIX if address.version == 4 else conf.IPV6_PREFIX).get()
     if not bits:
         return None
-    # From the integer, which drops an IPv6 zone ("%eth0") along the way; the
-    # network class by the address's version, since ip_network() would take
-    # a small IPv6 address (::203.0.113.7) for an IPv4 one.
+    # From the integer, which drops an IPv6 zone; ip_network() would take a
+    # small IPv6 address (::203.0.113.7) for an IPv4 one.
     network_class = ipaddress.IPv4Network if address.version == 4 else ipaddress.IPv6Network
     network = network_class((int(address), bits), strict=False)
     return str(network.network_address)
@@ -78,19 +63,14 @@ def clean_user_agent(value: object) -> str | None:
     return printable[:USER_AGENT_MAX_LENGTH] or None
 
 
-# The longest name device_name() gives without ua-parser.
 GUESSED_NAME_LENGTH = 40
 UNKNOWN_DEVICE = "Unknown device"
 
 
 def device_name(user_agent: str | None, *, versions: bool = True) -> str:
     """
-    The browser and system behind a user agent, for people to read:
-    "Firefox 140 on Windows" ("Firefox on Windows" without versions), named
-    by ua-parser. Without ua-parser installed, or for a user agent it does
-    not recognise, a guess (see _guess()) of at most GUESSED_NAME_LENGTH
-    characters; "Unknown device" when none was recorded. User agents are
-    whatever the client sends: a guess either way, not an identification.
+    The browser and system behind a user agent, for people to read: "Firefox
+    140 on Windows", by ua-parser where installed, else a short guess.
     """
     if not user_agent:
         return UNKNOWN_DEVICE
@@ -115,12 +95,10 @@ def _named(browser: str | None, system: str | None) -> str:
     return str(browser)
 
 
-# What a user agent says, as "Name/version" product tokens (not a URL's
-# path: "+http://example.com/bot" names no product).
+# "Name/version" product tokens, not a URL's path.
 _PRODUCT = re.compile(r"(?<![\w.:/-])([A-Za-z][\w.-]*)/(\S*)")
-# Browsers by the token that names them, most specific first: Edge and
-# Opera also say "Chrome", and every Chromium browser also says "Safari".
-# Names as ua-parser gives them, so that installing it changes few names.
+# Most specific first: Edge and Opera also say "Chrome". Names as ua-parser
+# gives them, so that installing it changes few names.
 _BROWSERS = (
     ("Edg", "Edge"),
     ("EdgA", "Edge"),
@@ -134,10 +112,8 @@ _BROWSERS = (
     ("Chromium", "Chromium"),
     ("Chrome", "Chrome"),
 )
-# Tokens that every browser, or a family of them, sends: not a name.
 _NOT_NAMES = frozenset(("Mozilla", "AppleWebKit", "Gecko", "Mobile", "Version", "Safari"))
-# Systems by a word in the user agent, most specific first: Android also
-# says "Linux", and iOS "like Mac OS X".
+# Most specific first: Android also says "Linux", iOS "like Mac OS X".
 _SYSTEMS = (
     ("Windows", "Windows"),
     ("Android", "Android"),
@@ -151,13 +127,7 @@ _SYSTEMS = (
 
 
 def _guess(user_agent: str, *, versions: bool) -> str:
-    """
-    A name without ua-parser: the browser by its product token, the system
-    by a word in the user agent ("Firefox 140 on Windows"), or a client
-    that is not a browser by its first product ("curl 8"), cut to
-    GUESSED_NAME_LENGTH characters. It knows a dozen browsers, and goes stale
-    as they change: ua-parser is the reference.
-    """
+    """A name without ua-parser, from product tokens and system words ("curl 8")."""
     products: dict[str, str] = {}
     for name, version in _PRODUCT.findall(user_agent):
         products.setdefault(name, version)
@@ -166,14 +136,12 @@ def _guess(user_agent: str, *, versions: bool) -> str:
     if browser == ("Chrome", "Chrome") and mobile:
         browser = ("Chrome", "Chrome Mobile")
     if browser is None and "Version" in products and "Safari" in products:
-        # Safari gives its own version as "Version/17.5".
         browser = ("Version", "Mobile Safari" if mobile else "Safari")
     if browser is None:
         others = [name for name in products if name not in _NOT_NAMES]
         browser = (others[0], others[0]) if others else None
     system = next((name for word, name in _SYSTEMS if word in user_agent), None)
     if browser is None and system is None:
-        # Nothing recognisable: its first word.
         words = user_agent.split()
         return Truncator(words[0]).chars(GUESSED_NAME_LENGTH) if words else UNKNOWN_DEVICE
     named = None
@@ -186,7 +154,6 @@ def _guess(user_agent: str, *, versions: bool) -> str:
 
 
 def parser_installed() -> bool:
-    """Whether ua-parser is there to name devices."""
     try:
         import ua_parser  # noqa: F401
     except ImportError:
@@ -195,14 +162,11 @@ def parser_installed() -> bool:
 
 
 def _parse(user_agent: str) -> PartialResult | None:
-    """ua-parser's result for the browser and system, or None without ua-parser."""
-    # Imported on each call (a dictionary look-up once loaded), so that the
-    # package works without the extra and tests can take it away.
+    # Imported on each call, so that tests can take the extra away.
     try:
         import ua_parser
         from ua_parser import Domain
     except ImportError:
         return None
-    # The global parser caches recent user agents. Devices are not asked
-    # for: naming the phone model costs a third more and nobody reads it.
+    # Not Domain.DEVICE: the phone model costs a third more and nobody reads it.
     return ua_parser.parser(user_agent, Domain.USER_AGENT | Domain.OS)
