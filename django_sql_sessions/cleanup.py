@@ -1,13 +1,7 @@
 """
-Deleting expired sessions, shared by clear_expired() (and so Django's
-clearsessions) and the purgesessions command.
-
-Rows go in batches of at most SQL_SESSIONS_CLEANUP_BATCH_SIZE, oldest expiry
-first and ties in key hash order (so rows sharing an expiry never make a
-batch larger), walking the expire_date index. In autocommit each batch is
-its own short transaction, so live logins wait at most one batch for a lock,
-and an interrupted run has committed whole batches only. One runner at a time:
-see locks.py.
+Deleting expired sessions in batches along the expiry index, one runner at a
+time (locks.py), for clear_expired() and purgesessions (docs/design.rst, "The
+cleanup").
 """
 
 from __future__ import annotations
@@ -38,11 +32,8 @@ class CleanupResult:
     deleted: int
     batches: int
     seconds: float
-    # False when the run stopped at its time or batch budget with expired
-    # sessions possibly left.
-    finished: bool = True
-    # True when another runner held the lock, so this one did nothing.
-    locked_out: bool = False
+    finished: bool = True  # False: stopped at its time or batch budget
+    locked_out: bool = False  # another runner held the lock
 
 
 # Called after each batch with (rows deleted so far, batches, seconds elapsed).
@@ -72,16 +63,12 @@ def delete_expired(
     via: str = "api",
 ) -> CleanupResult:
     """
-    Delete sessions that expired at or before ``now``, one batch at a time.
-
-    ``now`` is fixed for the whole run, so sessions that expire while it runs
-    are left for the next one and the run always ends. It stops early, between
-    batches, once ``max_seconds`` have passed or ``max_batches`` have run, and
-    pauses ``sleep`` seconds between batches to leave room for live traffic.
-    If another runner holds the cleanup lock, it deletes nothing. ``clock``
-    and ``pause`` (time.monotonic and time.sleep) are there for tests.
-    ``via`` names the caller in the sessions_purged signal (signals.py),
-    sent when the run deleted anything, even if it then failed.
+    Delete sessions that expired at or before ``now`` (fixed for the run, so
+    it always ends), one batch at a time, pausing ``sleep`` seconds between
+    batches and stopping between them after ``max_seconds`` or
+    ``max_batches``. If another runner holds the lock, it deletes nothing.
+    ``via`` names the caller in the sessions_purged signal; ``clock`` and
+    ``pause`` are for tests.
     """
     if batch_size is None:
         batch_size = conf.CLEANUP_BATCH_SIZE.get()
@@ -101,7 +88,6 @@ def delete_expired(
     cutoff = to_db_datetime(connection, now or timezone.now())
     started = clock()
     deleted = batches = 0
-    # A Galera writeset larger than the cluster takes fails at commit.
     if limit := dialect(connection).rows_per_transaction(connection, conf.MAX_SIZE.get()):
         batch_size = min(batch_size, limit)
     try:
@@ -110,9 +96,7 @@ def delete_expired(
                 return CleanupResult(alias, 0, 0, clock() - started, False, locked_out=True)
             after = None  # the (expire_date, key_hash) where the last batch ended
             while True:
-                if batches and not hold.keep():
-                    # The lease ran out (a pause longer than it lasts); another
-                    # runner may have taken over.
+                if batches and not hold.keep():  # the lease ran out: another may run
                     return CleanupResult(
                         alias, deleted, batches, clock() - started, finished=False
                     )
@@ -127,8 +111,7 @@ def delete_expired(
                 if end is None:
                     return CleanupResult(alias, deleted, batches, elapsed)
                 after = end
-                # Stop when the pause and another batch as long as the last one
-                # would overrun the budget.
+                # Would the pause and another batch like the last overrun the budget?
                 next_end = elapsed + sleep + (finished - batch_started)
                 out_of_time = max_seconds is not None and next_end > max_seconds
                 if out_of_time or (max_batches is not None and batches >= max_batches):
@@ -139,8 +122,7 @@ def delete_expired(
         send_purged(Session, count=deleted, seconds=clock() - started, via=via, using=alias)
 
 
-# No SHA-256 hex digest sorts after it: a range that ends at (cutoff,
-# LAST_KEY_HASH) takes every row expiring at the cutoff.
+# No digest sorts after it: a range to (cutoff, LAST_KEY_HASH) takes all at cutoff.
 LAST_KEY_HASH = "f" * HASH_LENGTH
 
 
@@ -152,13 +134,9 @@ def _delete_batch(
     size: int,
 ) -> tuple[int, tuple[Any, str] | None]:
     """
-    Delete the next ``size`` expired rows, in (expire_date, key_hash) order.
-
-    Return how many went and the (expire_date, key_hash) of the row where the
-    batch ended, or None when fewer than ``size`` rows were left before
-    ``cutoff``, which makes it the last batch.
+    Delete the next ``size`` expired rows, in (expire_date, key_hash) order:
+    how many went and the row where the batch ended, None for the last batch.
     """
-    # After the previous batch's last row, or from the start of the index.
     start = {} if after is None else {"after": after[0], "after_key": after[1]}
     row = fetch_one(
         connection,
