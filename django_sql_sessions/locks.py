@@ -1,23 +1,9 @@
 """
-One cleanup at a time across every process and node that shares the table.
-
-The lock is the database's own, taken without waiting and tied to the
-connection's session: PostgreSQL's advisory locks, MySQL/MariaDB's GET_LOCK
-and SQL Server's sp_getapplock all go away with the connection, so a runner
-that is killed leaves nothing behind. Inside a caller's atomic() block on
-PostgreSQL the lock belongs to the transaction instead, so a batch that fails
-there cannot leave it held. SQLite needs none: one file, one writer at a time.
-
-On a Galera cluster GET_LOCK holds on one node only, and CockroachDB's
-pg_try_advisory_lock() is a stub that returns true to every caller, so there
-the runner takes a lease instead: a row in django_sql_sessions_lease, written
-with a conditional statement that the cluster certifies (of two nodes taking
-it at once, one write fails), renewed before each batch, and deleted at the
-end. A runner that is killed leaves its lease to expire, LEASE_SECONDS later.
-
-Session-level locks do not mix with a transaction-mode pooler (PgBouncer's
-pool_mode = transaction): the lock stays on whichever server connection took
-it. Run the cleanup over a direct or session-mode connection there.
+One cleanup at a time across every process and node that shares the table:
+the database's own lock, tied to the connection (or, inside atomic(), the
+transaction), so a killed runner leaves nothing behind; a lease row where
+that lock holds on one node only (Galera, CockroachDB). See docs/deployment.rst,
+"Scheduling the cleanup", and docs/scaling.rst.
 """
 
 from __future__ import annotations
@@ -56,8 +42,7 @@ class Hold:
     """Whether this runner holds the cleanup lock, and how it keeps holding it."""
 
     held: bool
-    # Called before each batch after the first: whether the runner still
-    # holds the lock. A lease is renewed; a lock is held until released.
+    # Before each batch after the first: whether it still holds it (a lease is renewed).
     keep: Callable[[], bool] = lambda: True
 
 
@@ -77,10 +62,8 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]
         return
     name = chosen.lock_key(lock_name(connection, table))
     if connection.in_atomic_block and chosen.transaction_lock:
-        # Inside a caller's transaction, a lock tied to the transaction: a
-        # failed batch aborts the transaction, after which the unlock below
-        # could not run and a session lock would outlive the run on that
-        # connection. This one ends with the transaction, whatever happens.
+        # A failed batch aborts the caller's transaction, after which no
+        # unlock could run: this lock ends with the transaction.
         row = fetch_one(connection, chosen.transaction_lock, name=name)
         yield Hold(bool(row and row[0]))
         return
@@ -99,8 +82,7 @@ def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]
             logger.warning("Could not release the session cleanup lock", exc_info=True)
 
 
-# How long a lease lasts unless renewed: longer than any batch takes (the
-# runner renews it before each), short enough that a killed runner's lease
+# Longer than any batch takes; short enough that a killed runner's lease
 # does not hold up the next run for long.
 LEASE_SECONDS = 60
 
@@ -110,7 +92,6 @@ def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
     take, insert, renew, release = dialect(connection).lease_statements(
         connection.ops.quote_name(CleanupLease._meta.db_table)
     )
-    # Which runner holds it, for an operator reading the table.
     holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(8)}"
 
     def times() -> dict[str, object]:
