@@ -1,11 +1,7 @@
 """
-What the package sends: statements with named parameters, and datetimes
-converted as the ORM would. The SQL itself is each vendor's (dialects.py).
-
-Each statement names its parameters (%(key_hash)s) and is bound by name, so
-no caller can pass them in the wrong order. None needs BEGIN/COMMIT around
-it, and none leaves a caller's transaction aborted for an expected outcome
-(a key collision is 0 rows or a statement-level error).
+Statements bound by parameter name (%(key_hash)s), so no caller can pass them
+in the wrong order, and datetimes converted as the ORM would. The SQL itself
+is each vendor's (dialects.py).
 """
 
 from __future__ import annotations
@@ -44,42 +40,28 @@ class Statements:
     # -> (data, expire_date, version, updated_at) of a live session: not
     # expired, and created (or moved to its key) after born_after
     load: Statement
-    # As load, and created_at: the cached engine's entries carry it, so that
-    # a hit can apply SQL_SESSIONS_ABSOLUTE_LIFETIME as the load does.
-    load_created: Statement
-    # -> (data, version) of a live row
-    reload: Statement
-    # As reload, locking the row until the transaction ends; None where the
-    # database has no row locks (SQLite, which serializes writers instead).
-    reload_locked: Statement | None
-    # -> a row if the key is taken, live or not
-    exists: Statement
-    # 0 rows or an IntegrityError when the key is taken; version 1
-    insert: Statement
+    load_created: Statement  # and created_at, for the cached engine's entries
+    reload: Statement  # -> (data, version) of a live row
+    reload_locked: Statement | None  # and a row lock; None on SQLite
+    exists: Statement  # -> a row if the key is taken, live or not
+    insert: Statement  # 0 rows or an IntegrityError when the key is taken
     # 0 rows when the row is gone or has another version. Keeps a later
-    # stored expiry, and the stored ip and user_agent where these are NULL
-    # (not recorded by this request).
+    # stored expiry, and the stored ip and user_agent where these are NULL.
     update: Statement
-    # As update, but sets the expiry as given.
-    update_exact: Statement
-    # Sets updated_at (and the device details, as update does) if it is at
-    # or before `due` and the row still has `version`, which it moves on: a
-    # write since has recorded the activity itself.
+    update_exact: Statement  # as update, with the expiry as given
+    # Sets updated_at and the device details if it is at or before `due`
+    # and the row still has `version`: a write since recorded the activity.
     touch_activity: Statement
     delete: Statement
     # Moves the row to new_key_hash: 0 rows when the old row is gone (or, on
-    # PostgreSQL, when the new key is taken), an IntegrityError elsewhere
-    # when the new key is taken; bumps the version.
+    # PostgreSQL, the new key taken), else an IntegrityError if it is taken.
     rekey: Statement
-    # -> (how many sessions are expired,)
     count_expired: Statement
     # -> (expire_date, key_hash) of the offset+1th expired row in that
-    # order, if any
+    # order; or of those after (after, after_key).
     batch_end: Statement
-    # As batch_end, among rows after (after, after_key) in that order.
     batch_end_after: Statement
-    # Rows up to (until, until_key) in (expire_date, key_hash) order; and
-    # those after (after, after_key) as well.
+    # Rows up to (until, until_key); or those after (after, after_key) too.
     delete_until: Statement
     delete_between: Statement
 
@@ -89,17 +71,14 @@ def to_db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) ->
     return connection.ops.adapt_datetimefield_value(value)
 
 
-# What the ORM converts a DateTimeField column's values with; converters only
-# look at the expression's output field.
+# Converters only look at the expression's output field.
 _DATETIME = Value(None, output_field=DateTimeField())
 
 
 def from_db_datetime(connection: BaseDatabaseWrapper, value: Any) -> datetime.datetime:
     """
-    A datetime column read with raw SQL, converted as the ORM would (time
-    zone included). A value converted already (an aware datetime; no driver
-    returns one that a converter changes) is returned as it is: the cached
-    engine's rows hold converted values.
+    A datetime column read with raw SQL, converted as the ORM would. An
+    aware datetime is converted already (the cached engine's rows).
     """
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return value
