@@ -1,6 +1,8 @@
 """
 The package's errors. Two replace a driver's error that names neither the alias
 nor the fix, in the words of checks E015 and W006/E006; logged once per process.
+A DatabaseError, as the error each replaces is: the settings are right, and
+code that handles database errors (the commands, retries, atomic()) still does.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from django.db import DatabaseError
 
 logger = logging.getLogger("django_sql_sessions")
 
-# What has been logged: an alias refusing writes, an (alias, table) missing.
 _reported: set[object] = set()
 
 
@@ -25,8 +26,7 @@ def _logged_once(key: object, message: str) -> str:
 class SessionTooLarge(ValueError):
     """The encoded session is larger than SQL_SESSIONS_MAX_SIZE; nothing was written."""
 
-    # The encoded size and SQL_SESSIONS_MAX_SIZE, in bytes (set by the engine).
-    size = 0
+    size = 0  # bytes encoded, and SQL_SESSIONS_MAX_SIZE (set by the engine)
     limit = 0
 
 
@@ -35,16 +35,7 @@ class SessionSaveConflict(RuntimeError):
 
 
 class SessionDatabaseReadOnly(DatabaseError):
-    """
-    The server of SQL_SESSIONS_DB_ALIAS refused a write because it is a
-    standby or read-only; raised from the driver's error, in its place.
-
-    A DatabaseError, as the error it replaces is, rather than
-    ImproperlyConfigured: the same settings work again once the server
-    accepts writes (a failover promotes it, a maintenance ends), and code
-    that already handles database errors (the commands' one-line errors,
-    retries, atomic()) keeps handling this one.
-    """
+    """The server of SQL_SESSIONS_DB_ALIAS refused a write: it is a standby or read-only."""
 
     FIX = (
         "Point SQL_SESSIONS_DB_ALIAS at the primary (the server that accepts writes): "
@@ -53,7 +44,7 @@ class SessionDatabaseReadOnly(DatabaseError):
 
     @staticmethod
     def problem(alias: str, why: str) -> str:
-        """What is wrong, naming the setting and the alias (check E015 and the error)."""
+        """What is wrong, naming the setting and the alias (E015 and the error)."""
         return (
             f"SQL_SESSIONS_DB_ALIAS {alias!r} is a standby or read-only database server "
             f"({why}), so no session can be saved"
@@ -67,17 +58,7 @@ class SessionDatabaseReadOnly(DatabaseError):
 
 
 class SessionTableMissing(DatabaseError):
-    """
-    A statement failed because its table does not exist on the alias: its
-    migrations have not run there (``migrate --database=<alias>`` forgotten),
-    or it was dropped or renamed. Raised from the driver's error, in its
-    place, naming the alias and the command that creates the table.
-
-    A DatabaseError, as the error it replaces is, rather than
-    ImproperlyConfigured: the settings are right, and running migrate mends
-    it without changing them; and code that already handles database errors
-    (the commands' one-line errors, atomic()) keeps handling this one.
-    """
+    """A statement failed because its table does not exist on the alias (migrate not run)."""
 
     @staticmethod
     def fix(alias: str) -> str:
