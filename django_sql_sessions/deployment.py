@@ -1,19 +1,8 @@
 """
-A warning about a deployment known to exhaust the database's connections:
-persistent connections (CONN_MAX_AGE other than 0) on the sessions alias of
-a site served through ASGI.
-
-Django's ASGIHandler runs the synchronous part of each request (sync
-middleware, such as SessionMiddleware, and the engine's queries, which async
-views reach through sync_to_async) in a thread of its own, with its own
-connections. A persistent connection is not closed when the request ends,
-and its thread is gone afterwards: every request that touches the database
-opens a new one, until the server refuses connections.
-
-Only a request can tell: the same settings serve WSGI and ASGI, so no system
-check can know which server will run them. The first request through
-ASGIHandler checks the sessions alias once per process
-(docs/deployment.rst, "Behind an ASGI server").
+A warning about persistent connections (CONN_MAX_AGE) on the sessions alias of
+a site served through ASGI, which exhaust the database's connections. Only a
+request can tell which handler serves the settings, so the first ASGI request
+checks, once per process (docs/deployment.rst, "Behind an ASGI server").
 """
 
 from __future__ import annotations
@@ -29,8 +18,6 @@ from django_sql_sessions import conf
 
 logger = logging.getLogger("django_sql_sessions")
 
-# Set once the sessions alias has been checked under ASGI: every later
-# request costs one global lookup.
 _checked = False
 
 
@@ -39,8 +26,7 @@ def check_asgi_connections(sender: object, **kwargs: Any) -> None:
     global _checked
     if _checked:
         return
-    # WSGIHandler, the test client's handlers: nothing to check, and the next
-    # request may still come through ASGI.
+    # Not yet for WSGIHandler or the test client: the next may still be ASGI.
     if not (isinstance(sender, type) and issubclass(sender, ASGIHandler)):
         return
     _checked = True
@@ -51,8 +37,7 @@ def check_asgi_connections(sender: object, **kwargs: Any) -> None:
     max_age = connections.settings[alias].get("CONN_MAX_AGE", 0)
     if max_age == 0:
         return
-    # Django refuses OPTIONS["pool"] with any other CONN_MAX_AGE, so no pool
-    # can be in use here.
+    # Django refuses OPTIONS["pool"] with any other CONN_MAX_AGE.
     logger.warning(
         "The sessions alias %r (SQL_SESSIONS_DB_ALIAS) has CONN_MAX_AGE = %r, and this "
         "process serves requests through ASGI. Django runs each ASGI request's database "
