@@ -16,13 +16,9 @@ else:
 
 class KeyHashField(_CharField):
     """
-    The hex SHA-256 digest of a session key, as a fixed-width column.
-
-    A plain CharField would be a utf8mb4 varchar on MySQL (4 bytes a character
-    in the index, compared case-insensitively) and would get a second, unused
-    ``_like`` index on PostgreSQL. The digest is lower-case ASCII hex, so each
-    vendor gets the narrowest type that compares it byte for byte (see
-    key_hash_type in dialects.py).
+    The hex SHA-256 digest of a session key, in each vendor's narrowest type
+    that compares it byte for byte: a CharField would be a utf8mb4 varchar on
+    MySQL and get a second, unused ``_like`` index on PostgreSQL.
     """
 
     description = "SHA-256 digest of a session key"
@@ -37,10 +33,8 @@ class KeyHashField(_CharField):
         return name, path, args, kwargs
 
     def get_internal_type(self) -> str:
-        # Not "CharField": Django's PostgreSQL bulk insert (UNNEST) casts
-        # CharField values to their type stripped of its length, and char[]
-        # is char(1)[], which would truncate every digest to one character.
-        # A type Django does not know makes it use plain VALUES instead.
+        # Not "CharField": Django's PostgreSQL bulk insert (UNNEST) would cast
+        # to char[], which is char(1)[] and truncates every digest.
         return "KeyHashField"
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:

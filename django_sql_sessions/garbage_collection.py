@@ -1,11 +1,7 @@
 """
-Optional cleanup without cron: SQL_SESSIONS_GC_FREQUENCY = N makes about one
-request in N delete one batch of expired sessions once its response has been
-sent (on request_finished), as koa-generic-session-sequelize's gcFrequency did.
-
-It never adds latency to the request that drew it, never runs twice at once
-in one process (nor across processes: the cleanup lock), and never raises
-into the request: a failure is logged to the "django_sql_sessions" logger.
+Cleanup without cron: SQL_SESSIONS_GC_FREQUENCY = N makes about one request in
+N delete one batch of expired sessions after its response (request_finished),
+one at a time, never raising into the request.
 """
 
 from __future__ import annotations
@@ -48,9 +44,7 @@ class GarbageCollector:
         was_open = connection.connection is not None
         try:
             delete_expired(max_batches=1, via="garbage_collection")
-        finally:
-            # Django already closed (or kept) the request's connection before
-            # this ran; a connection opened here is not left behind.
+        finally:  # Django closed (or kept) the request's connection already
             if not was_open:
                 connection.close()
 

@@ -1,7 +1,4 @@
-"""
-Session keys: which cookie values are worth a query, and how new ones are
-drawn. How they are stored (a SHA-256 digest) is storage.hash_key()'s.
-"""
+"""Session keys: which cookie values are worth a query, and how new ones are drawn."""
 
 from __future__ import annotations
 
@@ -11,10 +8,8 @@ from typing import TypeGuard
 
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 
-# Django generates 32 characters from VALID_KEY_CHARS (a-z0-9) and accepts any
-# key of 8 characters or more. Anything else (empty, long, non-ASCII, SQL
-# metacharacters) cannot be one of our keys, so it loads as a new session
-# without a query.
+# Django generates 32 characters of a-z0-9 and accepts 8 or more: anything
+# else cannot be one of our keys, and loads as a new session without a query.
 SESSION_KEY_RE = re.compile(r"[a-z0-9]{8,64}")
 
 HASH_LENGTH = 64  # hex digits of a SHA-256 digest
@@ -33,12 +28,7 @@ def is_key_hash(value: object) -> TypeGuard[str]:
 
 
 def new_key() -> str:
-    """
-    Return a random key of the kind Django generates: 32 characters of a-z0-9.
-
-    The same distribution as get_random_string(32, VALID_KEY_CHARS), drawn
-    from the OS's CSPRNG in one call instead of 32.
-    """
+    """get_random_string(32, VALID_KEY_CHARS)'s distribution, in one CSPRNG call, not 32."""
     number = secrets.randbelow(_KEY_SPACE)
     characters = []
     for _ in range(KEY_LENGTH):

@@ -1,13 +1,6 @@
 """
-SessionMiddleware for projects that want device details or last activity.
-
-Use it in place of django.contrib.sessions.middleware.SessionMiddleware. It
-does everything Django's does, and also:
-
-- hands the request's device details to the session store, which saves them
-  with the session (sync and async views alike: the store keeps them);
-- after the response, records the activity of a session the request read
-  but did not write, at most once per SQL_SESSIONS_ACTIVITY_INTERVAL.
+Django's SessionMiddleware, plus device details for the store and, after the
+response, the activity of a session the request read but did not write.
 """
 
 from __future__ import annotations
@@ -28,9 +21,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response = super().process_response(request, response)
         session = getattr(request, "session", None)
-        # Only a session this request looked at: recording activity must not
-        # cost a SELECT on requests that never touched the session. Not after
-        # a server error either, where Django skips the save too.
+        # Not on requests that never touched the session, nor after a server
+        # error, where Django skips the save too.
         if isinstance(session, SessionStore) and session.accessed and response.status_code < 500:
             session.record_activity()
         return response
