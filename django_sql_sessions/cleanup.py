@@ -1,17 +1,27 @@
 """
-Deleting expired sessions in batches along the expiry index, one runner at a
-time (locks.py), for clear_expired() and purgesessions (docs/design.rst, "The
-cleanup").
+Deleting expired sessions in batches along the expiry index, for
+clear_expired() and purgesessions (docs/design.rst, "The cleanup"); one
+runner at a time across every process and node, by the database's own lock
+tied to the connection (or, inside atomic(), the transaction), so a killed
+runner leaves nothing behind, or by a lease row where that lock holds on one
+node only (docs/deployment.rst, "Scheduling the cleanup"; docs/scaling.rst).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import logging
+import os
+import secrets
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
@@ -19,11 +29,12 @@ from django_sql_sessions import conf
 from django_sql_sessions.cursors import execute, fetch_one
 from django_sql_sessions.dialects import dialect
 from django_sql_sessions.keys import HASH_LENGTH
-from django_sql_sessions.locks import single_runner
-from django_sql_sessions.models import Session
+from django_sql_sessions.models import CleanupLease, Session
 from django_sql_sessions.signals import send_purged
 from django_sql_sessions.sql import Statements, to_db_datetime
 from django_sql_sessions.storage import plain_table
+
+logger = logging.getLogger("django_sql_sessions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,3 +166,97 @@ def _delete_batch(
         **start,
     )
     return deleted, end
+
+
+def lock_name(connection: BaseDatabaseWrapper, table: str) -> str:
+    # GET_LOCK names are server-wide and at most 64 characters, so the
+    # database and table are folded into a digest.
+    digest = hashlib.sha256(f"{connection.settings_dict['NAME']}.{table}".encode()).hexdigest()
+    return f"django_sql_sessions.cleanup.{digest[:32]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """Whether this runner holds the cleanup lock, and how it keeps holding it."""
+
+    held: bool
+    # Before each batch after the first: whether it still holds it (a lease is renewed).
+    keep: Callable[[], bool] = lambda: True
+
+
+NOT_HELD = Hold(False)
+
+
+@contextmanager
+def single_runner(connection: BaseDatabaseWrapper, table: str) -> Iterator[Hold]:
+    """Yield whether this connection holds the cleanup lock for ``table``."""
+    chosen = dialect(connection)
+    if chosen.session_lock is None:  # one writer at a time
+        yield Hold(True)
+        return
+    if chosen.needs_lease(connection):
+        with _lease(connection, lock_name(connection, table)) as hold:
+            yield hold
+        return
+    name = chosen.lock_key(lock_name(connection, table))
+    if connection.in_atomic_block and chosen.transaction_lock:
+        # A failed batch aborts the caller's transaction, after which no
+        # unlock could run: this lock ends with the transaction.
+        row = fetch_one(connection, chosen.transaction_lock, name=name)
+        yield Hold(bool(row and row[0]))
+        return
+    acquire, release = chosen.session_lock
+    row = fetch_one(connection, acquire, name=name)
+    if not row or not row[0]:
+        yield NOT_HELD
+        return
+    try:
+        yield Hold(True)
+    finally:
+        try:
+            fetch_one(connection, release, name=name)
+        except DatabaseError:
+            # The connection is gone, and the server dropped the lock with it.
+            logger.warning("Could not release the session cleanup lock", exc_info=True)
+
+
+# Longer than any batch takes; short enough that a killed runner's lease
+# does not hold up the next run for long.
+LEASE_SECONDS = 60
+
+
+@contextmanager
+def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
+    take, insert, renew, release = dialect(connection).lease_statements(
+        connection.ops.quote_name(CleanupLease._meta.db_table)
+    )
+    holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(8)}"
+
+    def times() -> dict[str, object]:
+        now = timezone.now()
+        until = now + datetime.timedelta(seconds=LEASE_SECONDS)
+        return {"now": to_db_datetime(connection, now), "until": to_db_datetime(connection, until)}
+
+    def keep() -> bool:
+        if execute(connection, renew, name=name, holder=holder, **times()):
+            return True
+        logger.warning("The session cleanup lease %s expired and was not renewed", name)
+        return False
+
+    at = times()
+    taken = execute(connection, take, name=name, holder=holder, **at) or execute(
+        connection, insert, name=name, holder=holder, until=at["until"]
+    )
+    if not taken:
+        yield NOT_HELD
+        return
+    try:
+        yield Hold(True, keep)
+    finally:
+        try:
+            execute(connection, release, name=name, holder=holder)
+        except DatabaseError:
+            logger.warning(
+                "Could not release the session cleanup lease; it expires by itself",
+                exc_info=True,
+            )

@@ -56,7 +56,7 @@ class Dialect:
 
     key_hash_type = f"char({HASH_LENGTH})"
 
-    # The cleanup lock (locks.py): (acquire, release) tied to the
+    # The cleanup lock (cleanup.py): (acquire, release) tied to the
     # connection's session, each answering true when this connection holds
     # the lock %(name)s; None where one writer at a time needs none. And one
     # tied to the transaction, for a run inside a caller's atomic() block.
@@ -158,7 +158,7 @@ class Dialect:
 
     def lease_statements(self, table: str) -> tuple[Statement, Statement, Statement, Statement]:
         """
-        The cleanup lease (locks.py): take an expired one, insert one where
+        The cleanup lease (cleanup.py): take an expired one, insert one where
         there is none, renew ours if unexpired (each 1 row if done), release.
         """
         # On Galera each waits until this node sees a lease another node took.
@@ -190,7 +190,7 @@ class Dialect:
         return False
 
     def needs_lease(self, connection: BaseDatabaseWrapper) -> bool:
-        """Whether the cleanup takes a lease (locks.py) rather than the server's lock."""
+        """Whether the cleanup takes a lease (cleanup.py) rather than the server's lock."""
         return self.galera(connection)
 
     def causal_reads(self, connection: BaseDatabaseWrapper) -> bool:
@@ -354,7 +354,7 @@ class CockroachDB(PostgreSQL):
     explain_rows = Dialect.explain_rows
 
     def needs_lease(self, connection: BaseDatabaseWrapper) -> bool:
-        return True  # pg_try_advisory_lock() is a stub: see locks.py
+        return True  # pg_try_advisory_lock() is a stub: see cleanup.py
 
 
 class MySQL(Dialect):

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from django_sql_sessions import dialects, locks
+from django_sql_sessions import cleanup, dialects
 from django_sql_sessions.checks import check_settings
+from django_sql_sessions.cleanup import lock_name, single_runner
 from django_sql_sessions.dialects import DIALECTS, statements
-from django_sql_sessions.locks import lock_name, single_runner
 from django_sql_sessions.storage import session_table
 from tests.distributed_offline import (
     as_alias,
@@ -34,8 +34,10 @@ def sent_by_single_runner(connection: Any, monkeypatch: pytest.MonkeyPatch) -> l
         sent.append(statement.format)
         return (1,)
 
-    monkeypatch.setattr(locks, "fetch_one", fake_send)
-    monkeypatch.setattr(locks, "execute", lambda *args, **kwargs: bool(fake_send(*args, **kwargs)))
+    monkeypatch.setattr(cleanup, "fetch_one", fake_send)
+    monkeypatch.setattr(
+        cleanup, "execute", lambda *args, **kwargs: bool(fake_send(*args, **kwargs))
+    )
     with single_runner(connection, session_table()) as hold:
         assert hold.held
     return sent

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from django_sql_sessions import dialects, locks
-from django_sql_sessions.locks import lock_name, single_runner
+from django_sql_sessions import cleanup, dialects
+from django_sql_sessions.cleanup import lock_name, single_runner
 from django_sql_sessions.storage import session_table
 from tests.mssql_offline import offline_connection
 
@@ -58,7 +58,7 @@ def test_sql_server_applock(monkeypatch: pytest.MonkeyPatch) -> None:
         sent.append((statement.format, values))
         return (1,)
 
-    monkeypatch.setattr(locks, "fetch_one", fake_fetch_one)
+    monkeypatch.setattr(cleanup, "fetch_one", fake_fetch_one)
     connection = offline_connection()
     with single_runner(connection, "web_sessions") as hold:
         assert hold.held

@@ -165,7 +165,7 @@ def test_another_runner_holds_the_lock(alias: str, monkeypatch: pytest.MonkeyPat
     from contextlib import contextmanager
 
     from django_sql_sessions import cleanup
-    from django_sql_sessions.locks import NOT_HELD
+    from django_sql_sessions.cleanup import NOT_HELD
 
     @contextmanager
     def held_elsewhere(*args: Any) -> Any:
