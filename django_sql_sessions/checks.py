@@ -42,12 +42,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 id="django_sql_sessions.E014",
             )
         )
-    touch_after = conf.TOUCH_AFTER.raw()
-    if (
-        not conf.TOUCH_AFTER.problem()
-        and isinstance(touch_after, int)
-        and touch_after >= settings.SESSION_COOKIE_AGE
-    ):
+    touch_after = None if conf.TOUCH_AFTER.problem() else conf.TOUCH_AFTER.get()
+    if touch_after is not None and touch_after >= settings.SESSION_COOKIE_AGE:
         errors.append(
             Warning(
                 f"SQL_SESSIONS_TOUCH_AFTER ({touch_after}s) is not shorter than "
@@ -193,9 +189,7 @@ def check_table_exists(
         return []
     connection = connections[alias]
     table = Session._meta.db_table
-    with connection.cursor() as cursor:
-        tables = connection.introspection.table_names(cursor)
-    if table in tables:
+    if table in connection.introspection.table_names():
         return []
     recorder = MigrationRecorder(connection)
     if not recorder.has_table() or not any(

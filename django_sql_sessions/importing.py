@@ -184,8 +184,6 @@ def _source(alias: str, table: str) -> BaseDatabaseWrapper:
     if alias == conf.DB_ALIAS.get() and table == conf.TABLE.get():
         raise ImportProblem(f"{table!r} on {alias!r} is this package's own session table.")
     connection = connections[alias]
-    with connection.cursor() as cursor:
-        tables = connection.introspection.table_names(cursor)
-    if table not in tables:
+    if table not in connection.introspection.table_names():
         raise ImportProblem(f"There is no table {table!r} in database {alias!r}.")
     return connection

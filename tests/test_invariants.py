@@ -644,6 +644,8 @@ NOT_WRITERS = {
     "user_sessions.list_sessions": "reads",
     "user_sessions.alist_sessions": "reads",
     "cleanup.count_expired": "reads",
+    "cleanup.lock_name": "names the cleanup lock",
+    "cleanup.single_runner": "takes the cleanup lock (a lease row, not a session row)",
     "command:sessionstats": "reads",
 }
 
