@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
@@ -38,12 +39,16 @@ def seconds(minimum: float, inclusive: bool) -> Callable[[str], float]:
 
 
 @contextmanager
-def database_errors(alias: str) -> Iterator[None]:
-    """Report a database error in one line, with where to look, not a traceback."""
+def command_errors(*also: type[Exception]) -> Iterator[str]:
+    """
+    Yield SQL_SESSIONS_DB_ALIAS; report a settings problem, a database error
+    (with where to look) or one of `also` in one line, not a traceback.
+    """
     try:
-        yield
-    except SessionTableMissing as exc:
-        raise CommandError(str(exc)) from exc  # names the alias and the fix already
+        alias = conf.DB_ALIAS.get()
+        yield alias
+    except (ImproperlyConfigured, SessionTableMissing, *also) as exc:
+        raise CommandError(str(exc)) from exc
     except DatabaseError as exc:
         raise CommandError(
             f"Database {alias!r}: {exc} (for a missing session table, "

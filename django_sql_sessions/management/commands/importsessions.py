@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from django_sql_sessions import conf
 from django_sql_sessions.importing import (
@@ -18,7 +17,7 @@ from django_sql_sessions.importing import (
     ImportResult,
     import_django_sessions,
 )
-from django_sql_sessions.management._common import batch_size, database_errors, plural
+from django_sql_sessions.management._common import batch_size, command_errors, plural
 
 
 class Command(BaseCommand):
@@ -60,10 +59,6 @@ class Command(BaseCommand):
         dry_run: bool,
         **options: Any,
     ) -> None:
-        try:
-            target = f"'{conf.DB_ALIAS.get()}'.{conf.TABLE.get()}"
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from exc
         on_terminal = self.stdout.isatty()
         verbose = options["verbosity"] >= 2
 
@@ -75,17 +70,15 @@ class Command(BaseCommand):
             elif verbose:
                 self.stdout.write(f"Batch {result.batches}: {line}")
 
-        try:
-            with database_errors(conf.DB_ALIAS.get()):
-                result = import_django_sessions(
-                    source_alias=from_database,
-                    source_table=from_table,
-                    batch_size=batch_size,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
-        except ImportProblem as exc:
-            raise CommandError(str(exc)) from exc
+        with command_errors(ImportProblem) as alias:
+            target = f"'{alias}'.{conf.TABLE.get()}"
+            result = import_django_sessions(
+                source_alias=from_database,
+                source_table=from_table,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                progress=progress,
+            )
         if on_terminal and not verbose and result.batches:
             self.stdout.write("")
         verb = "Would copy" if dry_run else "Copied"

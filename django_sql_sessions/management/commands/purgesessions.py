@@ -11,12 +11,11 @@ import dataclasses
 import time
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_sql_sessions import conf
 from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
-from django_sql_sessions.management._common import batch_size, database_errors, plural, seconds
+from django_sql_sessions.management._common import batch_size, command_errors, plural, seconds
 
 
 class Command(BaseCommand):
@@ -58,21 +57,10 @@ class Command(BaseCommand):
         dry_run: bool,
         **options: Any,
     ) -> None:
-        try:
-            alias = conf.DB_ALIAS.get()
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from exc
-        with database_errors(alias):
-            if dry_run:
-                count = count_expired()
-                self.stdout.write(
-                    f"Would delete {plural(count, 'expired session')} from database '{alias}'."
-                )
-                return
-            # -v 2: a line per batch; else, on a terminal, one line that follows the run.
-            verbose = options["verbosity"] >= 2
-            on_terminal = self.stdout.isatty() and not verbose
-            expected = count_expired() if on_terminal else None
+        # -v 2: a line per batch; else, on a terminal, one line that follows the run.
+        verbose = options["verbosity"] >= 2
+        on_terminal = self.stdout.isatty() and not verbose
+        expected: int | None = None
         done = _Done()
 
         def pause(seconds: float) -> None:
@@ -96,8 +84,15 @@ class Command(BaseCommand):
                 self.stdout.write(f"\rDeleted {deleted:,} ({rate:,.0f}/s){left}   ", ending="")
                 self.stdout.flush()
 
-        try:
-            with database_errors(alias):
+        with command_errors() as alias:
+            if dry_run:
+                count = count_expired()
+                self.stdout.write(
+                    f"Would delete {plural(count, 'expired session')} from database '{alias}'."
+                )
+                return
+            expected = count_expired() if on_terminal else None
+            try:
                 result = delete_expired(
                     batch_size=batch_size,
                     max_seconds=max_seconds,
@@ -106,12 +101,12 @@ class Command(BaseCommand):
                     pause=pause,
                     via="command",
                 )
-        except KeyboardInterrupt:
-            raise CommandError(
-                f"Interrupted after deleting {plural(done.deleted, 'expired session')} in "
-                f"{plural(done.batches, 'whole batch', 'whole batches')}.",
-                returncode=130,
-            ) from None
+            except KeyboardInterrupt:
+                raise CommandError(
+                    f"Interrupted after deleting {plural(done.deleted, 'expired session')} in "
+                    f"{plural(done.batches, 'whole batch', 'whole batches')}.",
+                    returncode=130,
+                ) from None
         if on_terminal:
             self.stdout.write("")
         self.stdout.write(summary(result))

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions import conf, storage
-from django_sql_sessions.management._common import database_errors, plural
+from django_sql_sessions import storage
+from django_sql_sessions.management._common import command_errors, plural
 from django_sql_sessions.user_sessions import revoke_users_sessions
 from django_sql_sessions.user_sessions import user_id as stored_user_id
 
@@ -39,12 +39,12 @@ class Command(BaseCommand):
                 label = f"user id {owner}"
                 if not model._default_manager.filter(pk=owner).exists():
                     label += " (no such user)"
-            with database_errors(conf.DB_ALIAS.get()):
-                missed_before = storage.table().undelivered
-                count = revoke_users_sessions(owner, None, via="command", actor=None)
-                missed = storage.table().undelivered - missed_before
         except (ValueError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
+        with command_errors(ValueError):
+            missed_before = storage.table().undelivered
+            count = revoke_users_sessions(owner, None, via="command", actor=None)
+            missed = storage.table().undelivered - missed_before
         self.stdout.write(f"Revoked {plural(count, 'session')} of {label}.")
         if count and missed > 0:
             # The rows are gone, but other processes may serve their cached

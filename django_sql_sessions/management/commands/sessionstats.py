@@ -7,14 +7,12 @@ import datetime
 import json
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from django_sql_sessions import conf
 from django_sql_sessions.dialects import Size
-from django_sql_sessions.management._common import database_errors, plural
+from django_sql_sessions.management._common import command_errors, plural
 from django_sql_sessions.stats import EXACT_UP_TO, Number, Stats, collect
 
 
@@ -55,15 +53,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, top: int, exact: bool, as_json: bool, **options: Any) -> None:
-        try:
-            alias = conf.DB_ALIAS.get()
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from exc
-        with database_errors(alias):
-            try:
-                stats = collect(top=top, exact=exact)
-            except ImproperlyConfigured as exc:
-                raise CommandError(str(exc)) from exc
+        with command_errors():
+            stats = collect(top=top, exact=exact)
         if as_json:
             self.stdout.write(json.dumps(stats.as_json(), indent=2))
         else:
