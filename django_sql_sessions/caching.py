@@ -381,7 +381,6 @@ class CachedSessionTable(SessionTable):
         )
 
     def _pend(self, key_hashes: list[str]) -> None:
-        """Remember tombstones the cache could not take, for when it answers again."""
         with self._lock:
             for key_hash in key_hashes:
                 if len(self._pending) >= MAX_PENDING:
@@ -420,8 +419,7 @@ class CachedSessionTable(SessionTable):
 def _ttl(cache: BaseCache, row: Row) -> float | None:
     """Seconds the entry may live: until the session expires, at most the cache's TIMEOUT."""
     seconds = (row.expire_date - timezone.now()).total_seconds()
-    timeout = cache.default_timeout
-    if timeout is not None:
+    if (timeout := cache.default_timeout) is not None:
         seconds = min(seconds, timeout)
     return seconds if seconds >= 1 else None
 

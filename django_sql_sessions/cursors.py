@@ -72,14 +72,12 @@ def send(
 
 
 def execute(connection: BaseDatabaseWrapper, statement: Statement, **values: Any) -> int:
-    """Send one statement; return its rowcount."""
     return int(send(connection, statement, values, ROWCOUNT))
 
 
 def fetch_one(
     connection: BaseDatabaseWrapper, statement: Statement, **values: Any
 ) -> tuple[Any, ...] | None:
-    """Send one statement; return its first row, or None."""
     found: tuple[Any, ...] | None = send(connection, statement, values, ONE)
     return found
 

@@ -37,7 +37,6 @@ def device_from_request(request: HttpRequest) -> Device | None:
 
 
 def anonymize_ip(value: object) -> str | None:
-    """Return the address's network under the configured prefix, or None."""
     if not isinstance(value, str):
         return None
     try:

@@ -527,7 +527,6 @@ _compiled: dict[tuple[Dialect, str], Statements] = {}
 
 
 def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
-    """The session table's statements for this connection and a (validated) table name."""
     chosen = dialect(connection)
     if (chosen, table) not in _compiled:
         if chosen is UNSUPPORTED:
@@ -546,13 +545,8 @@ _mariadb: dict[tuple[str, object, object, str], bool] = {}
 
 
 def _is_mariadb(connection: BaseDatabaseWrapper) -> bool:
-    settings_dict = connection.settings_dict
-    server = (
-        connection.alias,
-        settings_dict["HOST"],
-        settings_dict["PORT"],
-        repr(settings_dict.get("OPTIONS")),
-    )
+    db = connection.settings_dict
+    server = (connection.alias, db["HOST"], db["PORT"], repr(db.get("OPTIONS")))
     if server not in _mariadb:
         _mariadb[server] = bool(connection.mysql_is_mariadb)  # type: ignore[attr-defined]
     return _mariadb[server]

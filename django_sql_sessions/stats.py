@@ -192,7 +192,6 @@ def collect(
 
 
 def _counts(now: datetime.datetime) -> tuple[Number, Number, Number]:
-    """Live, expired and all sessions, counted along the expire_date index."""
     live = Session.objects.filter(expire_date__gt=now).count()
     expired = Session.objects.filter(expire_date__lte=now).count()
     return Number(live, True), Number(expired, True), Number(live + expired, True)

@@ -62,7 +62,6 @@ class Command(BaseCommand):
 
 
 def report(stats: Stats) -> list[str]:
-    """The text `sessionstats` prints, line by line."""
     now = stats.generated_at
     sample = "" if stats.sampled_rows is None else f", in a sample of {stats.sampled_rows:,} live"
     lines = [
