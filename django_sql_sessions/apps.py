@@ -18,7 +18,7 @@ class SqlSessionsConfig(AppConfig):
         from django_sql_sessions import caching, conf, deployment
         from django_sql_sessions import checks as sql_sessions_checks
         from django_sql_sessions.backends.db import restart_lifetime_at_login
-        from django_sql_sessions.garbage_collection import collector
+        from django_sql_sessions.cleanup import collector
 
         checks.register(sql_sessions_checks.check_settings)
         checks.register(sql_sessions_checks.check_routers)

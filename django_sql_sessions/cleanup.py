@@ -1,10 +1,11 @@
 """
 Deleting expired sessions in batches along the expiry index, for
-clear_expired() and purgesessions (docs/design.rst, "The cleanup"); one
-runner at a time across every process and node, by the database's own lock
-tied to the connection (or, inside atomic(), the transaction), so a killed
-runner leaves nothing behind, or by a lease row where that lock holds on one
-node only (docs/deployment.rst, "Scheduling the cleanup"; docs/scaling.rst).
+clear_expired(), purgesessions and, without cron, about one request in
+SQL_SESSIONS_GC_FREQUENCY (docs/design.rst, "The cleanup"); one runner at a
+time across every process and node, by the database's own lock tied to the
+connection (or, inside atomic(), the transaction), so a killed runner leaves
+nothing behind, or by a lease row where that lock holds on one node only
+(docs/deployment.rst, "Scheduling the cleanup"; docs/scaling.rst).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import datetime
 import hashlib
 import logging
 import os
+import random
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
@@ -52,7 +55,6 @@ Progress = Callable[[int, int, float], None]
 
 
 def count_expired(*, now: datetime.datetime | None = None) -> int:
-    """Return how many sessions have expired (expire_date <= now)."""
     connection, sql = plain_table().statements()
     row = fetch_one(
         connection, sql.count_expired, cutoff=to_db_datetime(connection, now or timezone.now())
@@ -260,3 +262,37 @@ def _lease(connection: BaseDatabaseWrapper, name: str) -> Iterator[Hold]:
                 "Could not release the session cleanup lease; it expires by itself",
                 exc_info=True,
             )
+
+
+# Cleanup without cron: a batch after about one response in
+# SQL_SESSIONS_GC_FREQUENCY (request_finished), never raising into the request.
+class GarbageCollector:
+    def __init__(self, draw: Callable[[], float] = random.random) -> None:
+        self.draw = draw  # tests inject a deterministic one
+        self.running = threading.Lock()
+
+    def __call__(self, sender: Any = None, **kwargs: Any) -> None:
+        try:
+            frequency = conf.GC_FREQUENCY.get()
+            if not frequency or self.draw() * frequency >= 1:
+                return
+            if not self.running.acquire(blocking=False):
+                return
+            try:
+                self.collect()
+            finally:
+                self.running.release()
+        except Exception:
+            logger.exception("Expired-session garbage collection failed")
+
+    def collect(self) -> None:
+        connection = connections[conf.DB_ALIAS.get()]
+        was_open = connection.connection is not None
+        try:
+            delete_expired(max_batches=1, via="garbage_collection")
+        finally:  # Django closed (or kept) the request's connection already
+            if not was_open:
+                connection.close()
+
+
+collector = GarbageCollector()

@@ -9,8 +9,8 @@ from django.core.signals import request_finished
 from django.db import OperationalError, connections
 from django.utils import timezone
 
-from django_sql_sessions import garbage_collection
-from django_sql_sessions.garbage_collection import GarbageCollector
+from django_sql_sessions import cleanup
+from django_sql_sessions.cleanup import GarbageCollector
 from django_sql_sessions.models import Session
 
 
@@ -51,7 +51,7 @@ def test_runs_after_each_request_through_the_signal(
     gc_on: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expired(1)
-    monkeypatch.setattr(garbage_collection.collector, "draw", lambda: 0.0)
+    monkeypatch.setattr(cleanup.collector, "draw", lambda: 0.0)
     request_finished.send(sender=None)
     assert Session.objects.count() == 0
 
@@ -70,7 +70,7 @@ def test_errors_are_logged_not_raised(
     def broken(**kwargs: Any) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(garbage_collection, "delete_expired", broken)
+    monkeypatch.setattr(cleanup, "delete_expired", broken)
     with caplog.at_level(logging.ERROR, logger="django_sql_sessions"):
         GarbageCollector(draw=lambda: 0.0)()
     assert caplog.records[0].getMessage() == "Expired-session garbage collection failed"

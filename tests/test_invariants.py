@@ -567,7 +567,7 @@ PATHS = (
     ),
     WritePath(
         "gc_after_request",
-        ("garbage_collection.collector",),
+        ("cleanup.collector",),
         request_with_gc,
         via_sync_to_async(request_with_gc),
         ends=True,
@@ -700,7 +700,7 @@ def public_writer_candidates() -> set[str]:
     found |= {f"command:{p.stem}" for p in commands.glob("*.py") if not p.stem.startswith("_")}
     found.add("command:clearsessions")  # Django's, through clear_expired()
     found |= {f"SessionAdmin.{name}" for name in sessions_admin.SessionAdmin.actions}
-    found.add("garbage_collection.collector")  # SQL_SESSIONS_GC_FREQUENCY, on request_finished
+    found.add("cleanup.collector")  # SQL_SESSIONS_GC_FREQUENCY, on request_finished
     return found
 
 
