@@ -56,15 +56,9 @@ MAX_PENDING = 100_000
 # anything unreadable, which would otherwise block the key until it expires.
 _OFFER_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
-if current == '-' then
-  return 0
-end
-if current then
-  local version = tonumber(string.match(current, '^(%d+)|'))
-  if version ~= nil and version > tonumber(ARGV[1]) then
-    return 0
-  end
-end
+if current == '-' then return 0 end
+local version = current and tonumber(string.match(current, '^(%d+)|'))
+if version and version > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
