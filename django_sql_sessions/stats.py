@@ -125,23 +125,20 @@ def collect(
     chosen = dialect(connection)
     size, catalog_rows = chosen.table_size(connection, table)
 
-    read_all = exact or _capped_count(sessions, exact_up_to) is not None
-    if read_all:
-        live, expired, total = _counts(now)
-    else:
-        live, expired, total = _estimated_counts(chosen, now, exact_up_to, catalog_rows)
-
     # Read whole, the rows are filtered inside the aggregates rather than by
     # WHERE: a planner would walk the expire_date index for the live ones and
     # fetch nearly every row by its key, many times slower than one pass.
     live_only = Q(expire_date__gt=now)
+    read_all = exact or _capped_count(sessions, exact_up_to) is not None
     if read_all:
+        live, expired, total = _counts(now)
         sampled = None
         created = sessions.aggregate(
             oldest=Min("created_at", filter=live_only), newest=Max("created_at", filter=live_only)
         )
         oldest, newest = created["oldest"], created["newest"]
     else:
+        live, expired, total = _estimated_counts(chosen, now, exact_up_to, catalog_rows)
         sample = list(
             sessions.filter(key_hash__lt=sample_bound(sample_rows, total.count))
             .filter(expire_date__gt=now)
