@@ -29,6 +29,7 @@ from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
+from django_sql_sessions.signals import counted
 from django_sql_sessions.sql import from_db_datetime
 from django_sql_sessions.storage import (
     Row,
@@ -365,11 +366,10 @@ class CachedSessionTable(SessionTable):
                 return
             count, self._errors_since_log, self._logged_at = self._errors_since_log, 0, now
         logger.warning(
-            "Session cache %r failed (%d %s since the last report); sessions are read "
+            "Session cache %r failed (%s since the last report); sessions are read "
             "from and written to the database alone for %g seconds: %s",
             self.cache_alias,
-            count,
-            "error" if count == 1 else "errors",
+            counted(count, "error", "errors"),
             RETRY_AFTER,
             exc,
         )
@@ -400,12 +400,10 @@ class CachedSessionTable(SessionTable):
         with self._lock:
             for key_hash in hashes:
                 self._pending.pop(key_hash, None)
-        sent = len(hashes)
         logger.info(
-            "Session cache %r answers again; %d %s sent.",
+            "Session cache %r answers again; %s sent.",
             self.cache_alias,
-            sent,
-            "tombstone" if sent == 1 else "tombstones",
+            counted(len(hashes), "tombstone", "tombstones"),
         )
         return True
 

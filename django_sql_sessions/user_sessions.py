@@ -20,7 +20,7 @@ from django.db import models
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import is_key_hash, is_valid_key
 from django_sql_sessions.models import Session
-from django_sql_sessions.signals import send_revoked
+from django_sql_sessions.signals import counted, send_revoked
 from django_sql_sessions.storage import IN_LIST_SIZE, USER_ID_MAX_LENGTH, hash_key, table
 
 logger = logging.getLogger("django_sql_sessions.revocations")
@@ -201,11 +201,10 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
 def _warn_if_missed(deleted: int, missed_before: int) -> None:
     if (missed := table().undelivered - missed_before) > 0:
         logger.warning(
-            "Revoked %d %s, but the session cache did not answer: %d revoked or changed "
+            "Revoked %s, but the session cache did not answer: %d revoked or changed "
             "%s may still be served from it by other processes until it answers again "
             "or its TIMEOUT ends.",
-            deleted,
-            "session" if deleted == 1 else "sessions",
+            counted(deleted, "session", "sessions"),
             missed,
             "session" if missed == 1 else "sessions",
         )
