@@ -71,8 +71,8 @@ def delete_expired(
     max_batches: int | None = None,
     sleep: float = 0.0,
     progress: Progress | None = None,
-    clock: Callable[[], float] | None = None,
-    pause: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
     via: str = "api",
 ) -> CleanupResult:
     """
@@ -93,8 +93,6 @@ def delete_expired(
         raise ValueError(f"max_batches is {max_batches!r}; it must be 1 or more.")
     if not sleep >= 0:
         raise ValueError(f"sleep is {sleep!r}; it must be 0 or more.")
-    clock = clock or time.monotonic
-    pause = pause or time.sleep
     session_table = plain_table()
     connection, sql = session_table.statements()
     alias = connection.alias
