@@ -44,10 +44,12 @@ def command_errors(*also: type[Exception]) -> Iterator[str]:
     Yield SQL_SESSIONS_DB_ALIAS; report a settings problem, a database error
     (with where to look) or one of `also` in one line, not a traceback.
     """
+    # SessionTableMissing names the alias and the fix already.
+    one_line: tuple[type[Exception], ...] = (ImproperlyConfigured, SessionTableMissing, *also)
     try:
         alias = conf.DB_ALIAS.get()
         yield alias
-    except (ImproperlyConfigured, SessionTableMissing, *also) as exc:
+    except one_line as exc:
         raise CommandError(str(exc)) from exc
     except DatabaseError as exc:
         raise CommandError(
