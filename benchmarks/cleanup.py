@@ -156,6 +156,11 @@ def populate(
             last = min(first + CHUNK, total) - 1
             sql = insert_sql(vendor, table, first, last, live, expired, near, users)
             cursor.execute(sql, [payload] if users else [payload, str(USER_ID)])
+        if near:
+            # From now, not from the fill's start: a fill can take minutes
+            # (Galera: 7 for 1,200,000 rows), and a near session that
+            # expired before the runs would be purged under its writer.
+            cursor.execute(refresh_near_sql(vendor, table))
         if vendor == "postgresql":
             cursor.execute(f"VACUUM ANALYZE {table}")
             # The next writes of each page start from a checkpoint: every
@@ -180,15 +185,28 @@ EXPIRY = {
     "postgresql": {
         "expired": "now() - random() * interval '14 days' - interval '1 second'",
         "near": "now() + interval '15 minutes' + random() * interval '5 minutes'",
+        "now": "now()",
+        "in_a_day": "now() + interval '1 day'",
     },
     "mysql": {
         "expired": "NOW(6) - INTERVAL FLOOR(1 + RAND() * 1209600) SECOND",
         "near": "NOW(6) + INTERVAL FLOOR(900 + RAND() * 300) SECOND",
+        "now": "NOW(6)",
+        "in_a_day": "NOW(6) + INTERVAL 1 DAY",
     },
 }
 # The column GENERATED's key expression numbers sessions by.
 NUMBER = {"postgresql": "i", "mysql": "seq"}
 DIVIDE = {"postgresql": "/", "mysql": "DIV"}
+
+
+def refresh_near_sql(vendor: str, table: str) -> str:
+    """The UPDATE that makes the live rows due within a day 15-minute sessions again."""
+    expiry = EXPIRY[vendor]
+    return (
+        f"UPDATE {table} SET expire_date = {expiry['near']} "
+        f"WHERE expire_date > {expiry['now']} AND expire_date < {expiry['in_a_day']}"
+    )
 
 
 def insert_sql(
@@ -277,6 +295,7 @@ class Writer(threading.Thread):
         self.rng = random.Random(f"{kind}-{sizes}")
 
     def run(self) -> None:
+        from django.contrib.sessions.exceptions import SessionInterrupted
         from django.db import DatabaseError, connections
 
         write = self.write_function()
@@ -290,7 +309,9 @@ class Writer(threading.Thread):
                 error = ""
                 try:
                     write()
-                except DatabaseError as exc:
+                # A session gone under its save (a cleanup that deleted it)
+                # is a failed write, not the end of the writer.
+                except (DatabaseError, SessionInterrupted) as exc:
                     error = error_kind(exc)
                 finished = time.perf_counter()
                 self.writes.append(Write(self.kind, started, (finished - started) * 1000, error))
@@ -1052,17 +1073,24 @@ def standby_delay() -> str:
 @contextmanager
 def writeset_rows(alias: str, rows: int | None) -> Iterator[None]:
     """wsrep_max_ws_rows = `rows` on every Galera node for the run, then as it was."""
-    if alias != "galera" or rows is None:
+    with on_every_node(alias, "wsrep_max_ws_rows", rows):
+        yield
+
+
+@contextmanager
+def on_every_node(alias: str, name: str, value: int | None) -> Iterator[None]:
+    """The global `name` = `value` on every Galera node, then as it was."""
+    if alias != "galera" or value is None:
         yield
         return
     probe = probe_for(alias)
     assert isinstance(probe, MariaDBProbe)
-    previous = probe.variables(["wsrep_max_ws_rows"])["wsrep_max_ws_rows"]
-    probe.set_global("wsrep_max_ws_rows", str(rows))
+    previous = probe.variables([name])[name]
+    probe.set_global(name, str(value))
     try:
         yield
     finally:
-        probe.set_global("wsrep_max_ws_rows", previous)
+        probe.set_global(name, previous)
         probe.close()
 
 
@@ -1188,6 +1216,12 @@ def run_benchmark(args: argparse.Namespace, names: list[str]) -> None:
         with (
             alias_under_test(alias),
             buffer_pool(alias, args.mysql_buffer_pool_mb),
+            # Each Galera node applies every writeset: each needs the pool.
+            on_every_node(
+                alias,
+                "innodb_buffer_pool_size",
+                args.mysql_buffer_pool_mb and args.mysql_buffer_pool_mb * 1024 * 1024,
+            ),
         ):
             name = describe(alias, stamp.servers.get(alias, ""))
             probe = probe_for(alias)

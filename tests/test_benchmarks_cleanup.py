@@ -84,6 +84,56 @@ def test_filled_table_has_the_layout(alias: str, chunk: int, settings: Any) -> N
     assert len({row[2] for row in rows if row[1]}) > 1
 
 
+def test_near_sessions_are_refreshed_after_a_slow_fill(alias: str, settings: Any) -> None:
+    connection = connections[alias]
+    if connection.vendor not in cleanup.SERIES:
+        pytest.skip("the benchmark fills PostgreSQL and MariaDB/MySQL tables only")
+    if not settings.USE_TZ:
+        pytest.skip("the benchmark runs with USE_TZ = True")
+    fill(alias, live=6, expired=4, near=3, users=2, chunk=100)
+    table = connection.ops.quote_name(session_table())
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        # As if the fill had taken 14 minutes: its near sessions nearly due.
+        cursor.execute(
+            f"UPDATE {table} SET expire_date = %s WHERE expire_date > %s AND expire_date < %s",
+            [adapt(cleanup_now(minutes=1)), adapt(cleanup_now()), adapt(cleanup_now(hours=1))],
+        )
+        cursor.execute(cleanup.refresh_near_sql(connection.vendor, table))
+        cursor.execute(
+            f"SELECT key_hash FROM {table} WHERE expire_date > %s AND expire_date <= %s",
+            [adapt(cleanup_now(minutes=14)), adapt(cleanup_now(minutes=21))],
+        )
+        near = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT key_hash FROM {table} WHERE expire_date > %s", [adapt(cleanup_now(days=13))]
+        )
+        long_lived = {row[0] for row in cursor.fetchall()}
+    assert near == key_hashes(range(3))
+    assert long_lived == key_hashes(range(3, 6))
+
+
+def test_a_writer_survives_a_session_deleted_under_it() -> None:
+    from django.contrib.sessions.exceptions import SessionInterrupted
+
+    stop = cleanup.threading.Event()
+    writer = cleanup.Writer(
+        SAVE, 1000.0, cleanup.Sizes.of(10, 10, baseline=1.0, warm_up=0.1), stop
+    )
+    calls = []
+
+    def write() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            stop.set()
+        raise SessionInterrupted("gone")
+
+    writer.write_function = lambda: write  # type: ignore[method-assign]
+    writer.run()
+    assert len(calls) == 3
+    assert [w.error for w in writer.writes] == [cleanup.OTHER] * 3
+
+
 def test_filled_table_without_users_belongs_to_one(alias: str) -> None:
     connection = connections[alias]
     if connection.vendor not in cleanup.SERIES:
