@@ -6,7 +6,8 @@ It never shows session data, decoded or not, and refuses every lookup but its
 own filter: the data holds other users' secrets (CSRF secrets, the auth hash)
 that no admin permission can scope, and a lookup that matches rows reveals
 the data as surely as showing it. Raw keys are not stored, so rows are named
-by a prefix of their key hash.
+by a prefix of their key hash. For a session model of the project's own
+(docs/design.rst): admin.site.register(CustomSession, SessionAdmin).
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ USER_LABEL = "_sql_sessions_user_label"
 # Between a lower-case and an upper-case letter: "Headless|Chrome".
 _WORD_JOINS = re.compile(r"(?<=[a-z])(?=[A-Z])")
 # The changelist counts no further than this (plus one, to know there are
-# more). Counting a table of millions
-# of sessions on every page view would scan a whole index each time; past the
-# cap, the filters and the user search narrow the list down.
+# more). Counting a table of millions of sessions on every page view would
+# scan a whole index each time; past the cap, the filters and the user search
+# narrow the list down.
 COUNT_CAP = 10_000
 
 
@@ -305,7 +306,7 @@ class SessionAdmin(_ModelAdmin):
         revoked: list[str] = []
         try:
             for key_hash_list in in_lists(key_hashes):
-                chunk = Session.objects.filter(key_hash__in=key_hash_list)
+                chunk = self.model.objects.filter(key_hash__in=key_hash_list)
                 self.log_deletions(request, chunk)
                 deleted, _per_model = chunk.delete()
                 count += deleted
@@ -314,7 +315,7 @@ class SessionAdmin(_ModelAdmin):
         finally:
             # Also when a later chunk failed: the earlier ones are revoked.
             send_revoked(
-                Session,
+                self.model,
                 revoked,
                 user_id=None,
                 via="admin",

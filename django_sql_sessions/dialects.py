@@ -85,14 +85,19 @@ class Dialect:
     size_source = ""
     size_note: str | None = None
 
-    def compile(self, table: str) -> Statements:
-        """The session table's statements, for the table name as the backend quotes it."""
+    def compile(self, table: str, extra: tuple[str, ...] = ()) -> Statements:
+        """
+        The session table's statements, for the table name as the backend
+        quotes it; a session model's own columns (quoted) are written by the
+        insert and the updates, as parameters x0, x1, ...
+        """
         columns = (
             "key_hash, data, expire_date, created_at, updated_at, user_id, ip, user_agent, version"
-        )
+        ) + "".join(f", {column}" for column in extra)
+        params = "".join(f", %(x{i})s" for i in range(len(extra)))
         insert = (
             f"INSERT INTO {table} ({columns}) VALUES (%(key_hash)s, %(data)s, %(expire_date)s, "
-            f"%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1){self.on_conflict}"
+            f"%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1{params}){self.on_conflict}"
         )
         # The absolute lifetime goes on across a move to a new key (rotating the
         # id, as OWASP advises, must not extend it); a login restarts it through
@@ -110,6 +115,7 @@ class Dialect:
         # what the last request recorded.
         device = "ip = COALESCE(%(ip)s, ip), user_agent = COALESCE(%(user_agent)s, user_agent)"
         owner = f"user_id = %(user_id)s, {device}, created_at = COALESCE(%(born)s, created_at)"
+        owner += "".join(f", {column} = %(x{i})s" for i, column in enumerate(extra))
         # Live rows only: a row that expired, or was expired (a forced expiry
         # moves the version on), has ended, and a merged save must not bring it
         # back, as it must not re-insert a deleted one.
@@ -611,20 +617,24 @@ def for_vendor(vendor: str) -> Dialect:
     return DIALECTS.get(vendor, UNSUPPORTED)
 
 
-_compiled: dict[tuple[Dialect, str], Statements] = {}
+_compiled: dict[tuple[Dialect, str, tuple[str, ...]], Statements] = {}
 
 
-def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
-    """The session table's statements for this connection and a (validated) table name."""
+def statements(
+    connection: BaseDatabaseWrapper, table: str, extra: tuple[str, ...] = ()
+) -> Statements:
+    """The session table's statements for this connection, a (validated) table name and columns."""
     chosen = dialect(connection)
-    if (chosen, table) not in _compiled:
+    if (chosen, table, extra) not in _compiled:
         if chosen is UNSUPPORTED:
             raise NotImplementedError(
                 f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, "
                 f"not {connection.vendor!r}."
             )
-        _compiled[chosen, table] = chosen.compile(connection.ops.quote_name(table))
-    return _compiled[chosen, table]
+        _compiled[chosen, table, extra] = chosen.compile(
+            connection.ops.quote_name(table), tuple(map(connection.ops.quote_name, extra))
+        )
+    return _compiled[chosen, table, extra]
 
 
 # Whether a MySQL alias's server is MariaDB, by alias and server, per
