@@ -6,7 +6,7 @@ The session model, abstract, for projects to extend (docs/design.rst,
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import IntegrityError, models, transaction
@@ -20,6 +20,7 @@ from django_sql_sessions.keys import is_key_hash, is_valid_key
 from django_sql_sessions.storage import USER_ID_MAX_LENGTH, hash_key, user_id_from_session
 
 USER_AGENT_MAX_LENGTH = 255
+_S = TypeVar("_S", bound="AbstractSession")
 
 
 # Matches no row: not hex, so never a key hash.
@@ -31,7 +32,7 @@ def _hashed(session_key: object) -> str:
     return hash_key(session_key) if is_valid_key(session_key) else NO_SUCH_HASH
 
 
-class SessionQuerySet(models.QuerySet["AbstractSession"]):
+class SessionQuerySet(models.QuerySet[_S]):
     """
     Also accepts the lookups code written for Django's session model uses:
     ``session_key=<raw key>`` and ``session_key__in=[...]`` (hashed before
@@ -41,7 +42,7 @@ class SessionQuerySet(models.QuerySet["AbstractSession"]):
     translated.
     """
 
-    def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SessionQuerySet:
+    def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SessionQuerySet[_S]:
         args, kwargs = _hash_raw_keys(args, kwargs)
         return super()._filter_or_exclude(negate, args, kwargs)  # type: ignore[misc, no-any-return]
 
@@ -66,14 +67,14 @@ class SessionQuerySet(models.QuerySet["AbstractSession"]):
         """The ORM's own update(), for the session table (storage.py) only."""
         return super().update(**kwargs)
 
-    def active(self) -> SessionQuerySet:
+    def active(self) -> SessionQuerySet[_S]:
         return self.filter(expire_date__gt=timezone.now())
 
-    def expired(self) -> SessionQuerySet:
+    def expired(self) -> SessionQuerySet[_S]:
         # Expired means expire_date <= now, the same rule load() applies.
         return self.filter(expire_date__lte=timezone.now())
 
-    def for_key(self, session_key: str) -> SessionQuerySet:
+    def for_key(self, session_key: str) -> SessionQuerySet[_S]:
         """Filter on a raw session key (as found in the cookie)."""
         return self.filter(key_hash=hash_key(session_key))
 
@@ -104,19 +105,19 @@ def _is_raw_key(value: object) -> bool:
     return is_valid_key(value) and not is_key_hash(value)
 
 
-class SessionManager(models.Manager["AbstractSession"]):
-    def get_queryset(self) -> SessionQuerySet:
+class SessionManager(models.Manager[_S]):
+    def get_queryset(self) -> SessionQuerySet[_S]:
         # Pinned to the sessions alias whatever the project's routers say, so
         # no query through this manager reads a lagging replica.
         return SessionQuerySet(self.model, using=conf.DB_ALIAS.get())
 
-    def active(self) -> SessionQuerySet:
+    def active(self) -> SessionQuerySet[_S]:
         return self.get_queryset().active()
 
-    def expired(self) -> SessionQuerySet:
+    def expired(self) -> SessionQuerySet[_S]:
         return self.get_queryset().expired()
 
-    def for_key(self, session_key: str) -> SessionQuerySet:
+    def for_key(self, session_key: str) -> SessionQuerySet[_S]:
         return self.get_queryset().for_key(session_key)
 
     def encode(self, session_dict: dict[str, Any]) -> str:
@@ -125,7 +126,7 @@ class SessionManager(models.Manager["AbstractSession"]):
 
     def save(
         self, session_key: str, session_dict: dict[str, Any], expire_date: datetime.datetime
-    ) -> AbstractSession:
+    ) -> _S:
         """
         Store ``session_dict`` under a raw key, or delete the row if it is
         empty, as Django's SessionManager.save() does. The version moves on,
@@ -176,7 +177,7 @@ class AbstractSession(models.Model):
         _("user agent"), max_length=USER_AGENT_MAX_LENGTH, null=True
     )
 
-    objects = SessionManager()
+    objects = SessionManager["AbstractSession"]()
 
     class Meta:
         abstract = True

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.conf import settings
@@ -34,7 +34,7 @@ from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Field, Model
+from django.db.models import F, Field
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -43,6 +43,9 @@ from django_sql_sessions.cursors import ONE, execute, fetch_one, send
 from django_sql_sessions.dialects import statements
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.sql import Statements, to_db_datetime
+
+if TYPE_CHECKING:
+    from django_sql_sessions.base_session import AbstractSession
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -202,7 +205,7 @@ class SessionTable:
         return connection, connection.__dict__.get(self._kept) or self._compile(connection)
 
     def _compile(self, connection: BaseDatabaseWrapper) -> Statements:
-        columns = tuple(field.column for field in self.extra)
+        columns = tuple(str(field.column) for field in self.extra)
         compiled = connection.__dict__[self._kept] = statements(connection, self.name, columns)
         return compiled
 
@@ -433,7 +436,7 @@ class SessionTable:
 
 
 @conf.cached
-def session_model() -> type[Model]:
+def session_model() -> type[AbstractSession]:
     """SESSION_ENGINE's get_model_class() if it is this package's engine; else models.Session."""
     try:  # its classes by name, as caching.in_use(): the engine imports this module
         mro = import_string(f"{settings.SESSION_ENGINE}.SessionStore").__mro__
@@ -441,7 +444,7 @@ def session_model() -> type[Model]:
         mro = ()
     if any(c.__module__ == "django_sql_sessions.backends.db" for c in mro):
         return mro[0].get_model_class()  # type: ignore[no-any-return]
-    return apps.get_model("django_sql_sessions", "Session")  # type: ignore[no-any-return]
+    return apps.get_model("django_sql_sessions", "Session")
 
 
 @conf.cached
@@ -450,7 +453,7 @@ def plain_table() -> SessionTable:
     return _new_table(session_model())
 
 
-def _new_table(model: type[Model]) -> SessionTable:
+def _new_table(model: type[AbstractSession]) -> SessionTable:
     base = apps.get_model("django_sql_sessions", "Session")
     name = session_table() if model is base else model._meta.db_table
     columns = {field.column for field in base._meta.concrete_fields}
@@ -490,7 +493,7 @@ def session_table() -> str:
     return name
 
 
-def table(model: type[Model] | None = None) -> SessionTable:
+def table(model: type[AbstractSession] | None = None) -> SessionTable:
     """
     The session table every path uses: behind the session cache when the
     cached engine is SESSION_ENGINE (caching.CachedSessionTable, with the

@@ -60,6 +60,7 @@ from django.utils.module_loading import import_string
 from django_sql_sessions import admin as sessions_admin
 from django_sql_sessions import caching, cleanup, importing, user_sessions
 from django_sql_sessions.backends import cached_db, db
+from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.models import Session, SessionManager, SessionQuerySet
 from django_sql_sessions.storage import hash_key, session_model
@@ -629,6 +630,8 @@ NOT_WRITERS = {
     "SessionStore.get_expiry_age": "reads",
     "SessionStore.aget_expiry_age": "reads",
     "SessionStore.get_model_class": "reads",
+    "SessionStore.create_model_instance": "an unsaved instance; saves write its columns (save)",
+    "SessionStore.acreate_model_instance": "an unsaved instance (see create_model_instance)",
     "SessionStore.table": "returns the storage layer every path here goes through",
     "SessionStore.make_table": "makes the storage layer that table() keeps",
     "SessionStore.restart_lifetime": (
@@ -708,7 +711,9 @@ def public_writer_candidates() -> set[str]:
         for cls in (db.SessionStore, cached_db.SessionStore)
         for name in defined_here(cls) | set(SESSION_BASE_API)
     }
-    found |= {f"Session.{n}" for n in defined_here(Session) | set(ORM_WRITERS["Session"])}
+    # The model's behaviour is its abstract base's (base_session.py).
+    model_api = defined_here(Session) | defined_here(AbstractSession) | set(ORM_WRITERS["Session"])
+    found |= {f"Session.{n}" for n in model_api}
     found |= {
         f"SessionQuerySet.{name}"
         for name in defined_here(SessionQuerySet) | set(ORM_WRITERS["SessionQuerySet"])

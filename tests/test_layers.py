@@ -19,6 +19,8 @@ LAZY_EDGES = {
     # The same pair for the storage layer: storage.table() is the cached
     # table (which wraps the plain one) when the cached engine is configured.
     ("django_sql_sessions.storage", "django_sql_sessions.caching"),
+    # Type hints only: the session model's class.
+    ("django_sql_sessions.storage", "django_sql_sessions.base_session"),
 }
 # Imports nothing of the package, or only what is listed.
 FOUNDATIONS = {

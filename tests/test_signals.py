@@ -125,7 +125,7 @@ def fail_the_second_delete(monkeypatch: pytest.MonkeyPatch) -> None:
     delete = SessionQuerySet.delete
     calls: list[int] = []
 
-    def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+    def fail_second(queryset: SessionQuerySet[Session]) -> tuple[int, dict[str, int]]:
         calls.append(1)
         if len(calls) == 2:
             raise DatabaseError("lost the connection")
@@ -209,7 +209,7 @@ class TestRevoked:
         delete = SessionQuerySet.delete
         moved: list[str] = []
 
-        def cycle_first(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+        def cycle_first(queryset: SessionQuerySet[Session]) -> tuple[int, dict[str, int]]:
             # The tablet logs in again (cycle_key()) after the revocation's
             # select and before its delete.
             if not moved:

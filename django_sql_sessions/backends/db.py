@@ -94,7 +94,7 @@ class SessionStore(SessionBase):
     def create_model_instance(self, data: dict[str, Any]) -> AbstractSession:
         """An unsaved model instance of this session; saves take the model's columns from it."""
         return self.get_model_class()(
-            key_hash=hash_key(self._get_or_create_session_key()),
+            key_hash=hash_key(self._get_or_create_session_key()),  # type: ignore[attr-defined]
             data=self.encode(data),
             expire_date=self.get_expiry_date(),
         )
