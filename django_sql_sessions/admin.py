@@ -1,13 +1,13 @@
 """
-A read-only admin for the session table: who is logged in, since when, last
-active when and from what device (when recorded), with a "revoke" action.
+A read-only admin for the session table (of a project's model too, registered
+with SessionAdmin): who is logged in, since when, last active when and from
+what device (when recorded), with a "revoke" action.
 
 It never shows session data, decoded or not, and refuses every lookup but its
 own filter: the data holds other users' secrets (CSRF secrets, the auth hash)
 that no admin permission can scope, and a lookup that matches rows reveals
 the data as surely as showing it. Raw keys are not stored, so rows are named
-by a prefix of their key hash. For a session model of the project's own
-(docs/design.rst): admin.site.register(CustomSession, SessionAdmin).
+by a prefix of their key hash.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ _WORD_JOINS = re.compile(r"(?<=[a-z])(?=[A-Z])")
 COUNT_CAP = 10_000
 
 
-# Any session model: the package's, or a project's (docs/design.rst).
 _S = TypeVar("_S", bound=AbstractSession)
 if TYPE_CHECKING:
     _Paginator = Paginator[AbstractSession]

@@ -21,8 +21,6 @@ from django_sql_sessions.storage import USER_ID_MAX_LENGTH, hash_key, user_id_fr
 
 USER_AGENT_MAX_LENGTH = 255
 _S = TypeVar("_S", bound="AbstractSession")
-
-
 # Matches no row: not hex, so never a key hash.
 NO_SUCH_HASH = "-"
 

@@ -8,10 +8,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf
-from django_sql_sessions.base_session import USER_AGENT_MAX_LENGTH as USER_AGENT_MAX_LENGTH
 from django_sql_sessions.base_session import AbstractSession
-from django_sql_sessions.base_session import SessionManager as SessionManager
-from django_sql_sessions.base_session import SessionQuerySet as SessionQuerySet
 from django_sql_sessions.fields import KeyHashField
 
 # SESSION_ENGINE set to this package's engine, the app left out: Django's own

@@ -1,11 +1,11 @@
 """
 DATABASE_ROUTERS = ["django_sql_sessions.routers.SessionRouter", ...]
 
-SessionRouter pins every read, write and migration of the package's models,
-and of a project's session model (a subclass of AbstractSession), to
-SQL_SESSIONS_DB_ALIAS, and has no opinion (None) on anything else, so it
-composes with the project's own routers. Put it first: a router listed before
-it that sends reads to a replica would win for the session model.
+SessionRouter pins every read, write and migration of the package's models
+and of any AbstractSession subclass to SQL_SESSIONS_DB_ALIAS, and has no
+opinion (None) on anything else, so it composes with the project's own
+routers. Put it first: a router listed before it that sends reads to a replica
+would win for the session model.
 
 DedicatedSessionRouter does the same and also keeps every other app's tables
 out of that alias, for a database that holds nothing but sessions: then

@@ -60,9 +60,9 @@ from django.utils.module_loading import import_string
 from django_sql_sessions import admin as sessions_admin
 from django_sql_sessions import caching, cleanup, importing, user_sessions
 from django_sql_sessions.backends import cached_db, db
-from django_sql_sessions.base_session import AbstractSession
+from django_sql_sessions.base_session import AbstractSession, SessionManager, SessionQuerySet
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.models import Session, SessionManager, SessionQuerySet
+from django_sql_sessions.models import Session
 from django_sql_sessions.storage import hash_key, session_model
 from django_sql_sessions.user_sessions import (
     arevoke_all_sessions,

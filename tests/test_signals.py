@@ -25,10 +25,11 @@ from django.utils.crypto import get_random_string
 
 from django_sql_sessions import signals, user_sessions
 from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.base_session import SessionQuerySet
 from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.garbage_collection import GarbageCollector
-from django_sql_sessions.models import Session, SessionQuerySet
+from django_sql_sessions.models import Session
 from django_sql_sessions.storage import IN_LIST_SIZE, hash_key
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
