@@ -140,7 +140,7 @@ def without_sync_wait(alias: str) -> Callable[[], None]:
     from django_sql_sessions import dialects
 
     connection = connections[alias]
-    key = (dialects.MARIADB, TABLE)
+    key = (dialects.MARIADB, TABLE, ())
     causal = dialects.statements(connection, TABLE)
     mysql = dialects.DIALECTS["mysql"]
     dialects._compiled[key] = mysql.compile(connection.ops.quote_name(TABLE))

@@ -1,6 +1,7 @@
 """
-A read-only admin for the session table: who is logged in, since when, last
-active when and from what device (when recorded), with a "revoke" action.
+A read-only admin for the session table (of a project's model too, registered
+with SessionAdmin): who is logged in, since when, last active when and from
+what device (when recorded), with a "revoke" action.
 
 It never shows session data, decoded or not, and refuses every lookup but its
 own filter: the data holds other users' secrets (CSRF secrets, the auth hash)
@@ -14,7 +15,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value, quote
@@ -35,8 +36,9 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf
+from django_sql_sessions.base_session import AbstractSession, SessionQuerySet
 from django_sql_sessions.devices import device_name
-from django_sql_sessions.models import Session, SessionQuerySet
+from django_sql_sessions.models import Session
 from django_sql_sessions.signals import send_revoked
 from django_sql_sessions.storage import in_lists
 from django_sql_sessions.user_sessions import users_by_id
@@ -51,15 +53,16 @@ USER_LABEL = "_sql_sessions_user_label"
 # Between a lower-case and an upper-case letter: "Headless|Chrome".
 _WORD_JOINS = re.compile(r"(?<=[a-z])(?=[A-Z])")
 # The changelist counts no further than this (plus one, to know there are
-# more). Counting a table of millions
-# of sessions on every page view would scan a whole index each time; past the
-# cap, the filters and the user search narrow the list down.
+# more). Counting a table of millions of sessions on every page view would
+# scan a whole index each time; past the cap, the filters and the user search
+# narrow the list down.
 COUNT_CAP = 10_000
 
 
+_S = TypeVar("_S", bound=AbstractSession)
 if TYPE_CHECKING:
-    _Paginator = Paginator[Session]
-    _ModelAdmin = admin.ModelAdmin[Session]
+    _Paginator = Paginator[AbstractSession]
+    _ModelAdmin = admin.ModelAdmin[Any]
 else:  # not subscriptable at run time
     _Paginator = Paginator
     _ModelAdmin = admin.ModelAdmin
@@ -70,11 +73,13 @@ class CappedPaginator(_Paginator):
     def count(self) -> int:
         # The changelist's paginator gets a queryset; a sliced one counts in a
         # subquery that stops at the cap.
-        sessions: QuerySet[Session] = self.object_list  # type: ignore[assignment]
+        sessions: QuerySet[AbstractSession] = self.object_list  # type: ignore[assignment]
         return sessions[: COUNT_CAP + 1].count()
 
 
-def label_users(rows: Iterable[Session], admin_site: admin.AdminSite | None = None) -> None:
+def label_users(
+    rows: Iterable[AbstractSession], admin_site: admin.AdminSite | None = None
+) -> None:
     """
     Name the user of each row on the row, with one query for all of them:
     a link to the user's page in admin_site where the user model has one.
@@ -142,10 +147,10 @@ class StateFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("active", str(_("Active"))), ("expired", str(_("Expired")))]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[_S]) -> QuerySet[_S]:
         # The admin's queryset comes from the model's manager: a
         # SessionQuerySet, whose active()/expired() are the engine's rule.
-        sessions = cast(SessionQuerySet, queryset)
+        sessions = cast(SessionQuerySet[_S], queryset)
         if self.value() == "active":
             return sessions.active()
         if self.value() == "expired":
@@ -190,12 +195,10 @@ class SessionAdmin(_ModelAdmin):
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         return self._with_device(tuple(self.list_display), DEVICE_COLUMNS)
 
-    def get_fields(self, request: HttpRequest, obj: Session | None = None) -> tuple[str, ...]:
+    def get_fields(self, request: HttpRequest, obj: _S | None = None) -> tuple[str, ...]:
         return self._with_device(self.fields, DEVICE_FIELDS)
 
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: Session | None = None
-    ) -> tuple[str, ...]:
+    def get_readonly_fields(self, request: HttpRequest, obj: _S | None = None) -> tuple[str, ...]:
         return self.get_fields(request, obj)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -222,23 +225,23 @@ class SessionAdmin(_ModelAdmin):
         return columns + device if conf.DEVICE_DETAILS.get() else columns
 
     @admin.display(description=_("session"))
-    def short_id(self, obj: Session) -> str:
+    def short_id(self, obj: _S) -> str:
         return str(obj)
 
     @admin.display(description=_("user"))
-    def user(self, obj: Session) -> str:
+    def user(self, obj: _S) -> str:
         if not hasattr(obj, USER_LABEL):  # not from the changelist: the detail page
             label_users([obj], self.admin_site)
         label: str = getattr(obj, USER_LABEL)
         return label
 
     @admin.display(description=_("network"), ordering="ip")
-    def network(self, obj: Session) -> str | None:
+    def network(self, obj: _S) -> str | None:
         # Only ever a network (SQL_SESSIONS_IPV4_PREFIX, ..._IPV6_PREFIX).
         return obj.ip
 
     @admin.display(description=_("device"))
-    def device(self, obj: Session) -> str:
+    def device(self, obj: _S) -> str:
         # Not ordered: sorting by the raw string would not sort the names.
         name = device_name(obj.user_agent)
         if obj.user_agent is None:
@@ -253,17 +256,17 @@ class SessionAdmin(_ModelAdmin):
         )
 
     @admin.display(description=_("last activity"), ordering="updated_at")
-    def last_activity(self, obj: Session) -> str:
+    def last_activity(self, obj: _S) -> str:
         # Formatted as Django formats the model's own date fields beside it;
         # a method's datetime would otherwise be shown as str() gives it.
         return str(display_for_value(obj.last_activity, self.get_empty_value_display()))
 
     @admin.display(description=_("last active"), ordering="updated_at")
-    def last_active(self, obj: Session) -> str:
+    def last_active(self, obj: _S) -> str:
         return _relative(obj.last_activity)
 
     @admin.display(description=_("expires"), ordering="expire_date")
-    def expires(self, obj: Session) -> str:
+    def expires(self, obj: _S) -> str:
         # "expired 2 hours ago" or "in 1 week, 6 days": the active column,
         # in words.
         if obj.is_expired():
@@ -271,12 +274,12 @@ class SessionAdmin(_ModelAdmin):
         return _relative(obj.expire_date)
 
     @admin.display(description=_("active"), boolean=True)
-    def active(self, obj: Session) -> bool:
+    def active(self, obj: _S) -> bool:
         return not obj.is_expired()
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Session], search_term: str
-    ) -> tuple[QuerySet[Session], bool]:
+        self, request: HttpRequest, queryset: QuerySet[_S], search_term: str
+    ) -> tuple[QuerySet[_S], bool]:
         # Django's search would compare with LIKE or UPPER(), which no index
         # serves; an equality uses the user index however large the table.
         term = search_term.strip()
@@ -285,10 +288,10 @@ class SessionAdmin(_ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: _S | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: _S | None = None) -> bool:
         # Sessions are revoked with the "revoke" action, not deleted through
         # Django's confirmation pages, which would list every selected row.
         return False
@@ -297,7 +300,7 @@ class SessionAdmin(_ModelAdmin):
         return super().has_delete_permission(request)
 
     @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[_S]) -> None:
         # Rows go in chunks, so that "select all" on a big table holds
         # neither every row in memory nor a lock on all of them at once.
         key_hashes = list(queryset.values_list("key_hash", flat=True))
@@ -305,7 +308,7 @@ class SessionAdmin(_ModelAdmin):
         revoked: list[str] = []
         try:
             for key_hash_list in in_lists(key_hashes):
-                chunk = Session.objects.filter(key_hash__in=key_hash_list)
+                chunk = self.model.objects.filter(key_hash__in=key_hash_list)
                 self.log_deletions(request, chunk)
                 deleted, _per_model = chunk.delete()
                 count += deleted
@@ -314,7 +317,7 @@ class SessionAdmin(_ModelAdmin):
         finally:
             # Also when a later chunk failed: the earlier ones are revoked.
             send_revoked(
-                Session,
+                self.model,
                 revoked,
                 user_id=None,
                 via="admin",

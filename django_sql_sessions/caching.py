@@ -95,7 +95,7 @@ class CachedSessionTable(SessionTable):
     """A SessionTable behind Django's cache; the ORM's writes go through changing()."""
 
     def __init__(self, table: SessionTable, cache_alias: str) -> None:
-        super().__init__(table.alias, table.name)
+        super().__init__(table.alias, table.name, table.extra)
         self.table = table
         self.cache_alias = cache_alias
         connection = table.connection

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from django_sql_sessions import conf
-from django_sql_sessions.models import USER_AGENT_MAX_LENGTH
+from django_sql_sessions.base_session import USER_AGENT_MAX_LENGTH
 
 if TYPE_CHECKING:
     from ua_parser import PartialResult

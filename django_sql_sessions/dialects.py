@@ -73,14 +73,19 @@ class Dialect:
     size_source = ""  # where table_size() reads
     size_note: str | None = None
 
-    def compile(self, table: str) -> Statements:
-        """The session table's statements, for the table name as the backend quotes it."""
+    def compile(self, table: str, extra: tuple[str, ...] = ()) -> Statements:
+        """
+        The session table's statements, for the table name as the backend
+        quotes it; a session model's own columns (quoted) are written by the
+        insert and the updates, as parameters x0, x1, ...
+        """
         columns = (
             "key_hash, data, expire_date, created_at, updated_at, user_id, ip, user_agent, version"
-        )
+        ) + "".join(f", {column}" for column in extra)
+        params = "".join(f", %(x{i})s" for i in range(len(extra)))
         insert = (
             f"INSERT INTO {table} ({columns}) VALUES (%(key_hash)s, %(data)s, %(expire_date)s, "
-            f"%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1){self.on_conflict}"
+            f"%(now)s, %(now)s, %(user_id)s, %(ip)s, %(user_agent)s, 1{params}){self.on_conflict}"
         )
         # created_at stays: rotating the id must not extend the absolute
         # lifetime; a login restarts it through the save's `born`.
@@ -95,6 +100,7 @@ class Dialect:
         # A save outside a request (a shell, a task) keeps the device details.
         device = "ip = COALESCE(%(ip)s, ip), user_agent = COALESCE(%(user_agent)s, user_agent)"
         owner = f"user_id = %(user_id)s, {device}, created_at = COALESCE(%(born)s, created_at)"
+        owner += "".join(f", {column} = %(x{i})s" for i, column in enumerate(extra))
         # Live rows only: a merged save must not bring an expired row back.
         row = "WHERE key_hash = %(key_hash)s AND expire_date > %(now)s"
         reload = f"SELECT data, version FROM {table} {row}"
@@ -523,19 +529,23 @@ def for_vendor(vendor: str) -> Dialect:
     return DIALECTS.get(vendor, UNSUPPORTED)
 
 
-_compiled: dict[tuple[Dialect, str], Statements] = {}
+_compiled: dict[tuple[Dialect, str, tuple[str, ...]], Statements] = {}
 
 
-def statements(connection: BaseDatabaseWrapper, table: str) -> Statements:
+def statements(
+    connection: BaseDatabaseWrapper, table: str, extra: tuple[str, ...] = ()
+) -> Statements:
     chosen = dialect(connection)
-    if (chosen, table) not in _compiled:
+    if (chosen, table, extra) not in _compiled:
         if chosen is UNSUPPORTED:
             raise NotImplementedError(
                 f"django_sql_sessions supports {', '.join(SUPPORTED_VENDORS)}, "
                 f"not {connection.vendor!r}."
             )
-        _compiled[chosen, table] = chosen.compile(connection.ops.quote_name(table))
-    return _compiled[chosen, table]
+        _compiled[chosen, table, extra] = chosen.compile(
+            connection.ops.quote_name(table), tuple(map(connection.ops.quote_name, extra))
+        )
+    return _compiled[chosen, table, extra]
 
 
 # Whether a MySQL alias's server is MariaDB, per process: Django asks per

@@ -14,15 +14,23 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
 from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.cursors import ALL, fetch_one, send
 from django_sql_sessions.dialects import dialect
 from django_sql_sessions.keys import is_valid_key
-from django_sql_sessions.models import ImportedSession, Session
+from django_sql_sessions.models import ImportedSession
 from django_sql_sessions.sql import from_db_datetime, to_db_datetime
-from django_sql_sessions.storage import hash_key, in_lists, user_id_from_session
+from django_sql_sessions.storage import (
+    hash_key,
+    in_lists,
+    plain_table,
+    session_model,
+    user_id_from_session,
+)
 
 DEFAULT_SOURCE_TABLE = "django_session"
 
@@ -65,6 +73,7 @@ def import_django_sessions(
     assert expired is not None
     result.expired = int(expired[0])
     store = SessionStore()
+    model, extra = session_model(), plain_table().extra
     target = connections[conf.DB_ALIAS.get()]
     max_bytes = conf.MAX_SIZE.get()
     label = f"{source_alias}.{source_table}"
@@ -93,7 +102,7 @@ def import_django_sessions(
                 result.too_large += 1
                 continue
             key_hash = hash_key(key)
-            sessions[key_hash] = Session(
+            sessions[key_hash] = model(
                 key_hash=key_hash,
                 data=data,
                 expire_date=from_db_datetime(source, expire_date),
@@ -102,7 +111,13 @@ def import_django_sessions(
                 updated_at=now,
                 user_id=user_id_from_session(decoded),
             )
-        present = set(_expiries(Session, list(sessions)))
+            if extra:  # the model's own columns, as the engine fills them
+                engine = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(key)
+                engine._session_cache = decoded
+                made = engine.create_model_instance(decoded)
+                for field in extra:
+                    setattr(sessions[key_hash], field.attname, getattr(made, field.attname))
+        present = set(_expiries(model, list(sessions)))
         markers = _expiries(ImportedSession, list(expiries))
         gone = set(markers) & set(sessions) - present
         new = [s for key_hash, s in sessions.items() if key_hash not in present | set(markers)]
@@ -114,7 +129,7 @@ def import_django_sessions(
             # A row another import inserted since is skipped where the backend can.
             conflicts = target.features.supports_ignore_conflicts
             with transaction.atomic(using=target.alias):
-                Session.objects.bulk_create(new, ignore_conflicts=conflicts)
+                model.objects.bulk_create(new, ignore_conflicts=conflicts)
                 ImportedSession.objects.bulk_create(
                     [ImportedSession(s.key_hash, s.expire_date, label, now) for s in new],
                     ignore_conflicts=conflicts,
@@ -136,7 +151,7 @@ def import_django_sessions(
     vanished_hashes = list(vanished.filter(seen_at__lt=now).values_list("key_hash", flat=True))
     for chunk in in_lists(vanished_hashes):
         with transaction.atomic(using=target.alias):
-            Session.objects.filter(key_hash__in=chunk).delete()
+            model.objects.filter(key_hash__in=chunk).delete()
             ImportedSession.objects.filter(key_hash__in=chunk).delete()
     result.vanished = len(vanished_hashes)
     # Markers last as long as their rows (extended above): an expired one guards none.
@@ -145,7 +160,7 @@ def import_django_sessions(
 
 
 def _expiries(
-    model: type[Session] | type[ImportedSession], key_hashes: list[str]
+    model: type[AbstractSession] | type[ImportedSession], key_hashes: list[str]
 ) -> dict[str, datetime.datetime]:
     """The expiries of these key hashes' rows in the model's table, expired or not."""
     found: dict[str, datetime.datetime] = {}

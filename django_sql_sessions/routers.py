@@ -1,10 +1,11 @@
 """
 DATABASE_ROUTERS = ["django_sql_sessions.routers.SessionRouter", ...]
 
-SessionRouter pins every read, write and migration of the session model to
-SQL_SESSIONS_DB_ALIAS, and has no opinion (None) on anything else, so it
-composes with the project's own routers. Put it first: a router listed before
-it that sends reads to a replica would win for the session model.
+SessionRouter pins every read, write and migration of the package's models
+and of any AbstractSession subclass to SQL_SESSIONS_DB_ALIAS, and has no
+opinion (None) on anything else, so it composes with the project's own
+routers. Put it first: a router listed before it that sends reads to a replica
+would win for the session model.
 
 DedicatedSessionRouter does the same and also keeps every other app's tables
 out of that alias, for a database that holds nothing but sessions: then
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
 
 from django_sql_sessions import conf
+from django_sql_sessions.base_session import AbstractSession
 
 APP_LABEL = "django_sql_sessions"
 
@@ -34,17 +37,30 @@ def _alias() -> str | None:
         return None
 
 
+def _pinned(model: type[Model]) -> bool:
+    return model._meta.app_label == APP_LABEL or issubclass(model, AbstractSession)
+
+
+def _pinned_name(app_label: str, model_name: str | None) -> bool:
+    try:  # the current model: a migration's (historical) models lack abstract bases
+        return app_label == APP_LABEL or bool(
+            model_name and _pinned(apps.get_model(app_label, model_name))
+        )
+    except LookupError:  # deleted since
+        return False
+
+
 class SessionRouter:
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
-        return _alias() if model._meta.app_label == APP_LABEL else None
+        return _alias() if _pinned(model) else None
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return _alias() if model._meta.app_label == APP_LABEL else None
+        return _alias() if _pinned(model) else None
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
-        if app_label == APP_LABEL:
+        if _pinned_name(app_label, model_name):
             alias = _alias()
             return None if alias is None else db == alias
         return None
@@ -54,7 +70,7 @@ class DedicatedSessionRouter(SessionRouter):
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
-        if app_label == APP_LABEL:
+        if _pinned_name(app_label, model_name):
             return super().allow_migrate(db, app_label, model_name, **hints)
         # On "default" the project's tables belong there; elsewhere the
         # alias is the sessions' own.

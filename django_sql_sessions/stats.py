@@ -17,10 +17,10 @@ from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from django_sql_sessions import conf
+from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.devices import device_name, parser_installed
 from django_sql_sessions.dialects import Dialect, Size, dialect
-from django_sql_sessions.models import Session
-from django_sql_sessions.storage import session_table
+from django_sql_sessions.storage import plain_table, session_model
 from django_sql_sessions.user_sessions import users_by_id
 
 # An index range of this many entries takes some milliseconds everywhere.
@@ -120,8 +120,8 @@ def collect(
     sample_rows = SAMPLE_ROWS if sample_rows is None else sample_rows
     alias = conf.DB_ALIAS.get()
     connection = connections[alias]
-    table = session_table()
-    sessions: QuerySet[Session] = Session.objects.all()
+    table = plain_table().name
+    sessions: QuerySet[AbstractSession] = session_model().objects.all()
     chosen = dialect(connection)
     size, catalog_rows = chosen.table_size(connection, table)
 
@@ -189,8 +189,8 @@ def collect(
 
 
 def _counts(now: datetime.datetime) -> tuple[Number, Number, Number]:
-    live = Session.objects.filter(expire_date__gt=now).count()
-    expired = Session.objects.filter(expire_date__lte=now).count()
+    live = session_model().objects.filter(expire_date__gt=now).count()
+    expired = session_model().objects.filter(expire_date__lte=now).count()
     return Number(live, True), Number(expired, True), Number(live + expired, True)
 
 
@@ -198,9 +198,11 @@ def _estimated_counts(
     chosen: Dialect, now: datetime.datetime, cap: int, catalog_rows: int | None
 ) -> tuple[Number, Number, Number]:
     """Live, expired and all sessions of a table larger than cap: the expired counted to cap."""
-    rows = catalog_rows if catalog_rows is not None else chosen.explain_rows(Session.objects)
-    total = Number(Session.objects.count(), True) if rows is None else Number(rows, False)
-    expired_rows = Session.objects.filter(expire_date__lte=now)
+    rows = (
+        catalog_rows if catalog_rows is not None else chosen.explain_rows(session_model().objects)
+    )
+    total = Number(session_model().objects.count(), True) if rows is None else Number(rows, False)
+    expired_rows = session_model().objects.filter(expire_date__lte=now)
     counted = _capped_count(expired_rows, cap)
     estimated = None if counted is not None else chosen.explain_rows(expired_rows)
     if estimated is None:  # within the cap, or no estimate (SQL Server)
@@ -230,7 +232,7 @@ def device_breakdown(agents: Counter[str | None], read: int, top: int) -> list[D
     return [DeviceSessions(name, count, count / read if read else 0.0) for name, count in listed]
 
 
-def _capped_count(queryset: QuerySet[Session], cap: int) -> int | None:
+def _capped_count(queryset: QuerySet[AbstractSession], cap: int) -> int | None:
     """The queryset's count if it is at most cap, reading at most cap + 1 rows; else None."""
     count = queryset[: cap + 1].count()
     return count if count <= cap else None
@@ -239,7 +241,8 @@ def _capped_count(queryset: QuerySet[Session], cap: int) -> int | None:
 def top_users_query(top: int) -> QuerySet[Any, tuple[str | None, int]]:
     """(user_id, rows) of the `top` users with the most rows, by one walk of the user index."""
     return (
-        Session.objects.filter(user_id__isnull=False)
+        session_model()
+        .objects.filter(user_id__isnull=False)
         .values("user_id")
         .annotate(n=Count("*"))
         .order_by("-n", "user_id")

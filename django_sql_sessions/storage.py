@@ -13,8 +13,8 @@ invariants once:
 - a load never returns a row past its expiry or SQL_SESSIONS_ABSOLUTE_LIFETIME;
 - no write stores data larger than SQL_SESSIONS_MAX_SIZE.
 
-docs/design.rst ("The storage layer") has the picture. Subclass SessionTable
-to store extra columns (see docs/design.rst, "Extending the session model").
+docs/design.rst has the picture ("The storage layer") and how a session model's
+own columns are written ("Extending the session model").
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.conf import settings
@@ -34,14 +34,18 @@ from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F
+from django.db.models import F, Field
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
 from django_sql_sessions.cursors import ONE, execute, fetch_one, send
 from django_sql_sessions.dialects import statements
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.sql import Statements, to_db_datetime
+
+if TYPE_CHECKING:
+    from django_sql_sessions.base_session import AbstractSession
 
 logger = logging.getLogger("django_sql_sessions")
 
@@ -114,6 +118,7 @@ class Values:
     user_id: str | None
     ip: str | None  # None keeps what is stored (a save outside a request)
     user_agent: str | None
+    extra: tuple[Any, ...] = ()  # the values of SessionTable.extra's columns
 
 
 class SessionTable:
@@ -123,9 +128,10 @@ class SessionTable:
     with the same interface.
     """
 
-    def __init__(self, alias: str, name: str) -> None:
+    def __init__(self, alias: str, name: str, extra: tuple[Field[Any, Any], ...] = ()) -> None:
         self.alias = alias
         self.name = name
+        self.extra = extra  # the columns a subclass of the session model adds
         # Settings the load and save read, fixed for the instance's life:
         # plain_table() makes a new one when a setting changes.
         self.lifetime = datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
@@ -199,7 +205,8 @@ class SessionTable:
         return connection, connection.__dict__.get(self._kept) or self._compile(connection)
 
     def _compile(self, connection: BaseDatabaseWrapper) -> Statements:
-        compiled = connection.__dict__[self._kept] = statements(connection, self.name)
+        columns = tuple(str(field.column) for field in self.extra)
+        compiled = connection.__dict__[self._kept] = statements(connection, self.name, columns)
         return compiled
 
     # Reads. The load and the update look their statements up without a
@@ -257,6 +264,7 @@ class SessionTable:
             user_id=values.user_id,
             ip=values.ip,
             user_agent=values.user_agent,
+            **(self._extra_params(connection, values) if self.extra else {}),
         )
         if not inserted:
             return None
@@ -298,12 +306,19 @@ class SessionTable:
                 "user_id": values.user_id,
                 "ip": values.ip,
                 "user_agent": values.user_agent,
+                **(self._extra_params(connection, values) if self.extra else {}),
             },
         )
         if not updated:
             return None
         created_at = values.now if restart_lifetime else row.created_at
         return Row(key_hash, data, row.version + 1, values.expire_date, values.now, created_at)
+
+    def _extra_params(self, connection: BaseDatabaseWrapper, values: Values) -> dict[str, Any]:
+        return {  # x0, x1, ...: see Dialect.compile()
+            f"x{i}": field.get_db_prep_save(value, connection)
+            for i, (field, value) in enumerate(zip(self.extra, values.extra, strict=True))
+        }
 
     def rekey(self, key_hash: str, new_key_hash: str, now: datetime.datetime) -> bool:
         """
@@ -421,9 +436,29 @@ class SessionTable:
 
 
 @conf.cached
+def session_model() -> type[AbstractSession]:
+    """SESSION_ENGINE's get_model_class() if it is this package's engine; else models.Session."""
+    try:  # its classes by name, as caching.in_use(): the engine imports this module
+        mro = import_string(f"{settings.SESSION_ENGINE}.SessionStore").__mro__
+    except (ImportError, AttributeError):
+        mro = ()
+    if any(c.__module__ == "django_sql_sessions.backends.db" for c in mro):
+        return mro[0].get_model_class()  # type: ignore[no-any-return]
+    return apps.get_model("django_sql_sessions", "Session")
+
+
+@conf.cached
 def plain_table() -> SessionTable:
-    """The session table, SQL_SESSIONS_TABLE on SQL_SESSIONS_DB_ALIAS."""
-    return SessionTable(conf.DB_ALIAS.get(), session_table())
+    """The table of session_model() on SQL_SESSIONS_DB_ALIAS."""
+    return _new_table(session_model())
+
+
+def _new_table(model: type[AbstractSession]) -> SessionTable:
+    base = apps.get_model("django_sql_sessions", "Session")
+    name = session_table() if model is base else model._meta.db_table
+    columns = {field.column for field in base._meta.concrete_fields}
+    extra = tuple(f for f in model._meta.concrete_fields if f.column not in columns)
+    return SessionTable(conf.DB_ALIAS.get(), name, extra)
 
 
 def _loaded_table() -> str:
@@ -458,14 +493,17 @@ def session_table() -> str:
     return name
 
 
-def table() -> SessionTable:
+def table(model: type[AbstractSession] | None = None) -> SessionTable:
     """
     The session table every path uses: behind the session cache when the
-    cached engine is SESSION_ENGINE (caching.CachedSessionTable, which has
-    the same interface), so that no write forgets to tell the cache.
+    cached engine is SESSION_ENGINE (caching.CachedSessionTable, with the
+    same interface), so that no write forgets to tell the cache; a model
+    other than session_model() (no engine's) has its plain table.
     """
     from django_sql_sessions import caching
 
+    if model is not None and model is not session_model():
+        return conf.kept.get(model) or conf.remember(model, lambda: _new_table(model))
     return caching.cached_table() if caching.in_use() else plain_table()
 
 

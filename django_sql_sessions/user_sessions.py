@@ -19,9 +19,14 @@ from django.db import models
 
 from django_sql_sessions.devices import device_name
 from django_sql_sessions.keys import is_key_hash, is_valid_key
-from django_sql_sessions.models import Session
 from django_sql_sessions.signals import counted, send_revoked
-from django_sql_sessions.storage import IN_LIST_SIZE, USER_ID_MAX_LENGTH, hash_key, table
+from django_sql_sessions.storage import (
+    IN_LIST_SIZE,
+    USER_ID_MAX_LENGTH,
+    hash_key,
+    session_model,
+    table,
+)
 
 logger = logging.getLogger("django_sql_sessions.revocations")
 
@@ -106,7 +111,8 @@ def list_sessions(user: object, current: SessionBase | None = None) -> list[User
     """The user's live sessions, most recently active first."""
     current_id = _session_id(current)
     rows = (
-        Session.objects.active()
+        session_model()
+        .objects.active()
         .filter(user_id=user_id(user))
         .order_by("-updated_at", "key_hash")
         .values_list("key_hash", "created_at", "updated_at", "expire_date", "ip", "user_agent")
@@ -131,12 +137,12 @@ def revoke_session(user: object, session_id: str, *, actor: object = None) -> bo
     owner = user_id(user)
     if not is_key_hash(session_id):
         return False
-    sessions = Session.objects.filter(key_hash=session_id, user_id=owner)
+    sessions = session_model().objects.filter(key_hash=session_id, user_id=owner)
     missed_before = table().undelivered
     deleted, _per_model = sessions.delete()
     if deleted:
         send_revoked(
-            Session, [session_id], user_id=owner, via="api", actor=actor, using=sessions.db
+            sessions.model, [session_id], user_id=owner, via="api", actor=actor, using=sessions.db
         )
         _warn_if_missed(deleted, missed_before)
     return deleted > 0
@@ -167,7 +173,7 @@ async def arevoke_all_sessions(
 
 def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, actor: object) -> int:
     """revoke_all_sessions() for a user_id value, with the signal's ``via`` and ``actor``."""
-    sessions = Session.objects.filter(user_id=owner)
+    sessions = session_model().objects.filter(user_id=owner)
     if (kept := _session_id(keep)) is not None:
         sessions = sessions.exclude(key_hash=kept)
     # The key hashes first, for the signal, then a delete by key hash, until
@@ -191,7 +197,7 @@ def revoke_users_sessions(owner: str, keep: SessionBase | None, *, via: str, act
     finally:  # also when a later delete failed: the earlier ones are done
         if deleted:
             send_revoked(
-                Session, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
+                sessions.model, key_hashes, user_id=owner, via=via, actor=actor, using=sessions.db
             )
     if deleted and via != "command":  # the command says so itself, and exits with 3
         _warn_if_missed(deleted, missed_before)

@@ -14,8 +14,9 @@ JSON on stdout:
             "cache_errors": <the cache errors of this process so far>}
 
 <engine> is "db" or "cached" (the cached engine on the "sessions_redis"
-cache); <seconds> moves this process's clock (timezone.now()) that far ahead
-for the load, as the test moves its own. An exception is answered as
+cache), or "custom" or "custom-cached" (the same on tests/custom_sessions);
+<seconds> moves this process's clock (timezone.now()) that far ahead for the
+load, as the test moves its own. An exception is answered as
 {"error": "<traceback>"}.
 """
 
@@ -32,6 +33,8 @@ from unittest import mock
 ENGINES = {
     "db": "django_sql_sessions.backends.db",
     "cached": "django_sql_sessions.backends.cached_db",
+    "custom": "tests.custom_sessions.engine",
+    "custom-cached": "tests.custom_sessions.cached_engine",
 }
 
 
@@ -49,6 +52,7 @@ def main(alias: str) -> None:
         settings.SESSION_CACHE_ALIAS = "sessions_redis"
     django.setup()
 
+    from django.test import override_settings
     from django.utils import timezone
     from django.utils.module_loading import import_string
 
@@ -59,7 +63,11 @@ def main(alias: str) -> None:
 
     def load(engine: str, session_key: str, seconds: str) -> dict[str, Any]:
         moment = real_now() + datetime.timedelta(seconds=float(seconds))
-        with mock.patch.object(timezone, "now", return_value=moment):
+        # The engine is SESSION_ENGINE: the model and the cache follow it.
+        with (
+            mock.patch.object(timezone, "now", return_value=moment),
+            override_settings(SESSION_ENGINE=ENGINES[engine]),
+        ):
             store = stores[engine](session_key)
             data = store.load()
         # load() forgets a key it did not find (missing, expired, past its lifetime).

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django_sql_sessions",
     "tests.accounts",
+    "tests.custom_sessions",
 ]
 
 MIDDLEWARE = [

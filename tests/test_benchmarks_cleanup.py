@@ -11,6 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def test_near_sessions_are_refreshed_after_a_slow_fill(alias: str, settings: Any
 def test_a_writer_survives_a_session_deleted_under_it() -> None:
     from django.contrib.sessions.exceptions import SessionInterrupted
 
-    stop = cleanup.threading.Event()
+    stop = threading.Event()
     writer = cleanup.Writer(
         SAVE, 1000.0, cleanup.Sizes.of(10, 10, baseline=1.0, warm_up=0.1), stop
     )

@@ -262,3 +262,92 @@ def test_a_wrong_alias_is_reported_not_a_traceback(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         assert "django_sql_sessions.E001" in result.stderr
+
+
+CUSTOM_MODEL = """
+from django.db import models
+from django_sql_sessions.base_session import AbstractSession
+
+
+class CustomSession(AbstractSession):
+    account_id = models.IntegerField(null=True, db_index=True)
+
+    @classmethod
+    def get_session_store_class(cls):
+        from myapp.sessions import SessionStore
+
+        return SessionStore
+"""
+CUSTOM_ENGINE = """
+from django_sql_sessions.backends.db import SessionStore as DBStore
+
+from myapp.models import CustomSession
+
+
+class SessionStore(DBStore):
+    @classmethod
+    def get_model_class(cls):
+        return CustomSession
+
+    def create_model_instance(self, data):
+        obj = super().create_model_instance(data)
+        try:
+            account_id = int(data.get("_auth_user_id"))
+        except (ValueError, TypeError):
+            account_id = None
+        obj.account_id = account_id
+        return obj
+"""
+CUSTOM_ADMIN = """
+from django.contrib import admin
+from django_sql_sessions.admin import SessionAdmin
+from myapp.models import CustomSession
+
+admin.site.register(CustomSession, SessionAdmin)
+"""
+CUSTOM_LOG_IN = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+from myapp.models import CustomSession
+get_user_model().objects.create_superuser("ada", "ada@example.com", "pw")
+client = Client(SERVER_NAME="localhost")
+client.post("/admin/login/", {"username": "ada", "password": "pw"})
+page = client.get("/admin/myapp/customsession/")
+print(json.dumps({
+    "admin": page.status_code,
+    "accounts": list(CustomSession.objects.values_list("account_id", flat=True)),
+    "alias": CustomSession.objects.db,
+}))
+"""
+
+
+def test_a_session_model_of_the_projects_own_on_a_dedicated_database(
+    tmp_path: Path, sessions_database: str
+) -> None:
+    # Django's documented extension, in a project of its own, through
+    # manage.py with checks on.
+    project = start_project(
+        tmp_path,
+        DEDICATED
+        + f'\nDATABASES["sessions"] = {sessions_database}\n'
+        + 'INSTALLED_APPS += ["myapp"]\nSESSION_ENGINE = "myapp.sessions"\n',
+    )
+    app = tmp_path / "myapp"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "models.py").write_text(CUSTOM_MODEL)
+    (app / "sessions.py").write_text(CUSTOM_ENGINE)
+    (app / "admin.py").write_text(CUSTOM_ADMIN)
+    project.manage("makemigrations", "myapp")
+    assert "No changes detected" in project.manage("makemigrations", "--check", "--dry-run").stdout
+    project.manage("migrate")
+    project.manage("migrate", "--database=sessions")
+    sessions, default = project.tables("sessions", "default")
+    assert "myapp_customsession" in sessions
+    assert "myapp_customsession" not in default
+    project.manage("check", "--database", "sessions")
+    assert project.shell(CUSTOM_LOG_IN) == {"admin": 200, "accounts": [1], "alias": "sessions"}
+    project.manage("clearsessions")
+    revoked = project.manage("revokesessions", "--username", "ada").stdout
+    assert revoked.startswith("Revoked 1 session of user 'ada'")

@@ -55,13 +55,15 @@ from django.db import transaction
 from django.test import AsyncClient, Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string
+from django.utils.module_loading import import_string
 
 from django_sql_sessions import admin as sessions_admin
 from django_sql_sessions import caching, cleanup, importing, user_sessions
 from django_sql_sessions.backends import cached_db, db
+from django_sql_sessions.base_session import AbstractSession, SessionManager, SessionQuerySet
 from django_sql_sessions.cleanup import delete_expired
-from django_sql_sessions.models import Session, SessionManager, SessionQuerySet
-from django_sql_sessions.storage import hash_key
+from django_sql_sessions.models import Session
+from django_sql_sessions.storage import hash_key, session_model
 from django_sql_sessions.user_sessions import (
     arevoke_all_sessions,
     arevoke_session,
@@ -72,7 +74,27 @@ from tests.conftest import _alias_params, _use_alias, clear_session_cache, ping_
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANGELIST = "/admin/django_sql_sessions/session/"
-ENGINES = {"db": "django_sql_sessions.backends.db", "cached": cached_db.__name__}
+ENGINES = {
+    "db": "django_sql_sessions.backends.db",
+    "cached": cached_db.__name__,
+    # A session model with a column of its own (tests/custom_sessions), on
+    # the paths that write the model's table through the engine and the ORM.
+    "custom": "tests.custom_sessions.engine",
+    "custom-cached": "tests.custom_sessions.cached_engine",
+}
+CUSTOM_MODEL_PATHS = {
+    "save",
+    "cycle_key",
+    "delete",
+    "model_save",
+    "model_delete",
+    "queryset_force_expiry",
+    "queryset_update_data",
+    "queryset_delete",
+    "manager_save",
+    "clearsessions",
+    "revoke_all_sessions",
+}
 CACHE_ALIAS = "sessions_redis"
 NO_REDIS = "redis not configured: REDIS_URL is not set"  # as tests/conftest.py says it
 # The owner of the session under test, in its data (login()'s key) and in
@@ -232,80 +254,82 @@ async def aflush(case: Case) -> None:
 
 
 def model_save(case: Case) -> None:
-    row = Session.objects.for_key(case.key).get()
-    row.data = Session.objects.encode(NEW)
+    row = session_model().objects.for_key(case.key).get()
+    row.data = session_model().objects.encode(NEW)
     row.save()
 
 
 async def model_asave(case: Case) -> None:
-    row = await Session.objects.for_key(case.key).aget()
-    row.data = Session.objects.encode(NEW)
+    row = await session_model().objects.for_key(case.key).aget()
+    row.data = session_model().objects.encode(NEW)
     await row.asave()
 
 
 def model_delete(case: Case) -> None:
-    Session.objects.for_key(case.key).get().delete()
+    session_model().objects.for_key(case.key).get().delete()
 
 
 async def model_adelete(case: Case) -> None:
-    row = await Session.objects.for_key(case.key).aget()
+    row = await session_model().objects.for_key(case.key).aget()
     await row.adelete()
 
 
 def force_expiry(case: Case) -> None:
-    Session.objects.for_key(case.key).update(expire_date=expired_now())
+    session_model().objects.for_key(case.key).update(expire_date=expired_now())
 
 
 async def aforce_expiry(case: Case) -> None:
-    await Session.objects.for_key(case.key).aupdate(expire_date=expired_now())
+    await session_model().objects.for_key(case.key).aupdate(expire_date=expired_now())
 
 
 def update_data(case: Case) -> None:
-    Session.objects.for_key(case.key).update(data=Session.objects.encode(NEW))
+    session_model().objects.for_key(case.key).update(data=session_model().objects.encode(NEW))
 
 
 async def aupdate_data(case: Case) -> None:
-    await Session.objects.for_key(case.key).aupdate(data=Session.objects.encode(NEW))
+    await (
+        session_model().objects.for_key(case.key).aupdate(data=session_model().objects.encode(NEW))
+    )
 
 
 def queryset_delete(case: Case) -> None:
-    Session.objects.for_key(case.key).delete()
+    session_model().objects.for_key(case.key).delete()
 
 
 async def queryset_adelete(case: Case) -> None:
-    await Session.objects.for_key(case.key).adelete()
+    await session_model().objects.for_key(case.key).adelete()
 
 
 def bulk_update(case: Case) -> None:
-    row = Session.objects.for_key(case.key).get()
-    row.data = Session.objects.encode(NEW)
-    Session.objects.bulk_update([row], ["data"])
+    row = session_model().objects.for_key(case.key).get()
+    row.data = session_model().objects.encode(NEW)
+    session_model().objects.bulk_update([row], ["data"])
 
 
 async def abulk_update(case: Case) -> None:
-    row = await Session.objects.for_key(case.key).aget()
-    row.data = Session.objects.encode(NEW)
-    await Session.objects.abulk_update([row], ["data"])
+    row = await session_model().objects.for_key(case.key).aget()
+    row.data = session_model().objects.encode(NEW)
+    await session_model().objects.abulk_update([row], ["data"])
 
 
 def update_or_create(case: Case) -> None:
-    Session.objects.update_or_create(
-        key_hash=hash_key(case.key), defaults={"data": Session.objects.encode(NEW)}
+    session_model().objects.update_or_create(
+        key_hash=hash_key(case.key), defaults={"data": session_model().objects.encode(NEW)}
     )
 
 
 async def aupdate_or_create(case: Case) -> None:
-    await Session.objects.aupdate_or_create(
-        key_hash=hash_key(case.key), defaults={"data": Session.objects.encode(NEW)}
+    await session_model().objects.aupdate_or_create(
+        key_hash=hash_key(case.key), defaults={"data": session_model().objects.encode(NEW)}
     )
 
 
 def manager_save(case: Case) -> None:
-    Session.objects.save(case.key, NEW, in_a_day())
+    session_model().objects.save(case.key, NEW, in_a_day())
 
 
 def manager_save_empty(case: Case) -> None:
-    Session.objects.save(case.key, {}, in_a_day())
+    session_model().objects.save(case.key, {}, in_a_day())
 
 
 # The admin, over HTTP.
@@ -606,6 +630,8 @@ NOT_WRITERS = {
     "SessionStore.get_expiry_age": "reads",
     "SessionStore.aget_expiry_age": "reads",
     "SessionStore.get_model_class": "reads",
+    "SessionStore.create_model_instance": "an unsaved instance; saves write its columns (save)",
+    "SessionStore.acreate_model_instance": "an unsaved instance (see create_model_instance)",
     "SessionStore.table": "returns the storage layer every path here goes through",
     "SessionStore.make_table": "makes the storage layer that table() keeps",
     "SessionStore.restart_lifetime": (
@@ -687,7 +713,9 @@ def public_writer_candidates() -> set[str]:
         for cls in (db.SessionStore, cached_db.SessionStore)
         for name in defined_here(cls) | set(SESSION_BASE_API)
     }
-    found |= {f"Session.{n}" for n in defined_here(Session) | set(ORM_WRITERS["Session"])}
+    # The model's behaviour is its abstract base's (base_session.py).
+    model_api = defined_here(Session) | defined_here(AbstractSession) | set(ORM_WRITERS["Session"])
+    found |= {f"Session.{n}" for n in model_api}
     found |= {
         f"SessionQuerySet.{name}"
         for name in defined_here(SessionQuerySet) | set(ORM_WRITERS["SessionQuerySet"])
@@ -812,13 +840,12 @@ def staff(django_db_setup: None, django_db_blocker: Any) -> Iterator[Any]:
 
 
 def use_engine(engine: str, settings: Any) -> type[db.SessionStore]:
-    if engine == "cached":
-        settings.SESSION_ENGINE = ENGINES["cached"]
+    settings.SESSION_ENGINE = ENGINES[engine]
+    if engine.endswith("cached"):
         settings.SESSION_CACHE_ALIAS = CACHE_ALIAS
         ping_redis()
-        return cached_db.SessionStore
-    settings.SESSION_ENGINE = ENGINES["db"]
-    return db.SessionStore
+    store: type[db.SessionStore] = import_string(f"{ENGINES[engine]}.SessionStore")
+    return store
 
 
 @pytest.fixture
@@ -902,8 +929,10 @@ def cells() -> list[Any]:
     params = []
     for path in PATHS:
         for engine in ENGINES:
+            if engine.startswith("custom") and path.name not in CUSTOM_MODEL_PATHS:
+                continue
             marks = []
-            if engine == "cached" and CACHE_ALIAS not in django_settings.CACHES:
+            if engine.endswith("cached") and CACHE_ALIAS not in django_settings.CACHES:
                 marks.append(pytest.mark.skip(reason=NO_REDIS))
             for flavour in ("sync", "async"):
                 for mode in (*MODES, MANUAL_MODE) if path.manual else MODES:
@@ -919,7 +948,8 @@ def cells() -> list[Any]:
 
 def truth(session_key: str) -> Any:
     """What a fresh load from the database finds for the key: its data, or None."""
-    store = db.SessionStore(session_key)
+    # The db engine of the engine's model (for the cached engines, without the cache).
+    store = session_model().get_session_store_class()(session_key)
     data = store.load()
     return None if store.session_key is None else data
 
@@ -927,13 +957,14 @@ def truth(session_key: str) -> Any:
 def row(key_hash: str) -> dict[str, Any] | None:
     columns = ("data", "version", "expire_date", "created_at", "updated_at", "user_id")
     values: dict[str, Any] | None = (
-        Session.objects.filter(key_hash=key_hash).values(*columns).first()
+        session_model().objects.filter(key_hash=key_hash).values(*columns).first()
     )
     return values
 
 
 def version(key_hash: str) -> int | None:
-    return Session.objects.filter(key_hash=key_hash).values_list("version", flat=True).first()
+    model = session_model()
+    return model.objects.filter(key_hash=key_hash).values_list("version", flat=True).first()
 
 
 @pytest.mark.usefixtures("cache_left_clean")

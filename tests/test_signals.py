@@ -25,9 +25,10 @@ from django.utils.crypto import get_random_string
 
 from django_sql_sessions import signals, user_sessions
 from django_sql_sessions.backends.db import SessionStore
+from django_sql_sessions.base_session import SessionQuerySet
 from django_sql_sessions.cleanup import GarbageCollector, delete_expired
 from django_sql_sessions.exceptions import SessionTooLarge
-from django_sql_sessions.models import Session, SessionQuerySet
+from django_sql_sessions.models import Session
 from django_sql_sessions.storage import IN_LIST_SIZE, hash_key
 from tests.helpers import key, logged_in_client, row_of, saved_session
 
@@ -124,7 +125,7 @@ def fail_the_second_delete(monkeypatch: pytest.MonkeyPatch) -> None:
     delete = SessionQuerySet.delete
     calls: list[int] = []
 
-    def fail_second(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+    def fail_second(queryset: SessionQuerySet[Session]) -> tuple[int, dict[str, int]]:
         calls.append(1)
         if len(calls) == 2:
             raise DatabaseError("lost the connection")
@@ -208,7 +209,7 @@ class TestRevoked:
         delete = SessionQuerySet.delete
         moved: list[str] = []
 
-        def cycle_first(queryset: SessionQuerySet) -> tuple[int, dict[str, int]]:
+        def cycle_first(queryset: SessionQuerySet[Session]) -> tuple[int, dict[str, int]]:
             # The tablet logs in again (cycle_key()) after the revocation's
             # select and before its delete.
             if not moved:

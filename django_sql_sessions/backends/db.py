@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
+from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.cleanup import delete_expired
 from django_sql_sessions.cursors import retry_after
 from django_sql_sessions.devices import Device
@@ -87,8 +88,20 @@ class SessionStore(SessionBase):
         self.serializer = _serializer_class(settings.SESSION_SERIALIZER)
 
     @classmethod
-    def get_model_class(cls) -> type[Session]:
+    def get_model_class(cls) -> type[AbstractSession]:
         return Session
+
+    def create_model_instance(self, data: dict[str, Any]) -> AbstractSession:
+        """An unsaved model instance of this session; saves take the model's columns from it."""
+        return self.get_model_class()(
+            key_hash=hash_key(self._get_or_create_session_key()),  # type: ignore[attr-defined]
+            data=self.encode(data),
+            expire_date=self.get_expiry_date(),
+        )
+
+    async def acreate_model_instance(self, data: dict[str, Any]) -> AbstractSession:
+        """See create_model_instance(), which the saves call, async ones too (in a thread)."""
+        return await sync_to_async(self.create_model_instance)(data)
 
     def _validate_session_key(self, key: object) -> bool:
         # is_valid_key()'s test, without the call: every store makes it.
@@ -214,12 +227,18 @@ class SessionStore(SessionBase):
 
     @classmethod
     def make_table(cls) -> SessionTable:
-        return table()
+        return table(cls.get_model_class())
 
-    def _values(self, data: dict[str, Any], now: datetime.datetime) -> Values:
+    def _values(
+        self, session_table: SessionTable, data: dict[str, Any], now: datetime.datetime
+    ) -> Values:
         """What a save at `now` writes besides the data."""
         device = self.device
         expiry = data.get(EXPIRY_KEY)
+        extra: tuple[Any, ...] = ()
+        if session_table.extra:  # a model with columns of its own
+            instance = self.create_model_instance(data)
+            extra = tuple(getattr(instance, field.attname) for field in session_table.extra)
         return Values(
             # SessionBase's rule; without a set_expiry() (the usual case), now
             # is already in the project's time.
@@ -232,6 +251,7 @@ class SessionStore(SessionBase):
             user_id=user_id_from_session(data),
             ip=None if device is None else device.ip,
             user_agent=None if device is None else device.user_agent,
+            extra=extra,
         )
 
     def _insert(
@@ -243,7 +263,7 @@ class SessionStore(SessionBase):
     ) -> None:
         encoded = self.encode(data)
         try:
-            row = session_table.insert(key_hash, encoded, self._values(data, now))
+            row = session_table.insert(key_hash, encoded, self._values(session_table, data, now))
         except SessionTooLarge as exc:
             # No row yet, so no key hash in the signal.
             _send_too_large(type(self), None, exc, session_table.alias)
@@ -350,7 +370,7 @@ class SessionStore(SessionBase):
             key_hash,
             row,
             self.encode(data),
-            self._values(data, now),
+            self._values(session_table, data, now),
             keep_later_expiry=not (
                 exact or self._replace or expiry_setting != self._expiry_setting
             ),
