@@ -1,20 +1,7 @@
 """
-The session table's one door: every read and write of a session row, from
-the engines, the ORM (model, manager, queryset), the admin, the commands and
-the users' sessions API, goes through a SessionTable, which keeps the
-invariants once:
-
-- every change moves the row's version on, so a request that read the row
-  earlier merges onto the change instead of overwriting it;
-- every change or delete is reported to the table's cache (the cached
-  engine's wrapper, caching.CachedSessionTable): inside a transaction
-  before the statement is sent and again after the commit, in autocommit
-  right after the statement;
-- a load never returns a row past its expiry or SQL_SESSIONS_ABSOLUTE_LIFETIME;
-- no write stores data larger than SQL_SESSIONS_MAX_SIZE.
-
-docs/design.rst has the picture ("The storage layer") and how a session model's
-own columns are written ("Extending the session model").
+The session table's one door: every read and write of a session row goes
+through a SessionTable, which keeps the invariants (version, cache, lifetime,
+size) once. docs/design.rst, "The storage layer", has the picture and the rules.
 """
 
 from __future__ import annotations
@@ -58,8 +45,6 @@ FRONTED_RECHECK = 600.0
 # Key hashes per IN (...) list: SQLite builds before 3.32 take at most 999
 # parameters, and shorter lists keep each statement's locks short.
 IN_LIST_SIZE = 500
-
-
 # Long enough for any primary key Django's login() stores as text: integers,
 # UUIDs, and the usual string keys. A longer one is not indexed (see
 # user_id_from_session()).
@@ -68,12 +53,8 @@ USER_ID_MAX_LENGTH = 255
 
 def hash_key(key: str) -> str:
     """
-    Return the digest stored in place of ``key``.
-
-    The table holds a SHA-256 digest of each key, never the key, so that a
-    database dump or a read-only SQL injection elsewhere cannot be replayed
-    as a session cookie. The key has 165 bits of entropy, so an unsalted
-    fast hash is enough: no dictionary or rainbow table covers that space.
+    Return the digest stored in place of ``key``, so that a database dump is
+    no pile of cookies. Keys have 165 bits of entropy: no salt is needed.
     """
     return hashlib.sha256(key.encode("ascii")).hexdigest()
 
@@ -97,15 +78,11 @@ class Row:
     key_hash: str
     data: str  # encoded and signed, as stored
     version: int
-    # As the driver returned them (converted lazily: most loads never look),
-    # or aware/naive datetimes in the project's time.
+    # As the driver returned them (most loads never look), or datetimes.
     expire_date: Any
     updated_at: Any
-    # None where the reader did not ask (only the cached engine's entries
-    # need it, for SQL_SESSIONS_ABSOLUTE_LIFETIME on a hit).
-    created_at: Any = None
-    # The data decoded, where the reader has it already (a cache hit, whose
-    # entry is authenticated as a whole): the engine then skips the decode.
+    created_at: Any = None  # only the cached engine's entries need it
+    # The data decoded, from an authenticated cache entry: no decode needed.
     session: dict[str, Any] | None = None
 
 
@@ -132,34 +109,23 @@ class SessionTable:
         self.alias = alias
         self.name = name
         self.extra = extra  # the columns a subclass of the session model adds
-        # Settings the load and save read, fixed for the instance's life:
-        # plain_table() makes a new one when a setting changes.
+        # Fixed for the instance's life: a changed setting makes a new one.
         self.lifetime = datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
         self.max_size = conf.MAX_SIZE.get()
-        # The statements are kept on each connection object under this name
-        # (a vendor's, and on MySQL whether it is MariaDB, per connection).
+        # The statements' attribute on each connection object (per vendor).
         self._kept = f"_django_sql_sessions_statements_{name}"
-        # What migrate recorded of a cache in front of this table (see
-        # caching.record_in_database()), and until when that answer holds.
+        # What migrate recorded of a cache in front (caching.record_in_database()).
         self._fronted_by: str | None = None
         self._fronted_until = 0.0
         self._missed = 0
 
     @property
     def undelivered(self) -> int:
-        """
-        Deletes and changes a cache in front has not been told of (it did
-        not answer, or this process is not configured for it): other
-        processes may still serve those rows from it.
-        """
+        """Deletes and changes the cache in front was not told of: it may still serve them."""
         return self._missed
 
     def _missed_the_cache(self, key_hashes: Sequence[str]) -> None:
-        """
-        After a delete or a change outside the engine's saves: if migrate
-        recorded that the cached engine fronts this table but this process
-        runs without it, the cached copies stay; count and log them.
-        """
+        """Count and log changes a cache that migrate recorded in front will not hear of."""
         from django_sql_sessions import caching
 
         if not key_hashes or caching.in_use():
@@ -169,13 +135,11 @@ class SessionTable:
             model = apps.get_model("django_sql_sessions", "FrontingCache")
             records = model.objects.filter(session_table=self.name)
             try:
-                # A savepoint: inside a caller's transaction a failed query
-                # would abort it (PostgreSQL).
+                # A failed query must not abort the caller's transaction.
                 with transaction.atomic(using=self.alias):
                     self._fronted_by = next(iter(records.values_list("cache", flat=True)), None)
             except DatabaseError as exc:
-                # Its migration (0006) not run yet: the change is done, only
-                # this warning is lost.
+                # Migration 0006 not run yet: only this warning is lost.
                 logger.warning("Could not read %s: %s", model._meta.db_table, exc)
                 self._fronted_by = None
             self._fronted_until = now + FRONTED_RECHECK
@@ -209,8 +173,7 @@ class SessionTable:
         compiled = connection.__dict__[self._kept] = statements(connection, self.name, columns)
         return compiled
 
-    # Reads. The load and the update look their statements up without a
-    # call (see statements()): each call costs a request about a microsecond.
+    # The load and the update inline statements(): a call costs a microsecond.
 
     def load(self, key_hash: str, *, with_created: bool = False) -> Row | None:
         """The live row: not expired, and not past SQL_SESSIONS_ABSOLUTE_LIFETIME."""
@@ -281,11 +244,9 @@ class SessionTable:
         restart_lifetime: bool = False,
     ) -> Row | None:
         """
-        Write the row if it still has row.version, moving the version on;
-        return the row as written, or None if it had changed or gone.
-
-        keep_later_expiry keeps a later stored expiry (a newer request's);
-        restart_lifetime starts SQL_SESSIONS_ABSOLUTE_LIFETIME again (a login).
+        Write the row if it still has row.version; return it as written, or None.
+        keep_later_expiry keeps a newer request's later expiry; restart_lifetime
+        starts SQL_SESSIONS_ABSOLUTE_LIFETIME again (a login).
         """
         if len(data) > self.max_size:
             raise too_large(data, self.max_size)
@@ -322,9 +283,8 @@ class SessionTable:
 
     def rekey(self, key_hash: str, new_key_hash: str, now: datetime.datetime) -> bool:
         """
-        Move the row to a new key, keeping its data and its lifetime; False
-        if it is gone (or, on PostgreSQL, the new key is taken). An
-        IntegrityError elsewhere when the new key is taken.
+        Move the row to a new key; False if it is gone (or, on PostgreSQL,
+        the new key is taken: an IntegrityError elsewhere).
         """
         connection, sql = self.statements()
         return bool(
@@ -347,10 +307,7 @@ class SessionTable:
         ip: str | None,
         user_agent: str | None,
     ) -> bool:
-        """
-        Set last activity (and device details) if it is at or before `due`
-        and the row is still at row.version, moving the version on.
-        """
+        """Set last activity (and device details) if at or before `due`, at row.version."""
         connection, sql = self.statements()
         return bool(
             execute(
@@ -369,8 +326,7 @@ class SessionTable:
         connection, sql = self.statements()
         execute(connection, sql.delete, key_hash=key_hash)
 
-    # The ORM's writes: Session.save()/delete(), the queryset's update() and
-    # delete(), and so the admin, the commands and the users' sessions API.
+    # The ORM's writes, and so the admin's, the commands' and the users' sessions API's.
 
     def update_rows(self, queryset: Any, values: dict[str, Any]) -> int:
         """queryset.update(**values), moving each row's version on."""
@@ -416,10 +372,8 @@ class SessionTable:
 
     def _in_chunks(self, queryset: Any) -> Iterator[tuple[Any, Sequence[str]]]:
         """
-        The queryset's rows, selected first, as querysets of at most
-        IN_LIST_SIZE rows that still match, with their key hashes: the
-        cache must be told exactly which rows change. A row that starts to
-        match after the select is left alone, as if it changed afterwards.
+        The queryset's rows, selected first so the cache is told exactly which
+        change, in chunks of IN_LIST_SIZE rows that still match.
         """
         key_hashes = list(queryset.values_list("key_hash", flat=True))
         for chunk in in_lists(key_hashes):
@@ -427,18 +381,14 @@ class SessionTable:
 
     @contextmanager
     def changing(self, key_hashes: Sequence[str]) -> Iterator[None]:
-        """
-        Around every statement that changes or deletes these rows outside
-        the engine (the ORM, raw SQL): the plain table has no cache to tell;
-        see caching.CachedSessionTable, which also wraps the engine's writes.
-        """
+        """Around every change of these rows outside the engine: see CachedSessionTable."""
         yield
 
 
 @conf.cached
 def session_model() -> type[AbstractSession]:
     """SESSION_ENGINE's get_model_class() if it is this package's engine; else models.Session."""
-    try:  # its classes by name, as caching.in_use(): the engine imports this module
+    try:  # by name, as caching.in_use(): the engine imports this module
         mro = import_string(f"{settings.SESSION_ENGINE}.SessionStore").__mro__
     except (ImportError, AttributeError):
         mro = ()
@@ -461,18 +411,10 @@ def _new_table(model: type[AbstractSession]) -> SessionTable:
     return SessionTable(conf.DB_ALIAS.get(), name, extra)
 
 
-def _loaded_table() -> str:
-    # Through the app registry: the model module imports this one.
-    db_table: str = apps.get_model("django_sql_sessions", "Session")._meta.db_table
-    return db_table
-
-
 def table_mismatch(name: object) -> str | None:
-    """
-    What is wrong when SQL_SESSIONS_TABLE is not the table the model was
-    loaded with (check E014 and session_table() say the same), or None.
-    """
-    loaded = _loaded_table()
+    """What is wrong if SQL_SESSIONS_TABLE is not the model's table (check E014), or None."""
+    # Through the app registry: the model module imports this one.
+    loaded = apps.get_model("django_sql_sessions", "Session")._meta.db_table
     if name == loaded:
         return None
     return f"SQL_SESSIONS_TABLE is {name!r}, but the session model was loaded with {loaded!r}"
@@ -480,9 +422,8 @@ def table_mismatch(name: object) -> str | None:
 
 def session_table() -> str:
     """
-    SQL_SESSIONS_TABLE, which must still be the table the model was loaded
-    with: an engine that followed a changed setting would write one table
-    while the model's queries (users' sessions, the admin) read another.
+    SQL_SESSIONS_TABLE, still the model's table: an engine that followed a
+    changed setting would write one table while the model reads another.
     """
     name = conf.TABLE.get()
     if problem := table_mismatch(name):
@@ -495,10 +436,8 @@ def session_table() -> str:
 
 def table(model: type[AbstractSession] | None = None) -> SessionTable:
     """
-    The session table every path uses: behind the session cache when the
-    cached engine is SESSION_ENGINE (caching.CachedSessionTable, with the
-    same interface), so that no write forgets to tell the cache; a model
-    other than session_model() (no engine's) has its plain table.
+    The session table every path uses: behind the cache when the cached engine
+    is SESSION_ENGINE, so no write forgets it; a model no engine uses, plain.
     """
     from django_sql_sessions import caching
 
@@ -515,8 +454,7 @@ def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:
 
 def too_large(data: str, limit: int) -> SessionTooLarge:
     """The error for encoded data over SQL_SESSIONS_MAX_SIZE (`limit`)."""
-    # Signed session data is ASCII (base64 and a signature): one byte a
-    # character in every column encoding.
+    # Signed session data is ASCII: a byte a character in every encoding.
     exc = SessionTooLarge(
         f"The session is {len(data)} bytes encoded, more than "
         f"SQL_SESSIONS_MAX_SIZE ({limit} bytes); nothing was written."
@@ -531,17 +469,15 @@ def in_transaction(alias: str) -> bool:
     if connection.in_atomic_block:
         return True
     if connection.connection is None:
-        # Not connected yet (a new thread's first statement): Django's
-        # autocommit flag is False until it connects, and asking would connect.
+        # Not connected yet: Django's flag is False until then, and asking connects.
         return not connection.settings_dict["AUTOCOMMIT"]
     return not connection.autocommit
 
 
 def after_commit(alias: str, action: Callable[[], None]) -> None:
     """
-    Run action once the transaction on `alias` commits, whatever the
-    project's earlier on_commit callbacks do; now in autocommit. Under
-    manual transaction management Django cannot wait for the commit: now.
+    Run action once the transaction on `alias` commits, whatever earlier
+    on_commit callbacks do; now in autocommit or manual transactions.
     """
     connection = connections[alias]
     if connection.in_atomic_block:
