@@ -1,10 +1,7 @@
 """
-The session engine: SESSION_ENGINE = "django_sql_sessions.backends.db".
-
-One statement per operation on SQL_SESSIONS_DB_ALIAS, in whatever transaction
-state the caller is in. Saves are conditional on the row's version, and a
-conflict merges this request's changes onto the newer data (docs/design.rst,
-"Parallel requests and expiry"). Encoding and signing are SessionBase's.
+SESSION_ENGINE = "django_sql_sessions.backends.db": one statement per operation;
+a save is conditional on the row's version, and a conflict merges this
+request's changes onto the newer data (docs/design.rst, "Parallel requests").
 """
 
 from __future__ import annotations
@@ -47,12 +44,9 @@ from django_sql_sessions.storage import (
     user_id_from_session,
 )
 
-# A fresh 32-character key collides with 1 in 36**32 existing ones; running
-# out of attempts means the INSERT fails for another reason, which must not
-# spin forever.
+# Key collisions are 1 in 36**32: running out means the INSERT fails otherwise.
 KEY_ATTEMPTS = 10
-# On SQLite, each failed attempt means another request saved this session in
-# between; this many in a row only happens under a flood of writes to it.
+# SQLite's optimistic retries: this many only under a flood of writes to one session.
 SAVE_ATTEMPTS = 20
 EXPIRY_KEY = "_session_expiry"
 
@@ -60,28 +54,19 @@ logger = logging.getLogger("django_sql_sessions")
 
 
 class SessionStore(SessionBase):
-    # What this store last read from, or wrote to, its row, and the key it
-    # was under (the row's key_hash is that key's).
+    # The row as this store last read or wrote it, and the key it was under.
     _row: Row | None = None
     _row_key: str | None = None
-    # data[EXPIRY_KEY] when the row was read or written.
-    _expiry_setting: object = None
-    # The row is as load() read it, not written by this store since: the
-    # TOUCH_AFTER skip and the activity refresh compare with it.
-    _fresh = False
+    _expiry_setting: object = None  # data[EXPIRY_KEY] then
+    _fresh = False  # as load() read it: TOUCH_AFTER and the activity compare with it
     _activity_recorded = False
-    # clear() was called: the next save replaces the data, merging nothing.
-    _replace = False
+    _replace = False  # clear() was called: the next save merges nothing
     _restart_lifetime = False
-    # The client's details, set by django_sql_sessions.middleware when
-    # SQL_SESSIONS_DEVICE_DETAILS is on; saved with the session.
-    device: Device | None = None
+    device: Device | None = None  # set by the middleware (SQL_SESSIONS_DEVICE_DETAILS)
 
     def __init__(self, session_key: str | None = None) -> None:
-        # SessionBase.__init__, with the serializer class imported once per
-        # SESSION_SERIALIZER value rather than once per store: import_string()
-        # is most of what making a store costs. A test checks that the
-        # attributes are SessionBase's own.
+        # SessionBase.__init__ with the serializer imported once, not per store
+        # (most of a store's cost). A test checks the attributes match.
         self._session_key = session_key
         self.accessed = False
         self.modified = False
@@ -209,20 +194,15 @@ class SessionStore(SessionBase):
                 ):
                     self._update(session_table, key_hash, data, now)
             except SessionTooLarge as exc:
-                # Sent here, not where the size is measured: after a conflict
-                # that is inside _write_again()'s transaction, with the row
-                # locked, and a receiver's own writes would be rolled back.
+                # Sent here, outside _write_again()'s transaction, whose
+                # rollback would take a receiver's writes with it.
                 _send_too_large(type(self), key_hash, exc, session_table.alias)
                 raise
         return None
 
     @classmethod
     def table(cls) -> SessionTable:
-        """
-        The table this engine reads and writes: storage.table(), or for the
-        cached engine the table behind its cache (see make_table()). Kept as
-        the settings are, and looked up without a call on the request path.
-        """
+        """The table this engine reads and writes (see make_table()), kept as the settings are."""
         return conf.kept.get(cls) or conf.remember(cls, cls.make_table)
 
     @classmethod
@@ -240,8 +220,7 @@ class SessionStore(SessionBase):
             instance = self.create_model_instance(data)
             extra = tuple(getattr(instance, field.attname) for field in session_table.extra)
         return Values(
-            # SessionBase's rule; without a set_expiry() (the usual case), now
-            # is already in the project's time.
+            # SessionBase's rule; without set_expiry(), now is in the project's time.
             expire_date=(
                 now + datetime.timedelta(seconds=self.get_session_cookie_age())
                 if expiry is None
@@ -286,8 +265,7 @@ class SessionStore(SessionBase):
         alias = session_table.alias
         try:
             row = self._row
-            # This request's changes, which the merge carries onto the newer
-            # data (None when it replaces that data instead: nothing is merged).
+            # What the merge carries onto the newer data (None: clear() replaces it).
             changed = (
                 None if row is None or self._replace else _changed(self.decode(row.data), data)
             )
@@ -315,14 +293,10 @@ class SessionStore(SessionBase):
         Read the row again, merge, write; return how many reads that took, or
         0 if other saves kept overtaking this one.
         """
-        # Another request saved first, or this store never read the row
-        # (clear() without a load): read it again, merge, write.
         if session_table.locks_rows:
-            # Lock the row for the read and the write, so the retry cannot be
-            # overtaken again: under a burst of writers to one session an
-            # optimistic retry can lose every race. A deadlock or a lost
-            # Galera certification rolls the transaction back whole, so it
-            # starts again (if it is ours, not the caller's).
+            # Locked, so the retry cannot be overtaken again (a burst of writers
+            # can win every optimistic race). A deadlock or a lost Galera
+            # certification rolls it all back: start again, if it is ours.
             connection = session_table.connection
             attempt = 1
             while True:
@@ -337,12 +311,10 @@ class SessionStore(SessionBase):
                         raise
                 attempt += 1
         else:
-            # No row locks (SQLite), but writers are serialized, so
-            # optimistic retries settle quickly.
+            # SQLite serializes writers, so optimistic retries settle quickly.
             for attempt in range(SAVE_ATTEMPTS):
                 if attempt:
-                    # A random pause of up to a millisecond per attempt breaks
-                    # the lockstep of writers that keep colliding.
+                    # A random pause breaks the lockstep of colliding writers.
                     time.sleep(random.random() * attempt / 1000)
                 data, row = self._reread(session_table, key_hash, data, row, lock=False)
                 if self._write(session_table, key_hash, data, row, now, exact=False):
@@ -360,10 +332,9 @@ class SessionStore(SessionBase):
         exact: bool,
     ) -> bool:
         """
-        Update the row if it still has row.version; return whether it did.
-
-        Not exact (after a conflict): keep a later stored expiry, which a
-        newer request wrote, unless this request set the expiry itself.
+        Update the row if it still has row.version; return whether it did. Not
+        exact (after a conflict): keep a newer request's later expiry, unless
+        this request set the expiry itself.
         """
         expiry_setting = data.get(EXPIRY_KEY)
         written = session_table.update(
@@ -395,8 +366,7 @@ class SessionStore(SessionBase):
         """Return this request's data merged onto the stored row, and that row."""
         fresh = session_table.reload(key_hash, lock=lock)
         if fresh is None:
-            # Deleted by a logout or revocation elsewhere, or by cleanup, or
-            # expired (a forced expiry). Writing it again would undo that.
+            # Logged out, revoked, cleaned up or expired: writing would undo that.
             raise UpdateError
         stored, version = fresh
         newer = self.decode(stored)
@@ -410,10 +380,7 @@ class SessionStore(SessionBase):
     def _untouched(
         self, session_table: SessionTable, data: dict[str, Any], now: datetime.datetime
     ) -> bool:
-        """
-        Whether this save of an unmodified session would only push the
-        expiry forward by <= TOUCH_AFTER.
-        """
+        """Whether this save of an unmodified session only moves the expiry <= TOUCH_AFTER."""
         row = self._row
         if row is None or not self._fresh:
             return False
@@ -422,27 +389,19 @@ class SessionStore(SessionBase):
             return False
         stored_expiry = from_db_datetime(session_table.connection, row.expire_date)
         expire_date = self.get_expiry_date(modification=now)
-        # A session that lives 120 s (set_expiry(120)) must not wait 300 s
-        # for its expiry to move: skipping at most half its lifetime leaves
-        # an active user at least the other half.
+        # Skip at most half the session's lifetime: set_expiry(120) must not wait 300 s.
         window = min(seconds, (expire_date - now).total_seconds() / 2)
         if not stored_expiry <= expire_date <= stored_expiry + datetime.timedelta(seconds=window):
             return False
-        # Compared as serialized data, so that a change made in place (a list
-        # in the session appended to without setting modified) is written.
+        # Serialized, so a change made in place without setting modified is written.
         serializer = self.serializer()
         return bool(serializer.dumps(data) == serializer.dumps(self.decode(row.data)))
 
     def record_activity(self) -> None:
         """
         Record that the session was used, if this request read it but wrote
-        nothing, and its last activity is SQL_SESSIONS_ACTIVITY_INTERVAL
-        seconds old or more.
-
-        Called by django_sql_sessions.middleware after the response; one
-        UPDATE per session per interval at most, which also refreshes the
-        device details. A session that a request writes records its activity
-        with that write.
+        nothing and its last activity is SQL_SESSIONS_ACTIVITY_INTERVAL old;
+        called by the middleware after the response.
         """
         row = self._row
         if self.session_key is None or row is None or not self._fresh:
@@ -467,8 +426,7 @@ class SessionStore(SessionBase):
             user_agent=None if device is None else device.user_agent,
         ):
             row.version += 1
-        # The stored expiry is as read, so a later save can still be skipped
-        # (TOUCH_AFTER).
+        # The stored expiry is as read: a later save can still be skipped.
         self._activity_recorded = True
 
     async def arecord_activity(self) -> None:
@@ -490,26 +448,10 @@ class SessionStore(SessionBase):
 
     def cycle_key(self) -> None:
         """
-        Move the session to a new key, keeping its data and its absolute
-        lifetime, in one UPDATE.
-
-        Django's engines insert a copy under a new key and then delete the old
-        row; moving the row is one round trip and leaves no moment at which
-        both keys, or neither, are valid. The data is not rewritten here, so a
-        concurrent request's changes are not overwritten; the session is
-        marked modified and its data is saved (merged) by the next save().
-        A login restarts SQL_SESSIONS_ABSOLUTE_LIFETIME (see restart_lifetime()),
-        rotating the key alone does not.
-
-        If the row is gone, this request cannot tell a logout or revocation
-        elsewhere from a parallel request that moved the row first (a
-        double-clicked login button). Django's engines insert the data again
-        under the new key, login included, which undoes a revocation. Here
-        the data of a logged-in session is not carried over: the session
-        starts empty under a new key, so login() still logs in and
-        update_session_auth_hash() leaves a revoked user logged out. An
-        anonymous session's data (a cart, a "next" URL) is carried over, as
-        Django does, since no login can come back with it.
+        Move the session to a new key in one UPDATE, keeping its data and its
+        absolute lifetime; the next save() writes (merges) the data. If the row
+        is gone, a logged-in session starts empty, so a revocation holds
+        (docs/design.rst, "Parallel requests and expiry").
         """
         self._get_session()  # type: ignore[attr-defined]
         old_key = self.session_key
