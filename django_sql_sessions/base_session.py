@@ -32,12 +32,9 @@ def _hashed(session_key: object) -> str:
 
 class SessionQuerySet(models.QuerySet[_S]):
     """
-    Also accepts the lookups code written for Django's session model uses:
-    ``session_key=<raw key>`` and ``session_key__in=[...]`` (hashed before
-    the query; keys are never stored), and ``pk=`` / ``pk__in=`` with raw
-    keys. A pk that could be a key hash (64 hex digits) is taken as one,
-    since key_hash is the primary key. Lookups inside Q objects are not
-    translated.
+    Also accepts Django's session model's lookups with raw keys (session_key=,
+    session_key__in=, pk=, pk__in=): docs/design.rst, "Code written for
+    Django's session model".
     """
 
     def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SessionQuerySet[_S]:
@@ -48,8 +45,7 @@ class SessionQuerySet(models.QuerySet[_S]):
         args, kwargs = _hash_raw_keys(args, kwargs)
         super()._filter_or_exclude_inplace(negate, args, kwargs)  # type: ignore[misc]
 
-    # Every change goes through the session table (storage.py), which moves
-    # each row's version on and tells the session cache.
+    # Every change goes through the session table (storage.py): version, cache.
 
     def delete(self) -> tuple[int, dict[str, int]]:
         return storage.table(self.model).delete_rows(self)
@@ -78,10 +74,7 @@ class SessionQuerySet(models.QuerySet[_S]):
 
 
 def _hash_raw_keys(args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """
-    The filter's arguments with raw-key lookups turned into key_hash ones,
-    each its own condition (ANDed with the rest, never replacing one).
-    """
+    """The filter's arguments with raw-key lookups as key_hash conditions of their own."""
     conditions = []
     kwargs = dict(kwargs)
     for name in ("session_key", "session_key__exact", "pk", "pk__exact"):
@@ -105,8 +98,7 @@ def _is_raw_key(value: object) -> bool:
 
 class SessionManager(models.Manager[_S]):
     def get_queryset(self) -> SessionQuerySet[_S]:
-        # Pinned to the sessions alias whatever the project's routers say, so
-        # no query through this manager reads a lagging replica.
+        # Pinned whatever the routers say: no query reads a lagging replica.
         return SessionQuerySet(self.model, using=conf.DB_ALIAS.get())
 
     def active(self) -> SessionQuerySet[_S]:
@@ -127,9 +119,7 @@ class SessionManager(models.Manager[_S]):
     ) -> _S:
         """
         Store ``session_dict`` under a raw key, or delete the row if it is
-        empty, as Django's SessionManager.save() does. The version moves on,
-        so a request that loaded the session earlier merges its changes onto
-        this data instead of overwriting it.
+        empty, as Django's SessionManager.save() does; the version moves on.
         """
         sessions = self.get_queryset()
         if not session_dict:
@@ -160,16 +150,13 @@ class AbstractSession(models.Model):
     updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
     # Bumped by every write; a save applies only to the version it read.
     version = models.BigIntegerField(_("version"), default=1)
-    # The authenticated user's primary key as login() stores it in the session
-    # (a string, whatever the key's type). Not a foreign key: the user table
-    # may live in another database. NULL, not "", for "none" in these three
-    # columns: saves keep recorded device details with COALESCE(NULL, ...),
-    # and NULL user ids cost the user index nothing to compare.
+    # login()'s user key, as text; not a foreign key: the users may live in
+    # another database. NULL for "none" in these three columns: saves keep
+    # device details with COALESCE(NULL, ...).
     user_id = models.CharField(  # noqa: DJ001
         _("user id"), max_length=USER_ID_MAX_LENGTH, null=True
     )
-    # Recorded only with SQL_SESSIONS_DEVICE_DETAILS, anonymised and truncated
-    # (see devices.py). 45 characters hold any IPv6 address in text.
+    # SQL_SESSIONS_DEVICE_DETAILS (devices.py); 45 characters hold any IPv6 text.
     ip = models.CharField(_("IP address"), max_length=45, null=True)  # noqa: DJ001
     user_agent = models.CharField(  # noqa: DJ001
         _("user agent"), max_length=USER_AGENT_MAX_LENGTH, null=True
@@ -182,13 +169,9 @@ class AbstractSession(models.Model):
         verbose_name = _("session")
         verbose_name_plural = _("sessions")
         indexes = [
-            # A user's sessions. user_id alone: a user has a handful of rows,
-            # and an index that included expire_date would change on every
-            # save (which moves the expiry) on MySQL and SQL Server, whose
-            # secondary indexes are only written when their columns change.
-            # Declared here rather than with db_index, which on PostgreSQL adds
-            # a second, pattern-matching index nobody queries. Named by Django
-            # for each concrete model.
+            # user_id alone: with expire_date every save would write it on
+            # MySQL and SQL Server; db_index would add PostgreSQL's unused
+            # pattern-matching index too.
             models.Index(fields=["user_id"]),
         ]
 
@@ -197,12 +180,7 @@ class AbstractSession(models.Model):
         return str(self.key_hash)[:12]
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """
-        Save as Django's ORM does, through the session table (storage.py):
-        an existing row's version moves on, so that a request that loaded
-        the session earlier merges its changes onto this write instead of
-        overwriting it, and the session cache is told.
-        """
+        """Save through the session table (storage.py): the version moves on, the cache is told."""
         bumped = not self._state.adding
         if bumped:
             self.version = F("version") + 1
@@ -222,8 +200,7 @@ class AbstractSession(models.Model):
 
     @classmethod
     def get_session_store_class(cls) -> type[SessionBase]:
-        # The engine imports this module; Django's own model and store pair
-        # meet the same way.
+        # Imported here: the engine imports this module (as Django's pair does).
         from django_sql_sessions.backends.db import SessionStore
 
         return SessionStore
@@ -236,6 +213,5 @@ class AbstractSession(models.Model):
 
     @property
     def last_activity(self) -> datetime.datetime:
-        # Every write sets updated_at; so does the middleware for sessions
-        # read but not written (SQL_SESSIONS_ACTIVITY_INTERVAL).
+        # Every write sets it, and the middleware (SQL_SESSIONS_ACTIVITY_INTERVAL).
         return self.updated_at
