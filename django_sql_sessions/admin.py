@@ -1,13 +1,7 @@
 """
-A read-only admin for the session table (of a project's model too, registered
-with SessionAdmin): who is logged in, since when, last active when and from
-what device (when recorded), with a "revoke" action.
-
-It never shows session data, decoded or not, and refuses every lookup but its
-own filter: the data holds other users' secrets (CSRF secrets, the auth hash)
-that no admin permission can scope, and a lookup that matches rows reveals
-the data as surely as showing it. Raw keys are not stored, so rows are named
-by a prefix of their key hash.
+A read-only admin for the session table, with a "revoke" action. It never
+shows session data and refuses every lookup but its own filter: the data
+holds other users' secrets (docs/design.rst, "The admin").
 """
 
 from __future__ import annotations
@@ -44,20 +38,14 @@ from django_sql_sessions.storage import in_lists
 from django_sql_sessions.user_sessions import users_by_id
 
 DEVICE_FIELDS = ("ip", "device", "user_agent")
-# The list names each device ("Firefox 140 on Windows"), with the whole user
-# agent in a title: whole ones, up to 255 characters each, push the table
-# wider than any screen. The detail page has both.
+# Named devices in the list (a whole user agent in a title): whole ones are too wide.
 DEVICE_COLUMNS = ("network", "device")
 # Where label_users() leaves each row's user label.
 USER_LABEL = "_sql_sessions_user_label"
 # Between a lower-case and an upper-case letter: "Headless|Chrome".
 _WORD_JOINS = re.compile(r"(?<=[a-z])(?=[A-Z])")
-# The changelist counts no further than this (plus one, to know there are
-# more). Counting a table of millions of sessions on every page view would
-# scan a whole index each time; past the cap, the filters and the user search
-# narrow the list down.
+# The changelist counts no further (plus one): not a whole index per page view.
 COUNT_CAP = 10_000
-
 
 _S = TypeVar("_S", bound=AbstractSession)
 if TYPE_CHECKING:
@@ -71,8 +59,7 @@ else:  # not subscriptable at run time
 class CappedPaginator(_Paginator):
     @cached_property
     def count(self) -> int:
-        # The changelist's paginator gets a queryset; a sliced one counts in a
-        # subquery that stops at the cap.
+        # A sliced queryset counts in a subquery that stops at the cap.
         sessions: QuerySet[AbstractSession] = self.object_list  # type: ignore[assignment]
         return sessions[: COUNT_CAP + 1].count()
 
@@ -80,10 +67,7 @@ class CappedPaginator(_Paginator):
 def label_users(
     rows: Iterable[AbstractSession], admin_site: admin.AdminSite | None = None
 ) -> None:
-    """
-    Name the user of each row on the row, with one query for all of them:
-    a link to the user's page in admin_site where the user model has one.
-    """
+    """Name each row's user on the row (linked in admin_site), with one query for all."""
     rows = list(rows)
     users = users_by_id({row.user_id for row in rows if row.user_id is not None})
     for row in rows:
@@ -118,18 +102,12 @@ def _user_link(user: Any, admin_site: admin.AdminSite | None) -> str:
 class SessionChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
-        # The page's queryset is evaluated here, and keeps its rows for the
-        # template, so that all their users are named with one query rather
-        # than one per row.
+        # The page's rows, kept for the template: their users in one query.
         label_users(self.result_list, self.model_admin.admin_site)
 
 
 def _relative(moment: datetime.datetime) -> str:
-    """
-    '5 minutes ago' or 'in 1 week, 6 days', with the date and time in a
-    title. Django's timesince and timeuntil filters say the same, so a
-    project's own pages can agree with the admin (the example's do).
-    """
+    """'5 minutes ago' or 'in 1 week, 6 days' (as Django's filters), the time in a title."""
     now = timezone.now()
     # Naive under USE_TZ = False, where localtime() would refuse it.
     shown = localtime(moment) if timezone.is_aware(moment) else moment
@@ -148,8 +126,7 @@ class StateFilter(admin.SimpleListFilter):
         return [("active", str(_("Active"))), ("expired", str(_("Expired")))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[_S]) -> QuerySet[_S]:
-        # The admin's queryset comes from the model's manager: a
-        # SessionQuerySet, whose active()/expired() are the engine's rule.
+        # The model manager's SessionQuerySet: active()/expired() are the engine's rule.
         sessions = cast(SessionQuerySet[_S], queryset)
         if self.value() == "active":
             return sessions.active()
@@ -160,33 +137,15 @@ class StateFilter(admin.SimpleListFilter):
 
 @admin.register(Session)
 class SessionAdmin(_ModelAdmin):
-    # Few, short columns, so the list fits beside the admin's sidebars on a
-    # 1280-pixel screen: times relative ("5 minutes ago", whole in a title),
-    # the user by name, linked to their page (the id when the user is gone);
-    # the rest is on the detail page.
-    list_display = (
-        "short_id",
-        "user",
-        "last_active",
-        "expires",
-        *DEVICE_COLUMNS,
-    )
+    # Few, short columns, to fit beside the sidebars on a 1280-pixel screen.
+    list_display = ("short_id", "user", "last_active", "expires", *DEVICE_COLUMNS)
     list_filter = (StateFilter,)
-    # Exact user ids only (see get_search_results()): there is nothing else
-    # worth searching, and no keys are stored.
+    # Exact user ids only (see get_search_results()): no keys are stored.
     search_fields = ("user_id",)
     search_help_text = _("An exact user id (primary key).")
-    # The expire_date index serves this order; a user's sessions are found
-    # through the search, which uses the user index.
+    # The expire_date index serves this order.
     ordering = ("-expire_date",)
-    fields = (
-        "short_id",
-        "user",
-        "created_at",
-        "last_activity",
-        "expire_date",
-        "active",
-    )
+    fields = ("short_id", "user", "created_at", "last_activity", "expire_date", "active")
     readonly_fields = fields
     actions = ["revoke"]
     paginator = CappedPaginator
@@ -205,13 +164,8 @@ class SessionAdmin(_ModelAdmin):
         return SessionChangeList
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
-        # Django allows any lookup on the model's own columns, and which rows
-        # match ?data__startswith=... tells the data one character at a time
-        # to anyone with the view permission; no other column needs one
-        # either. So only the parameters of the list's own filters pass (a
-        # field filter added to list_filter would need its lookups here);
-        # the search, ordering and paging parameters never come here. Django
-        # answers any other with a 400.
+        # Only the list's own filters: which rows match ?data__startswith=...
+        # would tell the data one character at a time. Django answers 400.
         return lookup in {
             list_filter.parameter_name
             for list_filter in self.get_list_filter(request)
@@ -219,8 +173,7 @@ class SessionAdmin(_ModelAdmin):
         }
 
     def _with_device(self, columns: tuple[str, ...], device: tuple[str, ...]) -> tuple[str, ...]:
-        # Device columns only when they are recorded: empty columns would
-        # suggest the data exists somewhere.
+        # Only when recorded: empty columns would suggest the data exists.
         columns = tuple(column for column in columns if column not in device)
         return columns + device if conf.DEVICE_DETAILS.get() else columns
 
@@ -246,8 +199,7 @@ class SessionAdmin(_ModelAdmin):
         name = device_name(obj.user_agent)
         if obj.user_agent is None:
             return name
-        # A line may break inside one-word names such as "HeadlessChrome",
-        # which would otherwise set the column's narrowest width.
+        # Breaks inside "HeadlessChrome", which would set the column's width.
         parts = ((part,) for part in _WORD_JOINS.split(name))
         return format_html(
             '<span title="{}">{}</span>',
@@ -257,8 +209,7 @@ class SessionAdmin(_ModelAdmin):
 
     @admin.display(description=_("last activity"), ordering="updated_at")
     def last_activity(self, obj: _S) -> str:
-        # Formatted as Django formats the model's own date fields beside it;
-        # a method's datetime would otherwise be shown as str() gives it.
+        # As Django formats the date fields beside it, not as str() would.
         return str(display_for_value(obj.last_activity, self.get_empty_value_display()))
 
     @admin.display(description=_("last active"), ordering="updated_at")
@@ -267,8 +218,7 @@ class SessionAdmin(_ModelAdmin):
 
     @admin.display(description=_("expires"), ordering="expire_date")
     def expires(self, obj: _S) -> str:
-        # "expired 2 hours ago" or "in 1 week, 6 days": the active column,
-        # in words.
+        # "expired 2 hours ago" or "in 1 week, 6 days".
         if obj.is_expired():
             return format_html("{} {}", gettext("expired"), _relative(obj.expire_date))
         return _relative(obj.expire_date)
@@ -280,8 +230,7 @@ class SessionAdmin(_ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[_S], search_term: str
     ) -> tuple[QuerySet[_S], bool]:
-        # Django's search would compare with LIKE or UPPER(), which no index
-        # serves; an equality uses the user index however large the table.
+        # An equality uses the user index; Django's LIKE or UPPER() no index serves.
         term = search_term.strip()
         return (queryset.filter(user_id=term) if term else queryset), False
 
@@ -292,8 +241,7 @@ class SessionAdmin(_ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: _S | None = None) -> bool:
-        # Sessions are revoked with the "revoke" action, not deleted through
-        # Django's confirmation pages, which would list every selected row.
+        # Revoked with the action: Django's confirmation page lists every row.
         return False
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
@@ -301,8 +249,7 @@ class SessionAdmin(_ModelAdmin):
 
     @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[_S]) -> None:
-        # Rows go in chunks, so that "select all" on a big table holds
-        # neither every row in memory nor a lock on all of them at once.
+        # In chunks: "select all" must not lock every row at once.
         key_hashes = list(queryset.values_list("key_hash", flat=True))
         count = 0
         revoked: list[str] = []
