@@ -1,8 +1,7 @@
 """
-A warning about persistent connections (CONN_MAX_AGE) on the sessions alias of
-a site served through ASGI, which exhaust the database's connections. Only a
-request can tell which handler serves the settings, so the first ASGI request
-checks, once per process (docs/deployment.rst, "Behind an ASGI server").
+A warning about CONN_MAX_AGE on the sessions alias under ASGI, which exhausts
+the database's connections. Only a request tells the handler, so the first
+ASGI request checks (docs/deployment.rst, "Behind an ASGI server").
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ from django_sql_sessions import conf
 from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.fields import KeyHashField
 
-# SESSION_ENGINE set to this package's engine, the app left out: Django's own
-# error ("doesn't declare an explicit app_label") names no fix, and no check
-# of ours runs without the app.
+# The engine without the app: Django's own error names no fix, and no check runs.
 if not apps.is_installed("django_sql_sessions"):
     raise ImproperlyConfigured(
         "django_sql_sessions is not in INSTALLED_APPS: add 'django_sql_sessions' to "
@@ -27,9 +25,7 @@ USER_INDEX_NAME = "sql_sessions_user_idx"
 
 class Session(AbstractSession):
     class Meta(AbstractSession.Meta):
-        # Read when this module is imported, like the migration that creates
-        # the table: both see the same name, so makemigrations stays clean
-        # whatever the project chose. The system check validates it.
+        # Read at import, as the migration does: makemigrations stays clean.
         db_table = str(conf.TABLE.raw())
         indexes = [models.Index(fields=["user_id"], name=USER_INDEX_NAME)]
 
@@ -43,17 +39,13 @@ class PinnedManager(models.Manager[_M]):
 
 class ImportedSession(models.Model):
     """
-    A session key that importsessions copied from Django's table, so that a
-    later run never copies it again after this engine deleted it (a logout,
-    a revocation), and can tell when Django's engine deleted it (a logout
-    before the switch) to delete the copy too. Kept until the session's
-    expiry as it was when last seen.
+    A session importsessions copied, so a later run never copies it again
+    after a logout here, and deletes the copy after a logout in Django's.
     """
 
     key_hash = KeyHashField(_("session key hash"), primary_key=True, editable=False)
     expire_date = models.DateTimeField(_("expire date"))
-    # Where it was copied from ("alias.table") and when a run last found it
-    # there.
+    # "alias.table" it was copied from, and when a run last found it there.
     source = models.CharField(_("source"), max_length=200)
     seen_at = models.DateTimeField(_("last seen at"))
 
@@ -70,10 +62,8 @@ class ImportedSession(models.Model):
 
 class CleanupLease(models.Model):
     """
-    Who runs the cleanup, where the database's own locks do not reach every
-    node (a Galera cluster: GET_LOCK holds on one node only). A row per
-    cleanup lock name, taken with a conditional write, which the cluster
-    certifies: of two nodes taking it at once, one write fails. See locks.py.
+    Who runs the cleanup where locks do not reach every node (Galera's
+    GET_LOCK): a conditional write the cluster certifies. See cleanup.py.
     """
 
     name = models.CharField(_("name"), primary_key=True, max_length=64)
@@ -92,11 +82,8 @@ class CleanupLease(models.Model):
 
 class FrontingCache(models.Model):
     """
-    That the cached engine serves a session table from a cache, recorded by
-    ``migrate`` under settings that use it (and removed by one that does
-    not), so that a process running without the cache (a worker with
-    minimal settings) knows its deletes cannot reach the cached copies,
-    and says so (see storage.SessionTable.undelivered).
+    A cache fronting a session table, recorded by ``migrate``, so a process
+    without it knows its deletes miss the cache (SessionTable.undelivered).
     """
 
     session_table = models.CharField(_("session table"), primary_key=True, max_length=63)

@@ -1,16 +1,12 @@
 """
 DATABASE_ROUTERS = ["django_sql_sessions.routers.SessionRouter", ...]
 
-SessionRouter pins every read, write and migration of the package's models
-and of any AbstractSession subclass to SQL_SESSIONS_DB_ALIAS, and has no
-opinion (None) on anything else, so it composes with the project's own
-routers. Put it first: a router listed before it that sends reads to a replica
-would win for the session model.
+SessionRouter pins the package's models and any AbstractSession subclass to
+SQL_SESSIONS_DB_ALIAS, and returns None for the rest, so it composes. Put it
+first: a router before it that sends reads to a replica would win.
 
-DedicatedSessionRouter does the same and also keeps every other app's tables
-out of that alias, for a database that holds nothing but sessions: then
-``migrate --database=<alias>`` creates the session table (and Django's
-django_migrations) there, and not a copy of auth, admin and contenttypes.
+DedicatedSessionRouter also keeps every other app's tables out of that alias,
+for a database that holds nothing but sessions.
 """
 
 from __future__ import annotations
@@ -28,9 +24,8 @@ APP_LABEL = "django_sql_sessions"
 
 
 def _alias() -> str | None:
-    # Routers run inside Django's own checks (and migrate's): a bad setting
-    # must reach check E001, not end them with a traceback. With no valid
-    # alias the router has no opinion, and the session engine itself raises.
+    # Routers run inside Django's checks: a bad setting must reach E001, not
+    # a traceback. The engine itself raises.
     try:
         return conf.DB_ALIAS.get()
     except ImproperlyConfigured:
@@ -54,8 +49,7 @@ class SessionRouter:
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
         return _alias() if _pinned(model) else None
 
-    def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return _alias() if _pinned(model) else None
+    db_for_write = db_for_read
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
@@ -72,8 +66,7 @@ class DedicatedSessionRouter(SessionRouter):
     ) -> bool | None:
         if _pinned_name(app_label, model_name):
             return super().allow_migrate(db, app_label, model_name, **hints)
-        # On "default" the project's tables belong there; elsewhere the
-        # alias is the sessions' own.
+        # On "default" the project's tables belong; elsewhere the alias is the sessions'.
         if db == _alias() and db != "default":
             return False
         return None
