@@ -136,5 +136,12 @@ def test_the_test_command_says_what_it_uses() -> None:
         assert f"``{suffix}``" in section
         assert f'f"{{prefix}}{suffix}"' in settings
     assert "``SQL_SESSIONS_TEST_LOCAL=0``" in section
-    for package in ("libmariadb-dev", "pkg-config", "unixodbc", "chromium", "chromium-driver"):
+    for package in (
+        "libmariadb-dev",
+        "pkg-config",
+        "unixodbc",
+        "chromium",
+        "chromium-driver",
+        "pgbouncer",
+    ):
         assert f"``{package}``" in section, package
