@@ -1,6 +1,8 @@
 """
 The raw-driver floor: the statements a session store cannot avoid, sent
-straight through the driver in autocommit, with no Django in between.
+straight through the driver in autocommit, with no Django in between (on
+PostgreSQL, prepared). With signed_cookies' request it makes the "limit" row
+of benchmarks/run.py.
 
 - read, miss: one SELECT by key;
 - write, touch, cycle: one SELECT, then one upsert (for cycle, one UPDATE that
@@ -32,6 +34,8 @@ def connect(settings_dict: dict[str, Any], vendor: str) -> Any:
             password=settings_dict["PASSWORD"],
             dbname=settings_dict["NAME"],
             autocommit=True,
+            # Each statement prepared on the server from its first execution.
+            prepare_threshold=0,
         )
     if vendor == "mysql":
         import MySQLdb

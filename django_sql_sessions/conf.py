@@ -245,6 +245,18 @@ ABSOLUTE_LIFETIME = Setting[int](
     "Use a number of seconds such as 43200 (12 hours), or {default} (the default) for none.",
 )
 
+PREPARE = Setting[bool](
+    "SQL_SESSIONS_PREPARE",
+    # On: PostgreSQL (psycopg 3) parses and plans each of the engine's few
+    # statements once per connection instead of once per request; a pooler
+    # that loses them (PgBouncer in transaction mode) turns it off by itself
+    # (cursors.py).
+    True,
+    _boolean,
+    "E019",
+    "Use False to send every statement unprepared, True (the default) to prepare them.",
+)
+
 SETTINGS: tuple[Setting[Any], ...] = (
     DB_ALIAS,
     TABLE,
@@ -257,4 +269,5 @@ SETTINGS: tuple[Setting[Any], ...] = (
     IPV6_PREFIX,
     ACTIVITY_INTERVAL,
     ABSOLUTE_LIFETIME,
+    PREPARE,
 )

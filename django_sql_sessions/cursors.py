@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
+import sys
 import threading
 import time
 from _thread import get_ident
@@ -19,8 +21,13 @@ from typing import Any
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_sql_sessions import conf
 from django_sql_sessions.dialects import KEPT, dialect, kept
-from django_sql_sessions.exceptions import SessionDatabaseReadOnly, SessionTableMissing
+from django_sql_sessions.exceptions import (
+    SessionDatabaseReadOnly,
+    SessionPreparedStatementLost,
+    SessionTableMissing,
+)
 from django_sql_sessions.sql import Statement
 
 logger = logging.getLogger("django_sql_sessions")
@@ -34,6 +41,10 @@ CONFLICT_RETRIES = 5
 # Operations tried again, by alias, since the process started.
 conflict_retries: Counter[str] = Counter()
 _retries_lock = threading.Lock()
+# Aliases whose server sessions lost a prepared statement (a pooler in
+# transaction mode, see stop_preparing()): their statements go unprepared
+# until the process ends.
+unprepared: set[str] = set()
 
 
 def send(
@@ -56,6 +67,7 @@ def send(
     # function call of its own, on every statement.
     params = list(map(values.__getitem__, statement.names))
     attempt = 1
+    retried_unprepared = False
     while True:
         try:
             return _send_once(connection, statement, params, result)
@@ -66,6 +78,12 @@ def send(
                 raise SessionDatabaseReadOnly.refused(connection.alias, exc) from exc
             if (table := chosen.missing_table(exc)) is not None:
                 raise SessionTableMissing.on(connection.alias, table) from exc
+            # The server session lacked the prepared statement, so nothing
+            # ran: once more, unprepared (inside a transaction, an error).
+            if chosen.lost_prepared_statement(exc) and not retried_unprepared:
+                stop_preparing(connection, exc)
+                retried_unprepared = True
+                continue
             if not retry_after(connection, exc, attempt):
                 raise
         attempt += 1
@@ -98,6 +116,38 @@ def retry_after(connection: BaseDatabaseWrapper, error: DatabaseError, attempt: 
     logger.debug("Conflict on %r, try %d: %s", connection.alias, attempt, error)
     time.sleep(random.random() * attempt / 1000)
     return True
+
+
+def stop_preparing(connection: BaseDatabaseWrapper, error: DatabaseError) -> None:
+    """
+    Send the alias's statements unprepared from now on: its server session
+    lacked a prepared statement of this connection's, or had its name
+    already, because a pooler in transaction mode (PgBouncer before 1.21)
+    runs each transaction on whichever server connection is free. Logged
+    once per alias. Inside a transaction, which PostgreSQL has aborted,
+    raise SessionPreparedStatementLost.
+    """
+    alias = connection.alias
+    raw = connection.connection
+    # psycopg's own preparing (OPTIONS["prepare_threshold"]) fails there too.
+    if getattr(raw, "prepare_threshold", None) is not None:
+        raw.prepare_threshold = None
+    with _retries_lock:
+        first = alias not in unprepared
+        unprepared.add(alias)
+    if first:
+        logger.warning(
+            "Database %r lost a prepared statement (%s): a connection pooler in "
+            "transaction mode, such as PgBouncer before 1.21 or without "
+            "max_prepared_statements, runs each transaction on another server session. "
+            "The session engine's statements on %r are sent unprepared from now on; "
+            "set SQL_SESSIONS_PREPARE = False to skip preparing them at all.",
+            alias,
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+            alias,
+        )
+    if connection.in_atomic_block or not connection.autocommit:
+        raise SessionPreparedStatementLost.inside_transaction(alias) from error
 
 
 def _read(cursor: Any, result: int) -> Any:
@@ -135,17 +185,25 @@ def _send_once(
         connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
     try:
-        # Else a cursor per statement, closed at once: an open sqlite3
-        # statement would hold its read snapshot until the next one.
+        # psycopg: the thread's kept cursor; else one per statement, closed at
+        # once: an open sqlite3 statement would hold its read snapshot.
         kept_cursor = chosen.keeps_cursor and owner
         if kept_cursor:
             found = connection.__dict__.get(_KEPT_CURSOR)
             raw = connection.connection
-            cursor = found[1] if found and found[0] is raw else _keep_cursor(connection)
+            cursor, prepares = found[1] if found and found[0] is raw else _keep_cursor(connection)
         else:
-            cursor = connection.connection.cursor()
+            cursor, prepares = connection.connection.cursor(), False
         try:
-            cursor.execute(statement.qmark if chosen.qmark else statement.format, params)
+            if prepares:
+                # Prepared outside transactions only (see _new_postgresql_cursor()).
+                cursor.execute(
+                    statement.format,
+                    params,
+                    prepare=connection.autocommit and connection.alias not in unprepared,
+                )
+            else:
+                cursor.execute(statement.qmark if chosen.qmark else statement.format, params)
             if result == ONE:
                 row = cursor.fetchone()
                 return None if row is None else tuple(row)
@@ -164,15 +222,43 @@ def _send_once(
 _KEPT_CURSOR = "_django_sql_sessions_cursor"
 
 
-def _keep_cursor(connection: BaseDatabaseWrapper) -> Any:
+def _keep_cursor(connection: BaseDatabaseWrapper) -> tuple[Any, bool]:
     return kept(connection, _KEPT_CURSOR, _new_postgresql_cursor)
 
 
-def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> Any:
-    raw = connection.connection
-    if raw.prepare_threshold is not None:
-        # Prepared statements need server-side binding.
-        import psycopg
+# A prepare_threshold no count reaches: psycopg prepares only the statements
+# execute() is told to prepare (with None, Django's default, it prepares none).
+ONLY_WHEN_ASKED = sys.maxsize
 
-        return psycopg.Cursor(raw)
-    return raw.cursor()
+
+def _new_postgresql_cursor(connection: BaseDatabaseWrapper) -> tuple[Any, bool]:
+    """
+    The connection's cursor, and whether the engine prepares its statements
+    on it (SQL_SESSIONS_PREPARE, psycopg 3): a cursor that binds on the
+    server, so that psycopg prepares each statement once per connection.
+
+    Only statements outside transactions are prepared. One that a pooler in
+    transaction mode sent to a server session without it fails before it
+    runs, and is sent again unprepared (send()); inside a transaction the
+    failure would abort the caller's transaction.
+    """
+    raw = connection.connection
+    manager: Any = getattr(raw, "_prepared", None)  # psycopg 3's; psycopg2 has none
+    if (
+        not conf.PREPARE.get()
+        or connection.alias in unprepared
+        or not isinstance(getattr(manager, "_prepared_idx", None), int)
+    ):
+        return raw.cursor(), False
+    import psycopg
+
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = ONLY_WHEN_ASKED
+    # psycopg names a connection's statements _pg3_0, _pg3_1, ... in the
+    # order it prepares them. Behind PgBouncer in transaction mode, a client
+    # can reach a server session where another client prepared its _pg3_1,
+    # a different statement: with the same parameter types it would run
+    # (an exists() running another client's DELETE). From a random start no
+    # two connections share a name, so a lost statement is always an error.
+    manager._prepared_idx = secrets.randbits(62)
+    return psycopg.Cursor(raw), True

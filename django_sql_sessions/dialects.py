@@ -69,6 +69,9 @@ class Dialect:
     read_only_errors: frozenset[object] = frozenset()
     missing_table_errors: frozenset[object] = frozenset()
     missing_table_name = re.compile(r"(?!)")
+    # And of a prepared statement the server session does not have, or has
+    # already: a pooler moved the client to another server session.
+    lost_prepared_errors: frozenset[object] = frozenset()
 
     size_source = ""  # where table_size() reads
     size_note: str | None = None
@@ -229,6 +232,10 @@ class Dialect:
     def refused_as_read_only(self, error: BaseException) -> bool:
         return self._coded(error, self.read_only_errors) is not None
 
+    def lost_prepared_statement(self, error: BaseException) -> bool:
+        """Whether a prepared statement was missing (or already there) on the server session."""
+        return self._coded(error, self.lost_prepared_errors) is not None
+
     def missing_table(self, error: BaseException) -> str | None:
         """The missing table a statement failed on ("" if unnamed), or None."""
         exc = self._coded(error, self.missing_table_errors)
@@ -315,6 +322,11 @@ class PostgreSQL(Dialect):
     read_only_errors = frozenset({"25006"})
     missing_table_errors = frozenset({"42P01"})
     missing_table_name = re.compile(r'relation "([^"]+)" does not exist')
+    # invalid_sql_statement_name ("prepared statement ... does not exist"),
+    # duplicate_prepared_statement ("... already exists"): PgBouncer in
+    # transaction mode before 1.21 sends a client's statements to whichever
+    # server connection is free, whose session lacks (or holds) the name.
+    lost_prepared_errors = frozenset({"26000", "42P05"})
     size_source = "pg_total_relation_size, pg_table_size"
     READ_ONLY = (
         "a standby: pg_is_in_recovery() is true",

@@ -77,3 +77,25 @@ class SessionTableMissing(DatabaseError):
                 f"dropped or renamed: 'python manage.py check --database {alias}' says why).",
             )
         )
+
+
+class SessionPreparedStatementLost(DatabaseError):
+    """
+    A statement inside a transaction failed because the server session did
+    not have the prepared statement it named (or had one of that name
+    already): a pooler in transaction mode (PgBouncer before 1.21) moved the
+    connection to another server. PostgreSQL has aborted the transaction, so
+    only its owner can run it again; statements outside transactions are
+    retried unprepared instead. Raised from the driver's error, in its place.
+    """
+
+    @classmethod
+    def inside_transaction(cls, alias: str) -> SessionPreparedStatementLost:
+        return cls(
+            f"Database {alias!r} lost a prepared statement inside a transaction, which "
+            "PostgreSQL has rolled back: a connection pooler in transaction mode (PgBouncer "
+            "before 1.21, or without max_prepared_statements) sent it to another server "
+            "session. Prepared statements are now off for this alias. Set "
+            "SQL_SESSIONS_PREPARE = False and remove OPTIONS['prepare_threshold'] for "
+            "this alias, or set max_prepared_statements in PgBouncer 1.21 or later."
+        )

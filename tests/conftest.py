@@ -39,6 +39,7 @@ REQUIRABLE_ELSEWHERE = {
     "browser": "tests/test_example_browser.py",
     "asgi": "tests/test_example_server.py",
     "ua_parser": "tests/conftest.py (the user_agent_parser fixture)",
+    "pgbouncer": "tests/test_pgbouncer.py",
 }
 
 

@@ -30,8 +30,9 @@ FOUNDATIONS = {
     "django_sql_sessions.sql": set(),
     "django_sql_sessions.dialects": {"django_sql_sessions.keys", "django_sql_sessions.sql"},
     # What a vendor's error means is its dialect's; what is raised in its
-    # place, exceptions.py's.
+    # place, exceptions.py's; whether to prepare, a setting's.
     "django_sql_sessions.cursors": {
+        "django_sql_sessions.conf",
         "django_sql_sessions.dialects",
         "django_sql_sessions.exceptions",
         "django_sql_sessions.sql",

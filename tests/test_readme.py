@@ -48,7 +48,7 @@ def test_every_check_id_is_documented() -> None:
     )
     in_code = set(re.findall(r'"(?:django_sql_sessions\.)?([EW]\d{3})"', source))
     in_readme = set(re.findall(r"django_sql_sessions\.([EW]\d{3})", README))
-    assert len(in_code) == 28
+    assert len(in_code) == 29
     assert in_code == in_readme
 
 
@@ -136,5 +136,12 @@ def test_the_test_command_says_what_it_uses() -> None:
         assert f"``{suffix}``" in section
         assert f'f"{{prefix}}{suffix}"' in settings
     assert "``SQL_SESSIONS_TEST_LOCAL=0``" in section
-    for package in ("libmariadb-dev", "pkg-config", "unixodbc", "chromium", "chromium-driver"):
+    for package in (
+        "libmariadb-dev",
+        "pkg-config",
+        "unixodbc",
+        "chromium",
+        "chromium-driver",
+        "pgbouncer",
+    ):
         assert f"``{package}``" in section, package

@@ -321,8 +321,9 @@ def test_postgresql_prepared_statements_are_used_when_enabled(alias: str) -> Non
         store.save()
         for _ in range(3):
             assert SessionStore(store.session_key).load() == {"n": 1}
-        _raw, cursor = getattr(connection, cursors._KEPT_CURSOR)
+        _raw, (cursor, prepares) = getattr(connection, cursors._KEPT_CURSOR)
         assert type(cursor) is psycopg.Cursor  # server-side binding
+        assert prepares
         with connection.cursor() as check:
             check.execute("SELECT statement FROM pg_prepared_statements")
             prepared = [row[0] for row in check.fetchall()]
