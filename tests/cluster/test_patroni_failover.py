@@ -246,6 +246,9 @@ class Timeline:
     killed: float = 0.0
     recovered: float | None = None
     stopped: float = 0.0
+    # Before the kill, every 0.1 s: how many bytes of WAL the leader had
+    # written that a replica had not yet flushed.
+    replica_lag: list[int] = dataclasses.field(default_factory=list)
 
 
 def traffic(browsers: list[Browser]) -> Timeline:
@@ -256,7 +259,9 @@ def traffic(browsers: list[Browser]) -> Timeline:
     for thread in threads:
         thread.start()
     try:
-        time.sleep(BEFORE)
+        while time.monotonic() - timeline.started < BEFORE:
+            timeline.replica_lag.append(replica_lag())
+            time.sleep(0.1)
         timeline.killed_node = cluster.kill_leader()
         timeline.killed = time.monotonic()
         while time.monotonic() - timeline.killed < GIVE_UP:
@@ -276,6 +281,17 @@ def traffic(browsers: list[Browser]) -> Timeline:
     assert not crashes, crashes
     assert not any(t.is_alive() for t in threads)
     return timeline
+
+
+def replica_lag() -> int:
+    """The WAL the leader has written and its furthest-behind replica has not flushed."""
+    with connections["patroni"].cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)), 0) "
+            "FROM pg_stat_replication"
+        )
+        (lag,) = cursor.fetchone()
+    return int(lag)
 
 
 def kind(error: str) -> str:
@@ -309,6 +325,10 @@ def measure(browsers: list[Browser], timeline: Timeline) -> dict[str, Any]:
         done = sum(1 for t in succeeded_at if start <= t < end)
         return round(done / (end - start), 1) if end > start else 0.0
 
+    lags = sorted(timeline.replica_lag)
+    if lags:
+        figures["replica_lag_bytes_median"] = lags[len(lags) // 2]
+        figures["replica_lag_bytes_max"] = lags[-1]
     figures["per_second_before"] = rate(timeline.started, kill)
     if timeline.recovered is not None:
         figures["recovered_after_s"] = round(timeline.recovered - kill, 2)
@@ -331,7 +351,7 @@ def record(name: str, figures: dict[str, Any], report: Any) -> None:
     with contextlib.suppress(OSError, ValueError):
         found = json.loads(path.read_text())
         _figures.update({k: v for k, v in found.items() if k not in _figures})
-    _figures["measured"] = datetime.date.today().isoformat()
+    _figures["measured"] = datetime.datetime.now(datetime.UTC).date().isoformat()
     path.write_text(json.dumps(_figures, indent=2, sort_keys=True) + "\n")
 
 
@@ -351,7 +371,11 @@ def stored(keys: list[str]) -> dict[str, dict[str, Any]]:
 
 def run_failover(site: Site) -> tuple[list[Browser], Timeline, list[Attempt]]:
     browsers = [Browser(site, f"user{i}") for i in range(CLIENTS)]
-    timeline = traffic(browsers)
+    try:
+        timeline = traffic(browsers)
+    finally:
+        # This thread's own connection (replica_lag()) went with the leader.
+        cluster.close_connections()
     assert timeline.recovered is not None, (
         f"no recovery {GIVE_UP}s after the kill:\n{site.log.read_text()[-3000:]}"
     )
@@ -545,6 +569,7 @@ def test_the_old_primary_back_as_a_replica_refuses_writes_by_name(
         with pytest.raises(SessionDatabaseReadOnly) as raised:
             serve(client, "/count/")
         message = str(raised.value)
+        figures["refused_write"] = message.split(". ")[0]
         assert message.startswith("SQL_SESSIONS_DB_ALIAS 'patroni' is a standby or read-only")
         assert "read-only transaction" in message
         assert cluster.where("patroni") == (cluster.node_port(old), True)
