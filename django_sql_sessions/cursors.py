@@ -76,6 +76,11 @@ def send(
             # error that says so and names the alias, instead of the
             # driver's, which names neither; never tried again.
             if chosen.refused_as_read_only(exc):
+                # Closed when the request ends (CONN_MAX_AGE ran out), not
+                # kept: it still passes Django's usability check, and behind
+                # a proxy that sent it to an old primary back as a replica
+                # (a failover) every write on it would fail until then.
+                connection.close_at = time.monotonic()
                 raise SessionDatabaseReadOnly.refused(connection.alias, exc) from exc
             # A table the alias does not have (migrate not run there) becomes
             # one error naming the alias and the command that creates it.

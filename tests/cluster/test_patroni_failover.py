@@ -9,8 +9,10 @@ nox -s patroni runs this module).
   wrote can be lost: measured, and only what is guaranteed is asserted.
 - The old primary back as a replica, HAProxy still sending connections to
   it: writes fail as SessionDatabaseReadOnly naming the alias, nothing is
-  written anywhere, and once HAProxy marks it down the next request reaches
-  the new leader (with CONN_HEALTH_CHECKS).
+  written anywhere, and once HAProxy sends connections to the new leader the
+  next request reaches it: after closing the connections to the old primary
+  (on-marked-down shutdown-sessions) with CONN_HEALTH_CHECKS, and without
+  closing them because the engine closed the one whose write was refused.
 - A cleanup run when the primary dies stops with the error; a new run on
   the new leader finishes, alone, and no live session is deleted.
 
@@ -36,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
@@ -539,7 +542,9 @@ def test_the_old_primary_back_as_a_replica_refuses_writes_by_name(
     HAProxy is made to keep sending connections to the killed leader (its
     check of it paused, the other nodes in maintenance), as a check slower
     than Patroni would: the old primary comes back as a replica with clients
-    connected to it.
+    connected to it. Then HAProxy sends new connections to the new leader,
+    first without closing those to the old primary, then closing them as
+    on-marked-down shutdown-sessions does.
     """
     cluster.synchronous(True)
     user = make_user("readonly")
@@ -551,6 +556,8 @@ def test_the_old_primary_back_as_a_replica_refuses_writes_by_name(
     assert cluster.where("patroni") == (cluster.node_port(old), False)
     others = [n for n in (1, 2, 3) if n != old]
     figures: dict[str, Any] = {}
+    # Another thread, so another connection to "patroni" (one per thread).
+    other = ThreadPoolExecutor(1)
     cluster.haproxy(f"disable health postgres/node{old}")
     for n in others:
         cluster.haproxy(f"set server postgres/node{n} state maint")
@@ -572,42 +579,63 @@ def test_the_old_primary_back_as_a_replica_refuses_writes_by_name(
         figures["refused_write"] = message.split(". ")[0]
         assert message.startswith("SQL_SESSIONS_DB_ALIAS 'patroni' is a standby or read-only")
         assert "read-only transaction" in message
-        assert cluster.where("patroni") == (cluster.node_port(old), True)
-        # Reads work there: the user is still logged in.
+        # Reads work there: the user is still logged in; these requests keep
+        # their connections to the old primary.
         assert serve(client, "/whoami/").content == str(user.pk).encode()
-        # The connection is usable, so Django keeps it (CONN_MAX_AGE): the
-        # next write fails the same way, and is not retried elsewhere.
-        with pytest.raises(SessionDatabaseReadOnly):
-            serve(client, "/count/")
-        # A connection without health checks on the same node, kept too.
+        assert cluster.where("patroni") == (cluster.node_port(old), True)
+        assert other.submit(serve, client, "/whoami/").result().content == str(user.pk).encode()
         settings.SQL_SESSIONS_DB_ALIAS = "patroni_unchecked"
         with pytest.raises(SessionDatabaseReadOnly, match="'patroni_unchecked'"):
             serve(client, "/count/")
+        assert serve(client, "/whoami/").content == str(user.pk).encode()
         assert cluster.where("patroni_unchecked") == (cluster.node_port(old), True)
         settings.SQL_SESSIONS_DB_ALIAS = "patroni"
+
+        # HAProxy sends new connections to the new leader, and closes none.
+        cluster.haproxy(f"set weight postgres/node{old} 0")
+        for n in others:
+            cluster.haproxy(f"set server postgres/node{n} state ready")
+        # (Back from maintenance a node counts as up until checked.)
+        cluster.wait_until(
+            "HAProxy routing to the new leader only",
+            lambda: all(
+                cluster.routed_to().get(f"node{n}", "").startswith("UP" if n == new else "DOWN")
+                for n in others
+            ),
+        )
+        # The kept connection still answers, so it is used: the write is
+        # refused there once, and the connection closed after the request...
+        with pytest.raises(SessionDatabaseReadOnly):
+            serve(client, "/count/")
+        # ... so the next request connects again, to the new leader.
+        assert serve(client, "/count/").content == f"{user.pk} 2".encode()
+        assert cluster.where("patroni") == (cluster.node_port(new), False)
         # Nothing the refused requests did was written anywhere.
-        assert node_count(cluster.node_port(new), key) == 1
-        assert node_count(cluster.node_port(old), key) == 1
+        assert node_count(cluster.node_port(new), key) == 2
+        # ... and the old primary, a replica of the new leader, gets that.
+        cluster.wait_until(
+            "the old primary replaying the new leader's write",
+            lambda: node_count(cluster.node_port(old), key) == 2,
+            timeout=10,
+        )
     finally:
         settings.SQL_SESSIONS_DB_ALIAS = "patroni"
+        cluster.haproxy(f"set weight postgres/node{old} 100%")
         cluster.haproxy(f"enable health postgres/node{old}")
         for n in others:
             cluster.haproxy(f"set server postgres/node{n} state ready")
 
     # HAProxy checks the old primary again, marks it down and closes the
-    # connections to it (on-marked-down shutdown-sessions).
+    # connections still open to it (on-marked-down shutdown-sessions): the
+    # other thread's and patroni_unchecked's.
     cut = cluster.wait_until(
-        "HAProxy routing to the new leader",
-        lambda: (
-            cluster.routed_to().get(f"node{old}", "").startswith("DOWN")
-            and cluster.routed_to().get(f"node{new}", "").startswith("UP")
-        ),
+        "HAProxy marking the old primary down",
+        lambda: cluster.routed_to().get(f"node{old}", "").startswith("DOWN"),
     )
     figures["haproxy_marked_it_down_after_s"] = round(cut, 2)
     # With CONN_HEALTH_CHECKS the next request finds its connection closed,
     # opens another, and reaches the new leader.
-    assert serve(client, "/count/").content == f"{user.pk} 2".encode()
-    assert cluster.where("patroni") == (cluster.node_port(new), False)
+    assert other.submit(serve, client, "/count/").result().content == f"{user.pk} 3".encode()
     # Without it, the first request on the kept connection fails; Django
     # closes the connection at its end, and the next one works.
     settings.SQL_SESSIONS_DB_ALIAS = "patroni_unchecked"
@@ -616,8 +644,10 @@ def test_the_old_primary_back_as_a_replica_refuses_writes_by_name(
     figures["without_health_checks_first_request"] = kind(
         f"{type(unchecked.value).__name__}: {str(unchecked.value).strip().splitlines()[0]}"
     )
-    assert serve(client, "/count/").content == f"{user.pk} 3".encode()
+    assert serve(client, "/count/").content == f"{user.pk} 4".encode()
     settings.SQL_SESSIONS_DB_ALIAS = "patroni"
+    other.submit(connections.close_all).result()
+    other.shutdown()
     figures["whole_test_s"] = round(time.monotonic() - killed_at, 2)
     record("read_only", figures, patroni_report)
 
