@@ -5,13 +5,13 @@ How the tests run.
   the newest Django that Python supports, on SQLite and every database server
   whose settings are in the environment. It says what it ran and skipped,
   and fails if no test ran.
-- ``nox -s matrix without_time_zones pg_standby lint wheel docs galera``
+- ``nox -s matrix without_time_zones pg_standby lint wheel docs galera patroni``
   (.ci/run): every supported Django on every supported Python, the suite
   once with USE_TZ = False, the read-replica tests on a PostgreSQL primary
   and standby that clusters/pg-standby.sh starts and stops, ruff and mypy,
   the sdist and wheel built and checked and the wheel installed in a fresh
   venv for the example and the quick start, the Sphinx site in docs/ built
-  with warnings as errors, then the Galera tests. With
+  with warnings as errors, then the Galera and Patroni tests. With
   --error-on-missing-interpreters a missing Python fails the run instead of
   being skipped.
 - ``nox -s docs``: only the documentation, into docs/_build/html.
@@ -19,6 +19,9 @@ How the tests run.
   behind HAProxy of clusters/galera.sh (as root), runs
   tests/cluster/test_galera_*.py against it, and stops it again if it was
   not running before.
+- ``nox -s patroni`` (.ci/run too): the same for the Patroni cluster of
+  clusters/patroni.sh (three PostgreSQL nodes, etcd, HAProxy to the leader)
+  and tests/cluster/test_patroni_failover.py.
 
 PostgreSQL, MariaDB/MySQL and SQL Server tests run when their connection
 settings are in the environment (see README.rst), and PostgreSQL, MariaDB and
@@ -214,6 +217,42 @@ def galera(session: nox.Session) -> None:
         session.env["SQL_SESSIONS_TEST_REQUIRE"] = "galera"
         tests = sorted(str(path) for path in Path("tests/cluster").glob("test_galera_*.py"))
         session.run("pytest", *(session.posargs or tests))
+    finally:
+        if started_here:
+            session.run(*script, "stop", external=True)
+
+
+@nox.session(python="3.12")
+def patroni(session: nox.Session) -> None:
+    """
+    tests/cluster/test_patroni_failover.py against the Patroni cluster of
+    clusters/patroni.sh (three PostgreSQL nodes, etcd, HAProxy), with the
+    site under gunicorn; the cluster is stopped again if it was not running.
+    """
+    session.install(
+        f"Django~={next(iter(SUPPORTED))}.0",
+        "pytest>=8.3",
+        "pytest-django>=4.9",
+        "psycopg[binary]>=3.1.8",
+        "gunicorn>=22",
+    )
+    session.install("--no-deps", ".")
+    script = ("bash", "clusters/patroni.sh")
+    # Exit status 3: none of it is running. A cluster that was already up
+    # (someone working on these tests) is left running at the end.
+    status = subprocess.run([*script, "status"], capture_output=True, check=False)
+    started_here = status.returncode == 3
+    try:
+        session.run(*script, "start", external=True)
+        exports = session.run(*script, "env", external=True, silent=True)
+        assert isinstance(exports, str)
+        for line in exports.splitlines():
+            name, _, value = shlex.split(line)[1].partition("=")
+            session.env[name] = value
+        for server in ("POSTGRES_HOST", "MYSQL_HOST", "MSSQL_HOST"):
+            session.env[server] = ""
+        session.env["SQL_SESSIONS_TEST_REQUIRE"] = "patroni"
+        session.run("pytest", *(session.posargs or ["tests/cluster/test_patroni_failover.py"]))
     finally:
         if started_here:
             session.run(*script, "stop", external=True)

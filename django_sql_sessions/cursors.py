@@ -75,6 +75,11 @@ def send(
             chosen = dialect(connection)
             # Errors that name the alias and the fix, in place of the driver's.
             if chosen.refused_as_read_only(exc):
+                # Closed when the request ends (CONN_MAX_AGE ran out), not
+                # kept: it still passes Django's usability check, and behind
+                # a proxy that sent it to an old primary back as a replica
+                # (a failover) every write on it would fail until then.
+                connection.close_at = time.monotonic()
                 raise SessionDatabaseReadOnly.refused(connection.alias, exc) from exc
             if (table := chosen.missing_table(exc)) is not None:
                 raise SessionTableMissing.on(connection.alias, table) from exc

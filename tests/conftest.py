@@ -29,6 +29,7 @@ VENDORS = {
 CLUSTERS = {
     "pgstandby": ("pgstandby", "PG_STANDBY_HOST"),
     "galera": ("galera", "GALERA_HOST"),
+    "patroni": ("patroni", "PG_PATRONI_HOST"),
 }
 
 # Also accepted in SQL_SESSIONS_TEST_REQUIRE; each is checked where it is used.
@@ -80,6 +81,7 @@ SERVERS = {
     "pgprimary": ("The PostgreSQL primary", "PG_PRIMARY"),
     "pgstandby": ("The PostgreSQL standby", "PG_STANDBY"),
     "galera": ("Galera", "GALERA"),
+    "patroni": ("The Patroni cluster (HAProxy)", "PG_PATRONI"),
 }
 CONNECT_TIMEOUT = 5  # seconds
 

@@ -212,6 +212,31 @@ def _galera() -> dict[str, dict[str, Any]]:
     return {"galera": galera, **nodes}
 
 
+def _patroni() -> dict[str, dict[str, Any]]:
+    """
+    The Patroni cluster of clusters/patroni.sh, for
+    tests/cluster/test_patroni_failover.py: "patroni" through HAProxy, which
+    routes to the leader, as a production site would have it (a connection
+    kept between requests, checked before its first use in each); and
+    "patroni_unchecked", a test mirror of it without the check, to show what
+    the check is for.
+    """
+    patroni = _server(
+        "django.db.backends.postgresql",
+        "PG_PATRONI",
+        "15400",
+        CONN_MAX_AGE=60,
+        CONN_HEALTH_CHECKS=True,
+        # During a failover HAProxy has no leader to send a connection to:
+        # fail fast rather than wait.
+        OPTIONS={"connect_timeout": 2},
+    )
+    if patroni is None:
+        return {}
+    unchecked = {**patroni, "CONN_HEALTH_CHECKS": False, "TEST": {"MIRROR": "patroni"}}
+    return {"patroni": patroni, "patroni_unchecked": unchecked}
+
+
 # Aliases whose test database another alias ("galera") creates.
 GALERA_NODES = ("galera1", "galera2", "galera3")
 
@@ -263,4 +288,5 @@ DATABASES: dict[str, dict[str, Any]] = {
     **_pooled_mirror(),
     **_pg_standby_pair(),
     **_galera(),
+    **_patroni(),
 }

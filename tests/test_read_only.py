@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core import checks
-from django.db import DatabaseError, InternalError, ProgrammingError, connections, transaction
+from django.db import (
+    DatabaseError,
+    InternalError,
+    ProgrammingError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 
 from django_sql_sessions import exceptions
 from django_sql_sessions.checks import check_server
@@ -97,6 +104,33 @@ def test_a_save_on_a_read_only_connection(
     assert code in error_codes(raised.value.__cause__)
     logged = [r.getMessage() for r in caplog.records if r.name == "django_sql_sessions"]
     assert logged == [message]
+
+
+def test_a_kept_connection_that_refused_a_write_is_closed_after_the_request(
+    read_only_alias: tuple[str, str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A persistent connection (CONN_MAX_AGE) that a proxy sent to a server
+    # that refuses writes (an old primary back as a replica after a
+    # failover, tests/cluster/test_patroni_failover.py) still answers
+    # Django's usability check, so Django would keep it and every write on
+    # it would fail until CONN_MAX_AGE ran out. Closed at the end of the
+    # request instead, the next request connects again, to wherever the
+    # proxy sends it now.
+    alias = read_only_alias[0]
+    connection = connections[alias]
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    close_old_connections()  # a request starts
+    with pytest.raises(SessionDatabaseReadOnly):
+        saved_session(cart=[1])
+    assert connection.connection is not None  # the request may go on using it
+    close_old_connections()  # the request ends
+    assert connection.connection is None
+    # A connection that refused nothing is kept, as Django keeps it.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    close_old_connections()
+    assert connection.connection is not None
 
 
 @pytest.mark.parametrize("alias", ["postgresql", "mysql"])
