@@ -355,6 +355,13 @@ def test_two_browsers_see_and_revoke_each_other(
 
     phone_row = laptop.find_element(By.CSS_SELECTOR, f'input[name="session"][value="{phone_id}"]')
     log_out = phone_row.find_element(By.XPATH, "./ancestor::form//button")
+    # The package's page (django_sql_sessions.urls in the example's look):
+    # a screen reader hears which device each button logs out.
+    assert re.fullmatch(
+        r"Log out HeadlessChrome \d+ on Linux, last active \d+\sminutes? ago",
+        log_out.accessible_name,
+    ), log_out.accessible_name
+    assert laptop.find_element(By.TAG_NAME, "h1").text == "Your sessions"
     click_through(laptop, log_out)
     assert path(laptop) == sessions_path
     assert laptop.find_element(By.CSS_SELECTOR, ".message").text == "That session is logged out."

@@ -113,6 +113,12 @@ def test_wheel_ships_migrations_commands_and_types(wheel: zipfile.ZipFile) -> No
         *migrations,
         "django_sql_sessions/management/commands/purgesessions.py",
         "django_sql_sessions/backends/db.py",
+        # The "your sessions" pages: views, URLconfs and their templates.
+        "django_sql_sessions/urls.py",
+        "django_sql_sessions/async_urls.py",
+        "django_sql_sessions/templates/django_sql_sessions/base.html",
+        "django_sql_sessions/templates/django_sql_sessions/session_list.html",
+        "django_sql_sessions/templates/django_sql_sessions/time.html",
     ]:
         assert required in names
 

@@ -19,7 +19,7 @@ from django.contrib.auth import (
 )
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError
-from django.urls import path
+from django.urls import include, path
 
 from django_sql_sessions.user_sessions import arevoke_all_sessions, revoke_all_sessions
 
@@ -122,6 +122,12 @@ def read_then_fail(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
+    # The package's "your sessions" pages, sync and async (tests/test_views.py).
+    path("account/sessions/", include("django_sql_sessions.urls")),
+    path(
+        "async/account/sessions/",
+        include("django_sql_sessions.async_urls", namespace="async_sql_sessions"),
+    ),
     path("plain/", plain),
     path("expire-in/<int:seconds>/", expire_in),
     path("expire-at-naive/<str:iso>/", expire_at_naive),

@@ -24,8 +24,10 @@ INSTALLED_APPS = [
     # No django.contrib.sessions: this project never ran Django's engine, so
     # it has no django_session table to import from, and purgesessions
     # cleans up (a project moving in keeps it; see the README).
-    "django_sql_sessions",
+    # Before django_sql_sessions: its django_sql_sessions/base.html replaces
+    # the package's, so the package's "your sessions" pages wear this site's look.
     "example",
+    "django_sql_sessions",
 ]
 
 MIDDLEWARE = [
@@ -51,6 +53,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "example.views.routes",
             ],
         },
     },
@@ -81,4 +84,4 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 LOGIN_URL = "admin:login"
-LOGIN_REDIRECT_URL = "sessions"
+LOGIN_REDIRECT_URL = "sql_sessions:list"

@@ -1,6 +1,7 @@
 """
 The same pages twice: plain views, and async views that use Django's async
-session API (aget, aset, acycle_key, aflush) and the package's async twins.
+session API (aget, aset, acycle_key, aflush). The "your sessions" pages are
+the package's (django_sql_sessions.urls and .async_urls, in urls.py).
 Under WSGI both work; under ASGI (uvicorn example.asgi:application) the async
 ones run on the event loop and only the database work goes to a thread.
 """
@@ -10,20 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-
-from django_sql_sessions.user_sessions import (
-    alist_sessions,
-    arevoke_all_sessions,
-    arevoke_session,
-    list_sessions,
-    revoke_all_sessions,
-    revoke_session,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +24,7 @@ class Routes:
     counter: str
     regenerate: str
     remove: str
-    sessions: str
-    revoke: str
-    revoke_others: str
+    sessions: str  # the package's list page, in its URL namespace
     other: str  # the counter of the other kind, for the nav's switch
 
 
@@ -45,9 +33,7 @@ SYNC = Routes(
     counter="counter",
     regenerate="regenerate",
     remove="remove",
-    sessions="sessions",
-    revoke="revoke",
-    revoke_others="revoke_others",
+    sessions="sql_sessions:list",
     other="async_counter",
 )
 ASYNC = Routes(
@@ -55,9 +41,7 @@ ASYNC = Routes(
     counter="async_counter",
     regenerate="async_regenerate",
     remove="async_remove",
-    sessions="async_sessions",
-    revoke="async_revoke",
-    revoke_others="async_revoke_others",
+    sessions="async_sql_sessions:list",
     other="counter",
 )
 
@@ -87,31 +71,6 @@ def remove(request: HttpRequest) -> HttpResponse:
     return redirect(SYNC.counter)
 
 
-@login_required
-def your_sessions(request: HttpRequest) -> HttpResponse:
-    """The signed-in user's sessions, with the device each was last used from."""
-    sessions = list_sessions(request.user, current=request.session)
-    return render(request, "example/sessions.html", {"sessions": sessions, "routes": SYNC})
-
-
-@login_required
-@require_POST
-def revoke(request: HttpRequest) -> HttpResponse:
-    """Log one of the user's sessions out; an id that is not theirs does nothing."""
-    if revoke_session(request.user, request.POST.get("session", "")):
-        messages.success(request, "That session is logged out.")
-    return redirect(SYNC.sessions)
-
-
-@login_required
-@require_POST
-def revoke_others(request: HttpRequest) -> HttpResponse:
-    """Log out every other device, keeping this one."""
-    count = revoke_all_sessions(request.user, keep=request.session)
-    messages.success(request, logged_out(count))
-    return redirect(SYNC.sessions)
-
-
 async def acounter(request: HttpRequest) -> HttpResponse:
     """counter(), without blocking the event loop on the session's database."""
     visits = await request.session.aget("visits", 0) + 1
@@ -139,37 +98,14 @@ async def aremove(request: HttpRequest) -> HttpResponse:
     return redirect(ASYNC.counter)
 
 
-@login_required
-async def ayour_sessions(request: HttpRequest) -> HttpResponse:
-    """See your_sessions()."""
-    user = await request.auser()
-    sessions = await alist_sessions(user, current=request.session)
-    context = {"sessions": sessions, "routes": ASYNC, "user": user}
-    return render(request, "example/sessions.html", context)
-
-
-@login_required
-@require_POST
-async def arevoke(request: HttpRequest) -> HttpResponse:
-    """See revoke()."""
-    user = await request.auser()
-    if await arevoke_session(user, request.POST.get("session", "")):
-        messages.success(request, "That session is logged out.")
-    return redirect(ASYNC.sessions)
-
-
-@login_required
-@require_POST
-async def arevoke_others(request: HttpRequest) -> HttpResponse:
-    """See revoke_others()."""
-    user = await request.auser()
-    count = await arevoke_all_sessions(user, keep=request.session)
-    messages.success(request, logged_out(count))
-    return redirect(ASYNC.sessions)
-
-
-def logged_out(count: int) -> str:
-    return f"Logged out {count} other session{'' if count == 1 else 's'}."
+def routes(request: HttpRequest) -> dict[str, Routes]:
+    """
+    Context processor: the nav's routes on every page, the package's too,
+    which know nothing of them. The view's own "routes" wins where it has one.
+    """
+    match = request.resolver_match
+    is_async = match is not None and match.namespace == "async_sql_sessions"
+    return {"routes": ASYNC if is_async else SYNC}
 
 
 def _counter_context(request: HttpRequest, visits: int, routes: Routes) -> dict[str, Any]:
