@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, transaction
 from django.db.models import F
 
@@ -45,6 +44,10 @@ def limit_at_login(sender: object, request: Any, **kwargs: Any) -> None:
         for key in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY):
             session.pop(key, None)
         if hasattr(request, "user"):
+            # Imported here: a project without django.contrib.auth's models
+            # (the benchmarks) must still start.
+            from django.contrib.auth.models import AnonymousUser
+
             request.user = AnonymousUser()
         raise
     if revoked:
