@@ -97,6 +97,7 @@ CUSTOM_MODEL_PATHS = {
     "manager_save",
     "clearsessions",
     "revoke_all_sessions",
+    "max_per_user",
 }
 CACHE_ALIAS = "sessions_redis"
 NO_REDIS = "redis not configured: REDIS_URL is not set"  # as tests/conftest.py says it
