@@ -19,6 +19,7 @@ class SqlSessionsConfig(AppConfig):
         from django_sql_sessions import checks as sql_sessions_checks
         from django_sql_sessions.backends.db import restart_lifetime_at_login
         from django_sql_sessions.cleanup import collector
+        from django_sql_sessions.limits import limit_at_login
 
         checks.register(sql_sessions_checks.check_settings)
         checks.register(sql_sessions_checks.check_routers)
@@ -34,5 +35,7 @@ class SqlSessionsConfig(AppConfig):
             caching.record_in_database, sender=self, dispatch_uid="django_sql_sessions.cache"
         )
         user_logged_in.connect(restart_lifetime_at_login, dispatch_uid="django_sql_sessions.login")
+        # After restart_lifetime_at_login: its restart is written by this save.
+        user_logged_in.connect(limit_at_login, dispatch_uid="django_sql_sessions.limit")
         setting_changed.connect(conf.clear_cache, dispatch_uid="django_sql_sessions.conf")
         setting_changed.connect(caching.forget_clients, dispatch_uid="django_sql_sessions.caching")

@@ -257,6 +257,33 @@ PREPARE = Setting[bool](
     "Use False to send every statement unprepared, True (the default) to prepare them.",
 )
 
+
+def _limit(name: str, value: object) -> str | None:
+    # None and 0 are both "off": 0 reads as "no limit" in a settings file.
+    if value is None or (type(value) is int and value >= 0):
+        return None
+    return (
+        f"{name} is {value!r}; it must be a whole number of sessions, 1 or more, "
+        "or None (no limit)."
+    )
+
+
+MAX_PER_USER = Setting[int | None](
+    "SQL_SESSIONS_MAX_PER_USER",
+    None,  # as Django: a user may log in from any number of devices
+    _limit,
+    "E020",
+    "Use a number such as 3, or None (the default) for no limit.",
+)
+MAX_PER_USER_REFUSE = Setting[bool](
+    "SQL_SESSIONS_MAX_PER_USER_REFUSE",
+    False,  # Spring's default too: the newest login wins
+    _boolean,
+    "E021",
+    "Use True to refuse a login over SQL_SESSIONS_MAX_PER_USER, {default} (the default) "
+    "to log out the least recently active sessions instead.",
+)
+
 SETTINGS: tuple[Setting[Any], ...] = (
     DB_ALIAS,
     TABLE,
@@ -270,4 +297,6 @@ SETTINGS: tuple[Setting[Any], ...] = (
     ACTIVITY_INTERVAL,
     ABSOLUTE_LIFETIME,
     PREPARE,
+    MAX_PER_USER,
+    MAX_PER_USER_REFUSE,
 )

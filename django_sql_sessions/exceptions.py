@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 
 logger = logging.getLogger("django_sql_sessions")
@@ -32,6 +33,16 @@ class SessionTooLarge(ValueError):
 
 class SessionSaveConflict(RuntimeError):
     """Other requests kept saving the session first; this request's changes were not written."""
+
+
+class TooManySessions(PermissionDenied):
+    """
+    login() refused: the user has SQL_SESSIONS_MAX_PER_USER live sessions and
+    SQL_SESSIONS_MAX_PER_USER_REFUSE is True. The request stays anonymous; a
+    view catches it to say so, or Django answers 403.
+    """
+
+    limit = 0  # SQL_SESSIONS_MAX_PER_USER, set where it is raised
 
 
 class SessionDatabaseReadOnly(DatabaseError):

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django_sql_sessions import conf
 from django_sql_sessions.base_session import AbstractSession
 from django_sql_sessions.fields import KeyHashField
+from django_sql_sessions.storage import USER_ID_MAX_LENGTH
 
 # The engine without the app: Django's own error names no fix, and no check runs.
 if not apps.is_installed("django_sql_sessions"):
@@ -100,3 +101,24 @@ class FrontingCache(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_table}: {self.cache}"
+
+
+class UserLock(models.Model):
+    """
+    One row per user who logged in under SQL_SESSIONS_MAX_PER_USER: a login
+    writes it first, so logins of one user take turns, on a Galera cluster
+    too (its certification sees two writes of one row). See limits.py.
+    """
+
+    user_id = models.CharField(_("user id"), primary_key=True, max_length=USER_ID_MAX_LENGTH)
+    logins = models.PositiveBigIntegerField(_("logins"), default=0)
+
+    objects = PinnedManager["UserLock"]()
+
+    class Meta:
+        db_table = "django_sql_sessions_user_lock"
+        verbose_name = _("user lock")
+        verbose_name_plural = _("user locks")
+
+    def __str__(self) -> str:
+        return str(self.user_id)

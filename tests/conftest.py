@@ -299,6 +299,7 @@ def _use_alias(alias: str, django_db_blocker: Any, settings: Any) -> Iterator[st
             cursor.execute("DELETE FROM django_session")
             cursor.execute("DELETE FROM django_sql_sessions_imported")
             cursor.execute("DELETE FROM django_sql_sessions_lease")
+            cursor.execute("DELETE FROM django_sql_sessions_user_lock")
             cursor.execute("DELETE FROM custom_sessions_customsession")
         # Django's own engine writes its table on 'default' (the tests that
         # move sessions in from it).

@@ -161,7 +161,7 @@ def test_hints_show_the_defaults() -> None:
 def test_one_declaration_per_setting() -> None:
     names = [setting.name for setting in conf.SETTINGS]
     ids = [setting.check_id for setting in conf.SETTINGS]
-    assert len(set(names)) == len(names) == 12
+    assert len(set(names)) == len(names) == 14
     assert len(set(ids)) == len(ids)
     assert all(name.startswith("SQL_SESSIONS_") for name in names)
 

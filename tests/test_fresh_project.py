@@ -219,6 +219,7 @@ def test_installation_with_a_dedicated_database(tmp_path: Path, sessions_databas
         "django_sql_sessions_cache",
         "django_sql_sessions_imported",
         "django_sql_sessions_lease",
+        "django_sql_sessions_user_lock",
         "web_sessions",
     ]
     assert sessions == ["django_migrations", *ours]

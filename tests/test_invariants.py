@@ -46,19 +46,22 @@ from unittest import mock
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import SESSION_KEY, alogin, get_user_model, login
+from django.contrib.auth.models import AnonymousUser, update_last_login
+from django.contrib.auth.signals import user_logged_in
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DjangoStore
 from django.contrib.sessions.models import Session as DjangoSession
 from django.core.management import call_command
 from django.db import transaction
-from django.test import AsyncClient, Client
+from django.http import HttpRequest
+from django.test import AsyncClient, Client, RequestFactory
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
 from django_sql_sessions import admin as sessions_admin
-from django_sql_sessions import caching, cleanup, importing, user_sessions
+from django_sql_sessions import caching, cleanup, importing, limits, user_sessions
 from django_sql_sessions.backends import cached_db, db
 from django_sql_sessions.base_session import AbstractSession, SessionManager, SessionQuerySet
 from django_sql_sessions.cleanup import delete_expired
@@ -94,6 +97,7 @@ CUSTOM_MODEL_PATHS = {
     "manager_save",
     "clearsessions",
     "revoke_all_sessions",
+    "max_per_user",
 }
 CACHE_ALIAS = "sessions_redis"
 NO_REDIS = "redis not configured: REDIS_URL is not set"  # as tests/conftest.py says it
@@ -421,6 +425,34 @@ async def api_arevoke_all(case: Case) -> None:
     assert await arevoke_all_sessions(OWNER) == 1
 
 
+# SQL_SESSIONS_MAX_PER_USER = 1: another login of the owner revokes the
+# session under test, its least recently active.
+
+
+@contextlib.contextmanager
+def owner_logging_in(case: Case) -> Iterator[tuple[HttpRequest, Any]]:
+    """A request with a new session of the engine, and the owner (not saved anywhere)."""
+    request = RequestFactory().get("/")
+    request.session = case.store_class()
+    request.user = AnonymousUser()
+    # Django's last_login update would save the owner, who is no saved user.
+    user_logged_in.disconnect(dispatch_uid="update_last_login")
+    try:
+        yield request, get_user_model()(pk=int(OWNER), username="owner")
+    finally:
+        user_logged_in.connect(update_last_login, dispatch_uid="update_last_login")
+
+
+def limit_login(case: Case) -> None:
+    with owner_logging_in(case) as (request, owner):
+        login(request, owner, backend=BACKEND)
+
+
+async def limit_alogin(case: Case) -> None:
+    with owner_logging_in(case) as (request, owner):
+        await alogin(request, owner, backend=BACKEND)
+
+
 def via_sync_to_async(change: Change) -> AsyncChange:
     async def run(case: Case) -> None:
         await sync_to_async(change)(case)
@@ -430,6 +462,8 @@ def via_sync_to_async(change: Change) -> AsyncChange:
 
 NO_TWIN = "sync_to_async: no async twin"
 GC = (("SQL_SESSIONS_GC_FREQUENCY", 1),)
+
+BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 # Every public path that changes a session row. A new path joins this list.
 PATHS = (
@@ -617,6 +651,16 @@ PATHS = (
         ends=True,
         deletes=True,
     ),
+    # SQL_SESSIONS_MAX_PER_USER, at a login (Django's login() and alogin()).
+    WritePath(
+        "max_per_user",
+        ("limits.limit_at_login",),
+        limit_login,
+        limit_alogin,
+        ends=True,
+        deletes=True,
+        settings=(("SQL_SESSIONS_MAX_PER_USER", 1),),
+    ),
 )
 
 # Public names that change no existing session row, and why.
@@ -721,7 +765,7 @@ def public_writer_candidates() -> set[str]:
         for name in defined_here(SessionQuerySet) | set(ORM_WRITERS["SessionQuerySet"])
     }
     found |= {f"SessionManager.{n}" for n in defined_here(SessionManager)}
-    for module in (user_sessions, cleanup, importing):
+    for module in (user_sessions, cleanup, importing, limits):
         prefix = module.__name__.rsplit(".", 1)[1]
         found |= {f"{prefix}.{name}" for name in defined_here(module)}
     commands = Path(importing.__file__).parent / "management" / "commands"
