@@ -460,7 +460,7 @@ def test_regenerate_runs_it_at_the_documented_sizes() -> None:
         ],
         [
             *["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"],
-            *["--live", "200000", "--expired", "1000000"],
+            *["--live", "200000", "--expired", "1000000", "--mysql-buffer-pool-mb", "1024"],
         ],
     ]
     smoke = regenerate.commands(smoke=True, variants=False)
