@@ -108,7 +108,7 @@ class RevokeSessionView(RevokeView):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         session_id = self.other_session_id(request)
         if session_id and revoke_session(request.user, session_id, actor=request.user):
-            messages.success(request, REVOKED)
+            messages.success(request, REVOKED, fail_silently=True)
         return HttpResponseRedirect(self.sessions_url())
 
     @staticmethod
@@ -127,7 +127,7 @@ class AsyncRevokeSessionView(AsyncLoginRequiredMixin, RevokeSessionView):  # typ
     ) -> HttpResponse:
         session_id = self.other_session_id(request)
         if session_id and await arevoke_session(request.user, session_id, actor=request.user):
-            messages.success(request, REVOKED)
+            messages.success(request, REVOKED, fail_silently=True)
         return HttpResponseRedirect(self.sessions_url())
 
 
@@ -136,7 +136,7 @@ class RevokeOtherSessionsView(RevokeView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         count = revoke_all_sessions(request.user, keep=request.session, actor=request.user)
-        messages.success(request, logged_out(count))
+        messages.success(request, logged_out(count), fail_silently=True)
         return HttpResponseRedirect(self.sessions_url())
 
 
@@ -147,5 +147,5 @@ class AsyncRevokeOtherSessionsView(AsyncLoginRequiredMixin, RevokeOtherSessionsV
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
         count = await arevoke_all_sessions(request.user, keep=request.session, actor=request.user)
-        messages.success(request, logged_out(count))
+        messages.success(request, logged_out(count), fail_silently=True)
         return HttpResponseRedirect(self.sessions_url())

@@ -199,3 +199,17 @@ def test_log_out_everywhere_else_keeps_this_session(
     assert tablet.get().status_code == 302
     assert laptop.get().status_code == 200
     assert bobs.get().status_code == 200
+
+
+@prefixes
+def test_revoking_works_without_the_messages_framework(
+    alias: str, make_user: Any, prefix: str, settings: Any
+) -> None:
+    # A project without django.contrib.messages' middleware: the pages say
+    # nothing, and still log the other session out.
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "messages" not in m]
+    user = make_user()
+    laptop, phone = browsers(user, prefix)
+    assert laptop.post("revoke/", {"session": phone.session_id}).status_code == 302
+    assert laptop.post("revoke-others/").status_code == 302
+    assert list(Session.objects.values_list("key_hash", flat=True)) == [laptop.session_id]
