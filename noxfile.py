@@ -70,6 +70,8 @@ TEST_REQUIREMENTS = [
     "uvicorn>=0.30",  # the example behind an ASGI server
     "docutils>=0.22",  # the README must render on the package index (writer= by name)
     "ua-parser>=1.0",  # the devices extra; tests also take it away to cover its absence
+    "cryptography>=42",  # the encryption extra (SQL_SESSIONS_ENCRYPT)
+    "pytest-xdist>=3.6",  # the suite on every core: see run_suite()
 ]
 
 
@@ -112,7 +114,10 @@ def run_suite(session: nox.Session, django: str) -> None:
         session.log(f"Using the {name} server {where}.")
     session.env.update(found)
     session.install("--no-deps", ".")
-    session.run("pytest", *session.posargs)
+    # On every core (pytest-xdist): most of the suite waits on servers and
+    # processes, so two workers on two cores take about 70% of one's time.
+    # Each worker has its own test databases and cache prefix (tests/settings.py).
+    session.run("pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session(python=None)

@@ -17,6 +17,8 @@ benchmarks/overhead.py exists. It runs, in this order:
   expired sessions under live writes. The buffer pool holds the table, as
   docs/deployment.rst advises: with MariaDB's default 128 MB the batched
   purge of 1,000,000 rows alone took over 8 minutes;
+- encryption.py --databases sqlite,postgresql,mysql --rows 100000 (7 runs
+  of 1,000 reads and writes per engine, encryption off and on);
 - overhead.py --docs DIR (with --smoke when smoke), if present.
 
 On the 2-core CI machine that should take 22 to 30 minutes: run.py about 16
@@ -27,8 +29,8 @@ shows up in the numbers.
 With --redis URL it also runs the cached engine's benchmarks on
 PostgreSQL and MariaDB (about 20 more minutes; servers.py needs wrk):
 run.py --engines ours,cached,db,cached_db --redis URL (requests_redis.*),
-lost_updates.py likewise (lost_updates_redis.*), cache_down.py and
-servers.py.
+lost_updates.py likewise (lost_updates_redis.*), cache_down.py,
+servers.py and encryption.py (encryption_redis.*).
 
 With --replicas it also runs cleanup.py --databases pg_standby,galera
 --start-clusters at the same sizes (cleanup_replicas.*): the cleanup on a
@@ -74,6 +76,7 @@ FULL = [
         "postgresql,mysql",
         *["--live", "200000", "--expired", "1000000", "--mysql-buffer-pool-mb", "1024"],
     ],
+    ["encryption.py", "--databases", DATABASES, "--rows", "100000", "--runs", "7"],
 ]
 SMOKE = [
     ["run.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
@@ -89,6 +92,7 @@ SMOKE = [
         "2",
     ],
     ["cleanup.py", "--databases", "postgresql,mysql", "--smoke"],
+    ["encryption.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
 ]
 # The cleanup on replicas: clusters of their own, started for the run.
 REPLICAS = ["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"]
@@ -142,6 +146,7 @@ def cache_commands(redis: str) -> list[list[str]]:
         ["lost_updates.py", "--databases", SERVERS, *FOUR_ENGINES, "--redis", redis],
         ["cache_down.py", "--databases", SERVERS],
         ["servers.py", "--databases", SERVERS, "--redis", redis],
+        ["encryption.py", "--databases", SERVERS, "--redis", redis],
     ]
 
 
@@ -164,7 +169,8 @@ def commands(
     for command in cache_commands(redis) if redis else []:
         if smoke:
             script = command[0]
-            command = smaller(command) if script == "run.py" else command + CACHE_SMOKE[script]
+            sized = script in {"run.py", "encryption.py"}
+            command = smaller(command) if sized else command + CACHE_SMOKE[script]
         found.append(command)
     if (BENCHMARKS / "overhead.py").exists():
         found.append(["overhead.py", *(["--smoke"] if smoke else [])])
@@ -202,7 +208,7 @@ def main() -> None:
         for command in found:
             script, *options = command
             argv = [sys.executable, str(BENCHMARKS / script), *options, "--docs", str(output)]
-            if script in {"run.py", "lost_updates.py", "cleanup.py"}:  # SQLite files
+            if script in {"run.py", "lost_updates.py", "cleanup.py", "encryption.py"}:  # SQLite
                 argv += ["--data-dir", data]
             shown = shlex.join(["python", f"benchmarks/{script}", *options])
             print(f"regenerate: {shown}", flush=True)

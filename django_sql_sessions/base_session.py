@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_sql_sessions import conf, storage
-from django_sql_sessions.fields import KeyHashField
+from django_sql_sessions.fields import KeyHashField, SessionDataField
 from django_sql_sessions.keys import is_key_hash, is_valid_key
 from django_sql_sessions.storage import USER_ID_MAX_LENGTH, hash_key, user_id_from_session
 
@@ -144,7 +144,7 @@ class SessionManager(models.Manager[_S]):
 
 class AbstractSession(models.Model):
     key_hash = KeyHashField(_("session key hash"), primary_key=True, editable=False)
-    data = models.TextField(_("session data"))
+    data = SessionDataField(_("session data"))
     expire_date = models.DateTimeField(_("expire date"), db_index=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), default=timezone.now)

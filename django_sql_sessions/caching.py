@@ -29,6 +29,7 @@ from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
 from django_sql_sessions import conf
+from django_sql_sessions.encryption import PREFIX, seal, try_open
 from django_sql_sessions.signals import counted
 from django_sql_sessions.sql import from_db_datetime
 from django_sql_sessions.storage import (
@@ -299,8 +300,9 @@ class CachedSessionTable(SessionTable):
 
     # An entry: "version|expire_date|updated_at|created_at|n|payload data|mac":
     # the version first (the offer script reads it); the session serialized
-    # (n characters of SESSION_SERIALIZER's output) and as stored (signed);
-    # HMAC-SHA256 of the rest. See docs/cache.rst, "Entries".
+    # (n characters of SESSION_SERIALIZER's output) and as stored (signed),
+    # "n|payload data" sealed under SQL_SESSIONS_ENCRYPT; HMAC-SHA256 of the
+    # rest. See docs/cache.rst, "Entries".
 
     def _pack(self, row: Row) -> str:
         try:
@@ -309,9 +311,10 @@ class CachedSessionTable(SessionTable):
             payload = self._codec.dumps(session).decode("latin-1")
         except Exception:
             payload = ""
+        tail = f"{len(payload)}|{payload}{row.data}"
         body = (
             f"{row.version}|{row.expire_date.isoformat()}|{row.updated_at.isoformat()}|"
-            f"{row.created_at.isoformat()}|{len(payload)}|{payload}{row.data}"
+            f"{row.created_at.isoformat()}|{seal(tail) if self.encrypt else tail}"
         )
         mac = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{body}|{mac}"
@@ -324,7 +327,13 @@ class CachedSessionTable(SessionTable):
             return None  # a tombstone, corrupt, or written under another SECRET_KEY
         fromisoformat = datetime.datetime.fromisoformat
         try:
-            version, expire_date, updated_at, created_at, length, rest = body.split("|", 5)
+            version, expire_date, updated_at, created_at, tail = body.split("|", 4)
+            if tail.startswith(PREFIX):
+                # Sealed under a key since retired: a miss.
+                if (opened := try_open(tail)) is None:
+                    return None
+                tail = opened
+            length, rest = tail.split("|", 1)
             n = int(length)
             row = Row(
                 key_hash,

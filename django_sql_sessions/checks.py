@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -62,6 +63,16 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 hint=f"Replace 'django.contrib.sessions.middleware.SessionMiddleware' with "
                 f"{MIDDLEWARE_PATH!r} in MIDDLEWARE.",
                 id="django_sql_sessions.W005",
+            )
+        )
+    if conf.ENCRYPT.raw() is True and importlib.util.find_spec("cryptography") is None:
+        errors.append(
+            Error(
+                "SQL_SESSIONS_ENCRYPT is True, but the cryptography package is not installed: "
+                "no session could be saved.",
+                hint="pip install 'django-sql-sessions[encryption]', or set "
+                "SQL_SESSIONS_ENCRYPT = False.",
+                id="django_sql_sessions.E023",
             )
         )
     errors += _unknown_setting_names()

@@ -102,6 +102,7 @@ def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
         "SESSION_CACHE_ALIAS",
         "CACHES",
         "SECRET_KEY",
+        "SECRET_KEY_FALLBACKS",  # the encryption keys (encryption.py)
     ):
         _generation[0] += 1
         kept.clear()
@@ -284,6 +285,14 @@ MAX_PER_USER_REFUSE = Setting[bool](
     "to log out the least recently active sessions instead.",
 )
 
+ENCRYPT = Setting[bool](
+    "SQL_SESSIONS_ENCRYPT",
+    False,  # opt-in: it needs the cryptography package (encryption.py)
+    _boolean,
+    "E022",
+    "Use True to encrypt session data at rest, {default} (the default) to store it signed only.",
+)
+
 SETTINGS: tuple[Setting[Any], ...] = (
     DB_ALIAS,
     TABLE,
@@ -299,4 +308,5 @@ SETTINGS: tuple[Setting[Any], ...] = (
     PREPARE,
     MAX_PER_USER,
     MAX_PER_USER_REFUSE,
+    ENCRYPT,
 )

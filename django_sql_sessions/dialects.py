@@ -119,6 +119,7 @@ class Dialect:
         until = (
             "expire_date <= %(until)s AND (expire_date < %(until)s OR key_hash <= %(until_key)s)"
         )
+        scan = f"SELECT key_hash, data, version FROM {table} WHERE key_hash > %(after)s AND data"
         causal = self.causal(1)
         live = (
             f"FROM {table} WHERE key_hash = %(key_hash)s AND expire_date > %(now)s "
@@ -153,6 +154,12 @@ class Dialect:
             batch_end_after=s(f"{expired} {after} AND expire_date <= %(cutoff)s {self.nth}"),
             delete_until=s(f"DELETE FROM {table} WHERE {until}"),
             delete_between=s(f"DELETE FROM {table} WHERE {after} AND {until}"),
+            scan_unsealed=s(f"{scan} NOT LIKE %(pattern)s ORDER BY key_hash {self.first}"),
+            scan_sealed=s(f"{scan} LIKE %(pattern)s ORDER BY key_hash {self.first}"),
+            reseal=s(
+                f"UPDATE {table} SET data = %(data)s, version = version + 1 "
+                "WHERE key_hash = %(key_hash)s AND version = %(version)s"
+            ),
         )
 
     def import_statements(self, table: str) -> tuple[Statement, Statement]:

@@ -64,6 +64,12 @@ class Statements:
     # Rows up to (until, until_key); or those after (after, after_key) too.
     delete_until: Statement
     delete_between: Statement
+    # reencryptsessions: -> (key_hash, data, version) of the next rows after
+    # `after` whose data is NOT LIKE, or LIKE, `pattern`; and a rewrite of
+    # one row's data at `version`, which moves on.
+    scan_unsealed: Statement
+    scan_sealed: Statement
+    reseal: Statement
 
 
 def to_db_datetime(connection: BaseDatabaseWrapper, value: datetime.datetime) -> Any:

@@ -25,9 +25,10 @@ from django.db.models import F, Field
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_sql_sessions import conf
-from django_sql_sessions.cursors import ONE, execute, fetch_one, send
+from django_sql_sessions import conf, encryption
+from django_sql_sessions.cursors import ALL, ONE, execute, fetch_one, send
 from django_sql_sessions.dialects import statements
+from django_sql_sessions.encryption import PREFIX, readable, seal
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.sql import Statements, to_db_datetime
 
@@ -112,6 +113,7 @@ class SessionTable:
         # Fixed for the instance's life: a changed setting makes a new one.
         self.lifetime = datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
         self.max_size = conf.MAX_SIZE.get()
+        self.encrypt = conf.ENCRYPT.get()
         # The statements' attribute on each connection object (per vendor).
         self._kept = f"_django_sql_sessions_statements_{name}"
         # What migrate recorded of a cache in front (caching.record_in_database()).
@@ -190,6 +192,8 @@ class SessionTable:
         if found is None:
             return None
         data, expire_date, version, updated_at, *created_at = found
+        if data.startswith(PREFIX):  # inline: a plaintext row's load makes no call
+            data = readable(data, key_hash)
         return Row(key_hash, data, version, expire_date, updated_at, *created_at)
 
     def exists(self, key_hash: str) -> bool:
@@ -203,7 +207,7 @@ class SessionTable:
         statement = sql.reload_locked if lock and sql.reload_locked else sql.reload
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         found = fetch_one(connection, statement, key_hash=key_hash, now=now)
-        return None if found is None else (found[0], found[1])
+        return None if found is None else (readable(found[0], key_hash), found[1])
 
     @property
     def locks_rows(self) -> bool:
@@ -221,7 +225,7 @@ class SessionTable:
             connection,
             sql.insert,
             key_hash=key_hash,
-            data=data,
+            data=seal(data) if self.encrypt else data,
             expire_date=to_db_datetime(connection, values.expire_date),
             now=to_db_datetime(connection, values.now),
             user_id=values.user_id,
@@ -258,7 +262,7 @@ class SessionTable:
             connection,
             sql.update if keep_later_expiry else sql.update_exact,
             {
-                "data": data,
+                "data": seal(data) if self.encrypt else data,
                 "expire_date": adapt(values.expire_date),
                 "now": now,
                 "born": now if restart_lifetime else None,
@@ -325,6 +329,37 @@ class SessionTable:
     def delete(self, key_hash: str) -> None:
         connection, sql = self.statements()
         execute(connection, sql.delete, key_hash=key_hash)
+
+    # reencryptsessions: the data as stored, sealed or not.
+
+    def scan(self, after: str, limit: int, *, sealed_only: bool) -> list[tuple[str, str, int]]:
+        """
+        (key_hash, data as stored, version) of up to `limit` rows after the
+        key hash `after`, in its order, expired ones too: those not sealed
+        under the current key, or (sealed_only) those sealed at all.
+        """
+        connection, sql = self.statements()
+        if sealed_only:
+            statement, pattern = sql.scan_sealed, f"{encryption.PREFIX}%"
+        else:
+            statement, pattern = sql.scan_unsealed, f"{encryption.current_prefix()}%"
+        params = {"after": after, "pattern": pattern, "limit": limit}
+        rows = send(connection, statement, params, ALL)
+        return [(str(key_hash), str(data), int(version)) for key_hash, data, version in rows]
+
+    def reseal(self, key_hash: str, version: int, data: str) -> bool:
+        """
+        Store the row's data as `data` (the same session, sealed anew) if it
+        still has `version`, which moves on, as with every write: a request
+        that read the row before merges onto it instead of overwriting it.
+        """
+        connection, sql = self.statements()
+        with self.changing([key_hash]):
+            changed = execute(
+                connection, sql.reseal, key_hash=key_hash, version=version, data=data
+            )
+        self._missed_the_cache([key_hash])
+        return bool(changed)
 
     # The ORM's writes, and so the admin's, the commands' and the users' sessions API's.
 

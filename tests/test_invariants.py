@@ -56,6 +56,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.http import HttpRequest
 from django.test import AsyncClient, Client, RequestFactory
+from django.test.utils import override_settings
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
@@ -98,6 +99,7 @@ CUSTOM_MODEL_PATHS = {
     "clearsessions",
     "revoke_all_sessions",
     "max_per_user",
+    "reencryptsessions",
 }
 CACHE_ALIAS = "sessions_redis"
 NO_REDIS = "redis not configured: REDIS_URL is not set"  # as tests/conftest.py says it
@@ -389,6 +391,12 @@ def imported_then_logged_out(case: Case) -> str:
     return key
 
 
+def plaintext_session(case: Case) -> str:
+    """OLD, saved before SQL_SESSIONS_ENCRYPT was turned on: the command's work."""
+    with override_settings(SQL_SESSIONS_ENCRYPT=False):
+        return engine_session(case)
+
+
 def clearsessions(case: Case) -> None:
     call_command("clearsessions")
 
@@ -651,6 +659,16 @@ PATHS = (
         ends=True,
         deletes=True,
     ),
+    # SQL_SESSIONS_ENCRYPT turned on: the command seals the plaintext row.
+    WritePath(
+        "reencryptsessions",
+        ("command:reencryptsessions",),
+        command("reencryptsessions"),
+        via_sync_to_async(command("reencryptsessions")),
+        async_note=NO_TWIN,
+        settings=(("SQL_SESSIONS_ENCRYPT", True),),
+        create=plaintext_session,
+    ),
     # SQL_SESSIONS_MAX_PER_USER, at a login (Django's login() and alogin()).
     WritePath(
         "max_per_user",
@@ -674,6 +692,7 @@ NOT_WRITERS = {
     "SessionStore.get_expiry_age": "reads",
     "SessionStore.aget_expiry_age": "reads",
     "SessionStore.get_model_class": "reads",
+    "SessionStore.decode": "decodes data",
     "SessionStore.create_model_instance": "an unsaved instance; saves write its columns (save)",
     "SessionStore.acreate_model_instance": "an unsaved instance (see create_model_instance)",
     "SessionStore.table": "returns the storage layer every path here goes through",

@@ -37,7 +37,13 @@ FOUNDATIONS = {
         "django_sql_sessions.exceptions",
         "django_sql_sessions.sql",
     },
-    "django_sql_sessions.fields": {"django_sql_sessions.dialects", "django_sql_sessions.keys"},
+    # The data column's field seals and opens what it stores.
+    "django_sql_sessions.fields": {
+        "django_sql_sessions.dialects",
+        "django_sql_sessions.encryption",
+        "django_sql_sessions.keys",
+    },
+    "django_sql_sessions.encryption": {"django_sql_sessions.conf"},
 }
 # The one module that may ask which vendor, or which flavour of a vendor's
 # server, a connection is (issue 20): every other module asks its dialect.

@@ -67,6 +67,9 @@ PARAMETERS = {
     "batch_end_after": {"after", "after_key", "cutoff", "offset"},
     "delete_until": {"until", "until_key"},
     "delete_between": {"after", "after_key", "until", "until_key"},
+    "scan_unsealed": {"after", "pattern", "limit"},
+    "scan_sealed": {"after", "pattern", "limit"},
+    "reseal": {"data", "key_hash", "version"},
 }
 
 

@@ -160,6 +160,14 @@ class SessionStore(SessionBase):
         self._activity_recorded = False
         return data
 
+    def decode(self, session_data: str | bytes) -> dict[str, Any]:
+        # "": data the storage layer could not decrypt, and logged once
+        # (encryption.py); Django would log it again as corrupt.
+        if not session_data:
+            return {}
+        decoded: dict[str, Any] = super().decode(session_data)
+        return decoded
+
     def exists(self, session_key: str) -> bool:
         return is_valid_key(session_key) and self.table().exists(hash_key(session_key))
 

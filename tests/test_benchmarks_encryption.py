@@ -1,0 +1,23 @@
+"""benchmarks/encryption.py: it runs, and its fragment holds both engines' numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_on_sqlite(tmp_path: Path) -> None:
+    command = [
+        *[sys.executable, "benchmarks/encryption.py", "--databases", "sqlite"],
+        *["--rows", "40", "--requests", "10", "--runs", "2"],
+        *["--data-dir", str(tmp_path), "--docs", str(tmp_path / "perf")],
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    fragment = (tmp_path / "perf" / "encryption.rst").read_text()
+    for cell in ("ours", "cached", "read", "write", "seal", "open"):
+        assert f"   * - {cell}\n" in fragment or f"     - {cell}\n" in fragment, cell
+    assert "%\n" in fragment
