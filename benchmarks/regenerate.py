@@ -92,7 +92,14 @@ SMOKE = [
         "2",
     ],
     ["cleanup.py", "--databases", "postgresql,mysql", "--smoke"],
-    ["encryption.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
+    [
+        "encryption.py",
+        "--databases",
+        DATABASES,
+        *["--rows", "200", "--requests", "20"],
+        "--runs",
+        "2",
+    ],
 ]
 # The cleanup on replicas: clusters of their own, started for the run.
 REPLICAS = ["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"]

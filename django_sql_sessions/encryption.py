@@ -1,8 +1,8 @@
 """
 Session data encrypted at rest (SQL_SESSIONS_ENCRYPT): the data column and the
 cached engine's entries hold AES-256-GCM ciphertext under keys derived from
-SECRET_KEY and SECRET_KEY_FALLBACKS. docs/encryption.rst says why, and what
-stays readable.
+SECRET_KEY and SECRET_KEY_FALLBACKS. docs/design.rst ("Encryption at rest")
+says why; docs/usage.rst says how to turn it on, rotate and turn it off.
 
 A sealed value is ``enc1$<key id>$<base64 of salt, nonce, ciphertext and tag>``.
 Signed session data never contains "$", so plaintext rows written before the

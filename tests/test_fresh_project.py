@@ -352,3 +352,64 @@ def test_a_session_model_of_the_projects_own_on_a_dedicated_database(
     project.manage("clearsessions")
     revoked = project.manage("revokesessions", "--username", "ada").stdout
     assert revoked.startswith("Revoked 1 session of user 'ada'")
+
+
+# A logged-in session, and what its row holds: the key, whether the stored
+# data is encrypted, and whom the session loads as.
+LOGGED_IN = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+get_user_model().objects.create_superuser("ada", "ada@example.com", "pw")
+client = Client(SERVER_NAME="localhost")
+client.post("/admin/login/", {"username": "ada", "password": "pw"})
+print(json.dumps(client.cookies["sessionid"].value))
+"""
+SESSION_STATE = """
+import json
+from django.db import connection
+from django_sql_sessions import storage
+from django_sql_sessions.backends.db import SessionStore
+key = {key!r}
+with connection.cursor() as cursor:
+    cursor.execute(
+        f"SELECT data FROM {{storage.table().name}} WHERE key_hash = %s", [storage.hash_key(key)]
+    )
+    (data,) = cursor.fetchone()
+user = SessionStore(key).get("_auth_user_id")
+print(json.dumps({{"encrypted": data.startswith("enc1$"), "user": user}}))
+"""
+
+
+def test_encryption_turned_on_and_the_key_rotated_in_a_live_project(tmp_path: Path) -> None:
+    """The README's setting and the usage page's steps, through manage.py with checks on."""
+    project = start_project(tmp_path, QUICK_START)
+    project.manage("migrate")
+    key = project.shell(LOGGED_IN)
+    assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": False, "user": "1"}
+    settings_file = tmp_path / "mysite" / "settings.py"
+    # The README's example value for the setting.
+    assert "*bool*, default ``False``. Example: ``True``." in README
+    settings_file.write_text(settings_file.read_text() + "SQL_SESSIONS_ENCRYPT = True\n")
+    project.manage("check")
+    assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": False, "user": "1"}
+    assert "Rewrote 1 session" in project.manage("reencryptsessions").stdout
+    assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": True, "user": "1"}
+    # Rotating SECRET_KEY: the old one moves to the fallbacks, the command
+    # rewrites the row, and the old key can go without logging Ada out.
+    settings_file.write_text(
+        settings_file.read_text()
+        + "SECRET_KEY_FALLBACKS = [SECRET_KEY]\nSECRET_KEY = 'a-new-secret-key-' * 4\n"
+    )
+    assert "Would rewrite 1 session" in project.manage("reencryptsessions", "--dry-run").stdout
+    assert "Rewrote 1 session" in project.manage("reencryptsessions").stdout
+    settings_file.write_text(settings_file.read_text() + "SECRET_KEY_FALLBACKS = []\n")
+    assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": True, "user": "1"}
+    # Turning it off: --decrypt refuses until the setting is off.
+    refused = project.manage("reencryptsessions", "--decrypt", check=False)
+    assert refused.returncode == 1
+    assert "set it to False" in refused.stderr
+    settings_file.write_text(settings_file.read_text() + "SQL_SESSIONS_ENCRYPT = False\n")
+    decrypted = project.manage("reencryptsessions", "--decrypt")
+    assert "Rewrote 1 session as plaintext" in decrypted.stdout
+    assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": False, "user": "1"}

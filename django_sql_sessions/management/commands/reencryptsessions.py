@@ -194,6 +194,6 @@ def resigned(data: str) -> str | None:
     store = storage.session_model().get_session_store_class()()
     try:
         session = signing.loads(signed, salt=store.key_salt, serializer=store.serializer)
-    except signing.BadSignature:
+    except Exception:  # BadSignature, or what the serializer raises (Django's decode too)
         return None
     return str(store.encode(session))
