@@ -71,6 +71,8 @@ clock = time.monotonic  # tests move it
 cache_errors: Counter[str] = Counter()
 
 ENGINE = "django_sql_sessions.backends.cached_db"
+# Entries are sealed in a context of their own: no entry opens as a row's data.
+CACHE = b"cache"
 # SessionBase.key_salt of the engines' stores (both classes are SessionStore).
 _SALT = "django.contrib.sessions.SessionStore"
 
@@ -314,7 +316,7 @@ class CachedSessionTable(SessionTable):
         tail = f"{len(payload)}|{payload}{row.data}"
         body = (
             f"{row.version}|{row.expire_date.isoformat()}|{row.updated_at.isoformat()}|"
-            f"{row.created_at.isoformat()}|{seal(tail) if self.encrypt else tail}"
+            f"{row.created_at.isoformat()}|{seal(tail, CACHE) if self.encrypt else tail}"
         )
         mac = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{body}|{mac}"
@@ -330,7 +332,7 @@ class CachedSessionTable(SessionTable):
             version, expire_date, updated_at, created_at, tail = body.split("|", 4)
             if tail.startswith(PREFIX):
                 # Sealed under a key since retired: a miss.
-                if (opened := try_open(tail)) is None:
+                if (opened := try_open(tail, CACHE)) is None:
                     return None
                 tail = opened
             length, rest = tail.split("|", 1)

@@ -103,6 +103,7 @@ def clear_cache(*, setting: str = "", **kwargs: Any) -> None:
         "CACHES",
         "SECRET_KEY",
         "SECRET_KEY_FALLBACKS",  # the encryption keys (encryption.py)
+        "SESSION_SERIALIZER",  # the tables' and the cache's decoding
     ):
         _generation[0] += 1
         kept.clear()

@@ -79,11 +79,16 @@ def _aesgcm(key: bytes, salt: bytes) -> Any:
     return _cipher[0](hashlib.blake2b(salt, key=key, digest_size=32).digest())
 
 
-def seal(data: str) -> str:
-    """data encrypted under the current key."""
+def seal(data: str, context: bytes = b"") -> str:
+    """
+    data encrypted under the current key. `context` (authenticated, not
+    stored) tells values apart that must not stand in for each other: the
+    cache's entries are sealed with b"cache", the table's data with none.
+    """
     key_id, key = next(iter(_keys().items()))
     salt, nonce = os.urandom(_SALT), os.urandom(_NONCE)
-    sealed = _aesgcm(key, salt).encrypt(nonce, data.encode(), f"{PREFIX}{key_id}".encode())
+    aad = f"{PREFIX}{key_id}".encode() + context
+    sealed = _aesgcm(key, salt).encrypt(nonce, data.encode(), aad)
     encoded = binascii.b2a_base64(salt + nonce + sealed, newline=False).decode()
     return f"{PREFIX}{key_id}${encoded}"
 
@@ -109,7 +114,7 @@ def readable(value: str, row: str = "") -> str:
     return opened
 
 
-def _open(value: str) -> tuple[str, str | None]:
+def _open(value: str, context: bytes = b"") -> tuple[str, str | None]:
     key_id, _, encoded = value[len(PREFIX) :].partition("$")
     key = _keys().get(key_id)
     if key is None:
@@ -129,16 +134,17 @@ def _open(value: str) -> tuple[str, str | None]:
     except ImproperlyConfigured:
         return "", "the cryptography package is not installed"
     try:
-        return aesgcm.decrypt(nonce, sealed, f"{PREFIX}{key_id}".encode()).decode(), None
+        aad = f"{PREFIX}{key_id}".encode() + context
+        return aesgcm.decrypt(nonce, sealed, aad).decode(), None
     except Exception:  # cryptography's InvalidTag, or bytes that are not UTF-8
         return "", "it failed authentication (corrupt or tampered with)"
 
 
-def try_open(value: str) -> str | None:
-    """The signed data of a stored value, or None if it cannot be opened (not logged)."""
+def try_open(value: str, context: bytes = b"") -> str | None:
+    """What a stored value holds, or None if it cannot be opened (not logged)."""
     if not value.startswith(PREFIX):
         return value
-    opened, problem = _open(value)
+    opened, problem = _open(value, context)
     return None if problem is not None else opened
 
 

@@ -6,11 +6,13 @@ size) once. docs/design.rst, "The storage layer", has the picture and the rules.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -114,6 +116,7 @@ class SessionTable:
         self.lifetime = datetime.timedelta(seconds=conf.ABSOLUTE_LIFETIME.get() or FOREVER)
         self.max_size = conf.MAX_SIZE.get()
         self.encrypt = conf.ENCRYPT.get()
+        self.serializer = import_string(settings.SESSION_SERIALIZER)
         # The statements' attribute on each connection object (per vendor).
         self._kept = f"_django_sql_sessions_statements_{name}"
         # What migrate recorded of a cache in front (caching.record_in_database()).
@@ -194,6 +197,11 @@ class SessionTable:
         data, expire_date, version, updated_at, *created_at = found
         if data.startswith(PREFIX):  # inline: a plaintext row's load makes no call
             data = readable(data, key_hash)
+            # The cipher authenticated it: no signature to check (opened_session()).
+            session = opened_session(data, self.serializer)
+            return Row(
+                key_hash, data, version, expire_date, updated_at, *created_at, session=session
+            )
         return Row(key_hash, data, version, expire_date, updated_at, *created_at)
 
     def exists(self, key_hash: str) -> bool:
@@ -479,6 +487,26 @@ def table(model: type[AbstractSession] | None = None) -> SessionTable:
     if model is not None and model is not session_model():
         return conf.kept.get(model) or conf.remember(model, lambda: _new_table(model))
     return caching.cached_table() if caching.in_use() else plain_table()
+
+
+def opened_session(signed: str, serializer: Any) -> dict[str, Any] | None:
+    """
+    The session in signed data that came out of the cipher, without checking
+    its signature: AES-GCM under a key from SECRET_KEY authenticated it, and
+    only this package seals, so the signature's HMAC (most of a decode) would
+    prove nothing more. None if it is not signing.dumps()'s format; the
+    engine's decode() then decides.
+    """
+    try:
+        # signing.dumps(): base64 (after "." if compressed), ":", timestamp, ":", signature.
+        payload = signed.rsplit(":", 2)[0].encode()
+        compressed = payload[:1] == b"."
+        payload = payload[1:] if compressed else payload
+        raw = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))
+        session = serializer().loads(zlib.decompress(raw) if compressed else raw)
+    except Exception:
+        return None
+    return session if isinstance(session, dict) else None
 
 
 def in_lists(key_hashes: Sequence[str]) -> Iterator[Sequence[str]]:

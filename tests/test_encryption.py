@@ -549,3 +549,60 @@ def test_importsessions_writes_sealed_rows(alias: str) -> None:
     call_command("importsessions", "--from-database", alias, stdout=StringIO())
     assert stored(django_key).startswith(encryption.current_prefix())
     assert SessionStore(django_key).load() == {"email": MARKER}
+
+
+@pytest.mark.parametrize("engine", [None], ids=["no-engine"], indirect=True)
+@pytest.mark.parametrize(
+    ("session", "compressed"),
+    [
+        ({}, False),
+        ({"email": MARKER}, False),
+        ({"cart": list(range(500))}, True),
+        ({"text": "\u00e9" * 600, "n": None}, True),
+    ],
+    ids=["empty", "small", "compressed", "unicode"],
+)
+def test_a_sealed_row_is_read_without_a_second_signature_check(
+    settings: Any, session: dict[str, Any], compressed: bool
+) -> None:
+    """What storage.opened_session() reads is what Django's decode() reads."""
+    store = SessionStore()
+    signed = store.encode(session)
+    assert signed.startswith(".") is compressed
+    assert storage.opened_session(signed, store.serializer) == store.decode(signed) == session
+    assert storage.opened_session("not signed data", store.serializer) is None
+
+
+@pytest.mark.usefixtures("encrypted")
+def test_sealed_data_that_is_not_a_session_falls_back_to_decode(
+    alias: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = saved_session(email=MARKER)
+    Session.objects.for_key(key(store)).update(data="not signed data")
+    assert encryption.is_sealed(stored(key(store)))
+    with caplog.at_level(logging.WARNING):
+        assert SessionStore(key(store)).load() == {}
+    assert "corrupted" in caplog.text  # Django's decode() had the last word
+
+
+@pytest.mark.usefixtures("encrypted")
+def test_a_cache_entry_does_not_open_as_a_rows_data(
+    alias: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache's entries are sealed in a context of their own."""
+    if not cached_engine():
+        pytest.skip("the cached engine's entries")
+    store = saved_session(email=MARKER)
+    SessionStore(key(store)).load()
+    sealed_tails = []
+    for value in cache_values():
+        text = value.decode("latin-1")
+        start = text.find(encryption.PREFIX)
+        if start >= 0:
+            sealed_tails.append(text[start:].rsplit("|", 1)[0].split("\x00")[0])
+    assert sealed_tails, "the entry's session part is sealed"
+    assert encryption.try_open(sealed_tails[0], b"cache") is not None
+    write_stored(key(store), sealed_tails[0])
+    with caplog.at_level(logging.WARNING):
+        assert SessionStore(key(store)).load() == {}
+    assert "failed authentication" in caplog.text
