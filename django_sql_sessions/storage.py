@@ -195,14 +195,12 @@ class SessionTable:
         if found is None:
             return None
         data, expire_date, version, updated_at, *created_at = found
+        row = Row(key_hash, data, version, expire_date, updated_at, *created_at)
         if data.startswith(PREFIX):  # inline: a plaintext row's load makes no call
-            data = readable(data, key_hash)
+            row.data = readable(data, key_hash)
             # The cipher authenticated it: no signature to check (opened_session()).
-            session = opened_session(data, self.serializer)
-            return Row(
-                key_hash, data, version, expire_date, updated_at, *created_at, session=session
-            )
-        return Row(key_hash, data, version, expire_date, updated_at, *created_at)
+            row.session = opened_session(row.data, self.serializer)
+        return row
 
     def exists(self, key_hash: str) -> bool:
         """Whether the key is taken, by a live or an expired row."""
