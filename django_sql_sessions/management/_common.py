@@ -38,6 +38,22 @@ def seconds(minimum: float, inclusive: bool) -> Callable[[str], float]:
     return parse
 
 
+def add_batch_options(parser: argparse.ArgumentParser, per_batch: str) -> None:
+    """--batch-size (`per_batch` says of what) and --sleep, for commands that work in batches."""
+    parser.add_argument(
+        "--batch-size",
+        type=batch_size,
+        help=f"{per_batch}, 1 to {conf.MAX_CLEANUP_BATCH_SIZE} "
+        "(default: SQL_SESSIONS_CLEANUP_BATCH_SIZE).",
+    )
+    parser.add_argument(
+        "--sleep",
+        type=seconds(0, inclusive=True),
+        default=0.0,
+        help="Pause this many seconds between batches, to leave room for live traffic.",
+    )
+
+
 @contextmanager
 def command_errors(*also: type[Exception]) -> Iterator[str]:
     """

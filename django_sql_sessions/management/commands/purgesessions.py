@@ -13,9 +13,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_sql_sessions import conf
 from django_sql_sessions.cleanup import CleanupResult, count_expired, delete_expired
-from django_sql_sessions.management._common import batch_size, command_errors, plural, seconds
+from django_sql_sessions.management._common import (
+    add_batch_options,
+    command_errors,
+    plural,
+    seconds,
+)
 
 
 class Command(BaseCommand):
@@ -25,22 +29,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--batch-size",
-            type=batch_size,
-            help=f"Rows per DELETE, 1 to {conf.MAX_CLEANUP_BATCH_SIZE} "
-            "(default: SQL_SESSIONS_CLEANUP_BATCH_SIZE).",
-        )
+        add_batch_options(parser, "Rows per DELETE")
         parser.add_argument(
             "--max-seconds",
             type=seconds(0, inclusive=False),
             help="Stop between batches once this many seconds have passed.",
-        )
-        parser.add_argument(
-            "--sleep",
-            type=seconds(0, inclusive=True),
-            default=0.0,
-            help="Pause this many seconds between batches, to leave room for live traffic.",
         )
         parser.add_argument(
             "--dry-run",

@@ -18,7 +18,7 @@ from django.db import DatabaseError, transaction
 
 from django_sql_sessions import conf, encryption, storage
 from django_sql_sessions.cursors import retry_after
-from django_sql_sessions.management._common import batch_size, command_errors, plural, seconds
+from django_sql_sessions.management._common import add_batch_options, command_errors, plural
 
 
 @dataclasses.dataclass
@@ -41,18 +41,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--batch-size",
-            type=batch_size,
-            help=f"Rows per transaction, 1 to {conf.MAX_CLEANUP_BATCH_SIZE} "
-            "(default: SQL_SESSIONS_CLEANUP_BATCH_SIZE).",
-        )
-        parser.add_argument(
-            "--sleep",
-            type=seconds(0, inclusive=True),
-            default=0.0,
-            help="Pause this many seconds between batches, to leave room for live traffic.",
-        )
+        add_batch_options(parser, "Rows per transaction")
         parser.add_argument(
             "--decrypt",
             action="store_true",
