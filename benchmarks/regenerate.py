@@ -19,6 +19,8 @@ benchmarks/overhead.py exists. It runs, in this order:
   purge of 1,000,000 rows alone took over 8 minutes;
 - encryption.py --databases sqlite,postgresql,mysql --rows 100000 (7 runs
   of 1,000 reads and writes per engine, encryption off and on);
+- logins.py --databases sqlite,postgresql,mysql (7 runs of 300 logins,
+  SQL_SESSIONS_MAX_PER_USER off and on);
 - overhead.py --docs DIR (with --smoke when smoke), if present.
 
 On the 2-core CI machine that should take 22 to 30 minutes: run.py about 16
@@ -77,6 +79,7 @@ FULL = [
         *["--live", "200000", "--expired", "1000000", "--mysql-buffer-pool-mb", "1024"],
     ],
     ["encryption.py", "--databases", DATABASES, "--rows", "100000", "--runs", "7"],
+    ["logins.py", "--databases", DATABASES, "--logins", "300", "--runs", "7"],
 ]
 SMOKE = [
     ["run.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
@@ -100,6 +103,7 @@ SMOKE = [
         "--runs",
         "2",
     ],
+    ["logins.py", "--databases", DATABASES, "--logins", "10", "--runs", "2"],
 ]
 # The cleanup on replicas: clusters of their own, started for the run.
 REPLICAS = ["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"]
@@ -215,7 +219,7 @@ def main() -> None:
         for command in found:
             script, *options = command
             argv = [sys.executable, str(BENCHMARKS / script), *options, "--docs", str(output)]
-            if script in {"run.py", "lost_updates.py", "cleanup.py", "encryption.py"}:  # SQLite
+            if script not in {"cache_down.py", "servers.py", "overhead.py"}:  # SQLite files
                 argv += ["--data-dir", data]
             shown = shlex.join(["python", f"benchmarks/{script}", *options])
             print(f"regenerate: {shown}", flush=True)
