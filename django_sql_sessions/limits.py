@@ -7,6 +7,7 @@ take turns on the user's lock row: docs/design.rst, "At most N sessions per user
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -19,7 +20,13 @@ from django_sql_sessions.cursors import retry_after
 from django_sql_sessions.exceptions import TooManySessions
 from django_sql_sessions.models import UserLock
 from django_sql_sessions.signals import send_revoked
-from django_sql_sessions.storage import after_commit, hash_key, session_model, user_id_from_session
+from django_sql_sessions.storage import (
+    Row,
+    after_commit,
+    hash_key,
+    session_model,
+    user_id_from_session,
+)
 
 
 def limit_at_login(sender: object, request: Any, **kwargs: Any) -> None:
@@ -68,6 +75,7 @@ def _claim(session: SessionStore, owner: str, limit: int, *, refuse: bool) -> li
     """
     alias = session.table().alias
     connection = session.table().connection
+    before = _state(session)
     attempt = 1
     while True:
         try:
@@ -78,7 +86,24 @@ def _claim(session: SessionStore, owner: str, limit: int, *, refuse: bool) -> li
             # login of the same user: the whole claim again, if it is ours.
             if not retry_after(connection, exc, attempt):
                 raise
+        # The rollback took the attempt's save with it, but not what the store
+        # learned from it (the row it thought it wrote): left so, the next
+        # save would merge onto the stored session as if the login's keys
+        # were in it already, and drop them.
+        restored = _state(session, before)
+        vars(session).clear()
+        vars(session).update(restored)
         attempt += 1
+
+
+def _state(session: SessionStore, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the store's state (or of `state`): its row and session data copied too."""
+    copied = dict(vars(session) if state is None else state)
+    if isinstance(row := copied.get("_row"), Row):
+        copied["_row"] = dataclasses.replace(row)
+    if isinstance(data := copied.get("_session_cache"), dict):
+        copied["_session_cache"] = dict(data)
+    return copied
 
 
 def _claim_locked(

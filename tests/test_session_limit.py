@@ -23,9 +23,10 @@ from django.contrib.auth import SESSION_KEY, alogin, login
 from django.contrib.auth.models import AnonymousUser
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.test import Client, RequestFactory
 
+from django_sql_sessions import limits
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.exceptions import TooManySessions
 from django_sql_sessions.limits import limit_at_login
@@ -136,6 +137,34 @@ class TestRevoke:
             raise RuntimeError
         assert who(first) == str(user.pk)
         assert not revoked, "a signal for a revocation that was rolled back"
+
+    def test_a_claim_tried_again_after_a_conflict_keeps_the_login(
+        self, alias: str, make_user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A Galera certification failure (or a deadlock) at the claim's commit
+        rolls back the session's save; the store in memory must not keep
+        believing it wrote the login, or the second attempt's merged save
+        drops the user's keys (one session fewer than the limit on Galera).
+        """
+        settings.SQL_SESSIONS_MAX_PER_USER = 2
+        user = make_user()
+        first = logged_in_client(user)
+        claim_locked, failed = limits._claim_locked, list[bool]()
+
+        def conflict_at_the_first_commit(*args: Any, **kwargs: Any) -> Any:
+            result = claim_locked(*args, **kwargs)
+            if not failed:
+                failed.append(True)
+                raise OperationalError(1213, "Deadlock found when trying to get lock")
+            return result
+
+        monkeypatch.setattr(limits, "_claim_locked", conflict_at_the_first_commit)
+        monkeypatch.setattr(limits, "retry_after", lambda connection, exc, attempt: attempt == 1)
+        second = logged_in_client(user)
+        assert failed, "the conflict was not simulated"
+        assert who(second) == who(first) == str(user.pk)
+        assert live(user) == {key_hash_of(first), key_hash_of(second)}
 
 
 # On the db engine and on the cached engines (tests/conftest.py).
