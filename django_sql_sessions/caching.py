@@ -38,6 +38,7 @@ from django_sql_sessions.storage import (
     Values,
     after_commit,
     in_transaction,
+    opened_session,
     plain_table,
 )
 
@@ -302,21 +303,26 @@ class CachedSessionTable(SessionTable):
 
     # An entry: "version|expire_date|updated_at|created_at|n|payload data|mac":
     # the version first (the offer script reads it); the session serialized
-    # (n characters of SESSION_SERIALIZER's output) and as stored (signed),
-    # "n|payload data" sealed under SQL_SESSIONS_ENCRYPT; HMAC-SHA256 of the
-    # rest. See docs/cache.rst, "Entries".
+    # (n characters of SESSION_SERIALIZER's output) and as stored (signed);
+    # under SQL_SESSIONS_ENCRYPT, the signed data sealed instead of
+    # "n|payload data"; HMAC-SHA256 of the rest. See docs/cache.rst, "Entries".
 
     def _pack(self, row: Row) -> str:
-        try:
-            # A store not named SessionStore has another salt: no payload.
-            session = signing.loads(row.data, salt=_SALT, serializer=self._serializer)
-            payload = self._codec.dumps(session).decode("latin-1")
-        except Exception:
-            payload = ""
-        tail = f"{len(payload)}|{payload}{row.data}"
+        if self.encrypt:
+            # The signed data alone, sealed: opened, it reads without a
+            # signature check (storage.opened_session()), so no payload.
+            tail = seal(row.data, CACHE)
+        else:
+            try:
+                # A store not named SessionStore has another salt: no payload.
+                session = signing.loads(row.data, salt=_SALT, serializer=self._serializer)
+                payload = self._codec.dumps(session).decode("latin-1")
+            except Exception:
+                payload = ""
+            tail = f"{len(payload)}|{payload}{row.data}"
         body = (
             f"{row.version}|{row.expire_date.isoformat()}|{row.updated_at.isoformat()}|"
-            f"{row.created_at.isoformat()}|{seal(tail, CACHE) if self.encrypt else tail}"
+            f"{row.created_at.isoformat()}|{tail}"
         )
         mac = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{body}|{mac}"
@@ -332,19 +338,22 @@ class CachedSessionTable(SessionTable):
             version, expire_date, updated_at, created_at, tail = body.split("|", 4)
             if tail.startswith(PREFIX):
                 # Sealed under a key since retired: a miss.
-                if (opened := try_open(tail, CACHE)) is None:
+                if (data := try_open(tail, CACHE)) is None:
                     return None
-                tail = opened
-            length, rest = tail.split("|", 1)
-            n = int(length)
+                session = opened_session(data, self._serializer)
+            else:
+                length, rest = tail.split("|", 1)
+                n = int(length)
+                data = rest[n:]
+                session = self._codec.loads(rest[:n].encode("latin-1")) if n else None
             row = Row(
                 key_hash,
-                rest[n:],
+                data,
                 int(version),
                 fromisoformat(expire_date),
                 fromisoformat(updated_at),
                 fromisoformat(created_at),
-                self._codec.loads(rest[:n].encode("latin-1")) if n else None,
+                session,
             )
         except ValueError:
             return None
