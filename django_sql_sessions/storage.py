@@ -6,7 +6,7 @@ size) once. docs/design.rst, "The storage layer", has the picture and the rules.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import dataclasses
 import datetime
 import hashlib
@@ -487,6 +487,9 @@ def table(model: type[AbstractSession] | None = None) -> SessionTable:
     return caching.cached_table() if caching.in_use() else plain_table()
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def opened_session(signed: str, serializer: Any) -> dict[str, Any] | None:
     """
     The session in signed data that came out of the cipher, without checking
@@ -500,7 +503,8 @@ def opened_session(signed: str, serializer: Any) -> dict[str, Any] | None:
         payload = signed.rsplit(":", 2)[0].encode()
         compressed = payload[:1] == b"."
         payload = payload[1:] if compressed else payload
-        raw = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))
+        # base64.urlsafe_b64decode() in one step: the call layers cost a microsecond.
+        raw = binascii.a2b_base64(payload.translate(_URLSAFE) + b"=" * (-len(payload) % 4))
         session = serializer().loads(zlib.decompress(raw) if compressed else raw)
     except Exception:
         return None
