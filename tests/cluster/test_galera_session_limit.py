@@ -7,8 +7,6 @@ the later claims run again (docs/design.rst, "At most N sessions per user").
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.db import connections
 from django.utils import timezone
@@ -19,14 +17,6 @@ from tests.cluster import galera as cluster
 from tests.test_session_limit import assert_limit_kept, parallel_logins
 
 
-# Known to fail: in about one run in four (4 runs, 2026-12-05) the revoking
-# mode left 1 live session where the limit is 2. Not yet understood; until it
-# is, the docs do not claim the limit holds on Galera. Run it by hand with
-# SQL_SESSIONS_TEST_GALERA_LIMIT=1.
-@pytest.mark.skipif(
-    os.environ.get("SQL_SESSIONS_TEST_GALERA_LIMIT") != "1",
-    reason="the limit on Galera is known to leave too few sessions (docs/design.rst)",
-)
 @pytest.mark.parametrize("mode", ["revoke", "refuse"])
 def test_parallel_logins_on_three_nodes_keep_the_limit(galera: str, mode: str) -> None:
     user_id, limit = "7002", 2
