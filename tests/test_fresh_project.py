@@ -376,8 +376,14 @@ with connection.cursor() as cursor:
         f"SELECT data FROM {{storage.table().name}} WHERE key_hash = %s", [storage.hash_key(key)]
     )
     (data,) = cursor.fetchone()
-user = SessionStore(key).get("_auth_user_id")
-print(json.dumps({{"encrypted": data.startswith("enc1$"), "user": user}}))
+# Whom Django's auth finds in the session (it checks the session's auth hash).
+from django.contrib.auth import get_user
+from django.http import HttpRequest
+request = HttpRequest()
+request.session = SessionStore(key)
+user = get_user(request)
+found = str(user.pk) if user.is_authenticated else None
+print(json.dumps({{"encrypted": data.startswith("enc1$"), "user": found}}))
 """
 
 
@@ -396,7 +402,8 @@ def test_encryption_turned_on_and_the_key_rotated_in_a_live_project(tmp_path: Pa
     assert "Rewrote 1 session" in project.manage("reencryptsessions").stdout
     assert project.shell(SESSION_STATE.format(key=key)) == {"encrypted": True, "user": "1"}
     # Rotating SECRET_KEY: the old one moves to the fallbacks, the command
-    # rewrites the row, and the old key can go without logging Ada out.
+    # rewrites the row (re-signed, its auth hash renewed), and the old key
+    # can go without logging Ada out, though her session was idle throughout.
     settings_file.write_text(
         settings_file.read_text()
         + "SECRET_KEY_FALLBACKS = [SECRET_KEY]\nSECRET_KEY = 'a-new-secret-key-' * 4\n"

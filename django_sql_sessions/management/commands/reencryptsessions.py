@@ -12,9 +12,13 @@ import dataclasses
 import time
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.core import signing
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, transaction
+from django.utils.crypto import constant_time_compare
 
 from django_sql_sessions import conf, encryption, storage
 from django_sql_sessions.cursors import retry_after
@@ -122,12 +126,13 @@ class Command(BaseCommand):
         while rows := table.scan(after, size, sealed_only=decrypt):
             if tally.batches and sleep:
                 time.sleep(sleep)
+            renewed = resigned(rows)
             if dry_run:
-                readable = sum(resigned(data) is not None for _, data, _ in rows)
+                readable = sum(signed is not None for signed in renewed)
                 tally.rewritten += readable
                 tally.unreadable += len(rows) - readable
             else:
-                self._batch(table, rows, decrypt=decrypt, tally=tally)
+                self._batch(table, rows, renewed, decrypt=decrypt, tally=tally)
             after = rows[-1][0]
             tally.batches += 1
             if self.verbosity >= 2:
@@ -140,6 +145,7 @@ class Command(BaseCommand):
         self,
         table: storage.SessionTable,
         rows: list[tuple[str, str, int]],
+        renewed: list[str | None],
         *,
         decrypt: bool,
         tally: Tally,
@@ -150,8 +156,7 @@ class Command(BaseCommand):
             done = Tally()
             try:
                 with transaction.atomic(using=table.alias):
-                    for key_hash, data, version in rows:
-                        signed = resigned(data)
+                    for (key_hash, _data, version), signed in zip(rows, renewed, strict=True):
                         if signed is None:
                             done.unreadable += 1
                             continue
@@ -171,18 +176,66 @@ class Command(BaseCommand):
             return
 
 
-def resigned(data: str) -> str | None:
+def resigned(rows: list[tuple[str, str, int]]) -> list[str | None]:
     """
-    The session in a stored value signed anew under SECRET_KEY, or None if
-    it cannot be opened or its signature fails: once the rows are rewritten,
-    the old key can leave SECRET_KEY_FALLBACKS without logging anyone out.
+    Each row's session signed anew under SECRET_KEY, its auth hash renewed
+    (_renew_auth_hashes()), or None if it cannot be opened or its signature
+    fails: once the rows are rewritten, the old key can leave
+    SECRET_KEY_FALLBACKS without logging anyone out.
     """
-    signed = encryption.try_open(data)
-    if signed is None:
-        return None
     store = storage.session_model().get_session_store_class()()
+    sessions: list[dict[str, Any] | None] = []
+    for _key_hash, data, _version in rows:
+        signed = encryption.try_open(data)
+        try:
+            session = (
+                None
+                if signed is None
+                else signing.loads(signed, salt=store.key_salt, serializer=store.serializer)
+            )
+        except Exception:  # BadSignature, or what the serializer raises (Django's decode too)
+            session = None
+        sessions.append(session if isinstance(session, dict) else None)
+    _renew_auth_hashes([session for session in sessions if session is not None])
+    return [None if session is None else str(store.encode(session)) for session in sessions]
+
+
+def _renew_auth_hashes(sessions: list[dict[str, Any]]) -> None:
+    """
+    Django's session auth hash (HASH_SESSION_KEY) is an HMAC under SECRET_KEY
+    too: where it is the user's hash under a SECRET_KEY_FALLBACKS key, write
+    the current one, as django.contrib.auth.get_user() does at the user's
+    next request. Without it, a user idle while the old key was a fallback
+    would be logged out by Django when the old key goes.
+    """
+    if not getattr(settings, "SECRET_KEY_FALLBACKS", None):
+        return
     try:
-        session = signing.loads(signed, salt=store.key_salt, serializer=store.serializer)
-    except Exception:  # BadSignature, or what the serializer raises (Django's decode too)
-        return None
-    return str(store.encode(session))
+        model = get_user_model()
+    except (ImproperlyConfigured, LookupError):
+        return  # no django.contrib.auth: no auth hash to renew
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    wanted = set()
+    for session in sessions:
+        if session.get(HASH_SESSION_KEY) and SESSION_KEY in session:
+            try:
+                wanted.add(pk_field.to_python(session[SESSION_KEY]))
+            except ValidationError:
+                continue
+    if not wanted:
+        return
+    users = {str(pk): user for pk, user in model._default_manager.in_bulk(list(wanted)).items()}
+    for session in sessions:
+        user = users.get(str(session.get(SESSION_KEY)))
+        stored = session.get(HASH_SESSION_KEY)
+        # No such user, or one without auth hashes: get_user() checks nothing either.
+        if user is None or not hasattr(user, "get_session_auth_fallback_hash"):
+            continue
+        if not isinstance(stored, str):
+            continue
+        current = user.get_session_auth_hash()
+        if not constant_time_compare(stored, current) and any(
+            constant_time_compare(stored, old) for old in user.get_session_auth_fallback_hash()
+        ):
+            session[HASH_SESSION_KEY] = current
