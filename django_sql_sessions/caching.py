@@ -109,8 +109,7 @@ class CachedSessionTable(SessionTable):
         self._mac_key = hashlib.sha256(
             b"django_sql_sessions.cache" + force_bytes(settings.SECRET_KEY)
         ).digest()
-        self._serializer = import_string(settings.SESSION_SERIALIZER)
-        self._codec = self._serializer()
+        self._codec = self.serializer()  # SessionTable's SESSION_SERIALIZER
         self._down_until = 0.0
         self._logged_at: float | None = None
         self._errors_since_log = 0
@@ -315,7 +314,7 @@ class CachedSessionTable(SessionTable):
         else:
             try:
                 # A store not named SessionStore has another salt: no payload.
-                session = signing.loads(row.data, salt=_SALT, serializer=self._serializer)
+                session = signing.loads(row.data, salt=_SALT, serializer=self.serializer)
                 payload = self._codec.dumps(session).decode("latin-1")
             except Exception:
                 payload = ""
@@ -340,7 +339,7 @@ class CachedSessionTable(SessionTable):
                 # Sealed under a key since retired: a miss.
                 if (data := try_open(tail, CACHE)) is None:
                     return None
-                session = opened_session(data, self._serializer)
+                session = opened_session(data, self.serializer)
             else:
                 length, rest = tail.split("|", 1)
                 n = int(length)

@@ -27,10 +27,10 @@ from django.db.models import F, Field
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_sql_sessions import conf, encryption
+from django_sql_sessions import conf
 from django_sql_sessions.cursors import ALL, ONE, execute, fetch_one, send
 from django_sql_sessions.dialects import statements
-from django_sql_sessions.encryption import PREFIX, readable, seal
+from django_sql_sessions.encryption import PREFIX, current_prefix, readable, seal
 from django_sql_sessions.exceptions import SessionTooLarge
 from django_sql_sessions.sql import Statements, to_db_datetime
 
@@ -346,9 +346,9 @@ class SessionTable:
         """
         connection, sql = self.statements()
         if sealed_only:
-            statement, pattern = sql.scan_sealed, f"{encryption.PREFIX}%"
+            statement, pattern = sql.scan_sealed, f"{PREFIX}%"
         else:
-            statement, pattern = sql.scan_unsealed, f"{encryption.current_prefix()}%"
+            statement, pattern = sql.scan_unsealed, f"{current_prefix()}%"
         params = {"after": after, "pattern": pattern, "limit": limit}
         rows = send(connection, statement, params, ALL)
         return [(str(key_hash), str(data), int(version)) for key_hash, data, version in rows]
