@@ -38,7 +38,6 @@ from django_sql_sessions.storage import (
     Values,
     after_commit,
     in_transaction,
-    opened_session,
     plain_table,
 )
 
@@ -300,59 +299,60 @@ class CachedSessionTable(SessionTable):
     def _missed_the_cache(self, key_hashes: Sequence[str]) -> None:
         pass  # this is the cache: changing() told it
 
-    # An entry: "version|expire_date|updated_at|created_at|n|payload data|mac":
-    # the version first (the offer script reads it); the session serialized
-    # (n characters of SESSION_SERIALIZER's output) and as stored (signed);
-    # under SQL_SESSIONS_ENCRYPT, the signed data sealed instead of
-    # "n|payload data"; HMAC-SHA256 of the rest. See docs/cache.rst, "Entries".
+    # An entry: "version|expire_date|updated_at|created_at|" (the header; the
+    # version first, the offer script reads it), then "n|payload data": the
+    # session serialized (n characters of SESSION_SERIALIZER's output) and as
+    # stored (signed). In the clear, HMAC-SHA256 of all that follows as
+    # "|mac"; under SQL_SESSIONS_ENCRYPT, "n|payload data" is sealed instead,
+    # with the header in the cipher's associated data, which authenticates it
+    # as the MAC would. See docs/cache.rst, "Entries".
 
     def _pack(self, row: Row) -> str:
-        if self.encrypt:
-            # The signed data alone, sealed: opened, it reads without a
-            # signature check (storage.opened_session()), so no payload.
-            tail = seal(row.data, CACHE)
-        else:
-            try:
-                # A store not named SessionStore has another salt: no payload.
-                session = signing.loads(row.data, salt=_SALT, serializer=self.serializer)
-                payload = self._codec.dumps(session).decode("latin-1")
-            except Exception:
-                payload = ""
-            tail = f"{len(payload)}|{payload}{row.data}"
-        body = (
+        try:
+            # A store not named SessionStore has another salt: no payload.
+            session = signing.loads(row.data, salt=_SALT, serializer=self.serializer)
+            payload = self._codec.dumps(session).decode("latin-1")
+        except Exception:
+            payload = ""
+        header = (
             f"{row.version}|{row.expire_date.isoformat()}|{row.updated_at.isoformat()}|"
-            f"{row.created_at.isoformat()}|{tail}"
+            f"{row.created_at.isoformat()}|"
         )
+        tail = f"{len(payload)}|{payload}{row.data}"
+        if self.encrypt:
+            return header + seal(tail, CACHE + header.encode())
+        body = header + tail
         mac = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{body}|{mac}"
 
     def _unpack(self, key_hash: str, value: str) -> Row | None:
         """The entry in a cached value; None for a tombstone or anything unreadable."""
-        body, _, mac = value.rpartition("|")
-        expected = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
-        if not body or not hmac.compare_digest(mac, expected):
-            return None  # a tombstone, corrupt, or written under another SECRET_KEY
         fromisoformat = datetime.datetime.fromisoformat
         try:
-            version, expire_date, updated_at, created_at, tail = body.split("|", 4)
+            version, expire_date, updated_at, created_at, tail = value.split("|", 4)
             if tail.startswith(PREFIX):
-                # Sealed under a key since retired: a miss.
-                if (data := try_open(tail, CACHE)) is None:
+                # Sealed; None if changed or under a key since retired: a miss.
+                opened = try_open(tail, CACHE + value[: -len(tail)].encode())
+                if opened is None:
                     return None
-                session = opened_session(data, self.serializer)
+                tail = opened
             else:
-                length, rest = tail.split("|", 1)
-                n = int(length)
-                data = rest[n:]
-                session = self._codec.loads(rest[:n].encode("latin-1")) if n else None
+                # A tombstone, corrupt, or written under another SECRET_KEY: a miss.
+                body, _, mac = value.rpartition("|")
+                expected = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(mac, expected[:32]):
+                    return None
+                tail = tail[: -len(mac) - 1]
+            length, rest = tail.split("|", 1)
+            n = int(length)
             row = Row(
                 key_hash,
-                data,
+                rest[n:],
                 int(version),
                 fromisoformat(expire_date),
                 fromisoformat(updated_at),
                 fromisoformat(created_at),
-                session,
+                self._codec.loads(rest[:n].encode("latin-1")) if n else None,
             )
         except ValueError:
             return None

@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections, transaction
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from django_sql_sessions import caching, storage, user_sessions
+from django_sql_sessions import caching, encryption, storage, user_sessions
 from django_sql_sessions.backends.cached_db import SessionStore
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import Row, hash_key
@@ -209,6 +209,54 @@ class TestExpiry:
         monkeypatch.setattr(timezone, "now", lambda: t0 + datetime.timedelta(seconds=61))
         assert cached(key(store)) is not None
         assert SessionStore(key(store)).load() == {}
+
+    @pytest.mark.parametrize("encrypt", [False, True], ids=["clear", "sealed"])
+    @pytest.mark.parametrize(
+        "change",
+        [
+            # Later expiry, so that a revoked or expired session lives on.
+            lambda v: v.replace("|20", "|21", 1),
+            # Another version, so that an older copy passes for the newest.
+            lambda v: "9" + v,
+            # A byte of the session part.
+            lambda v: v[:-8] + ("A" if v[-8] != "A" else "B") + v[-7:],
+            # Cut short.
+            lambda v: v[: len(v) // 2],
+        ],
+        ids=["expiry", "version", "data", "truncated"],
+    )
+    def test_a_changed_entry_is_a_miss(
+        self, cache_alias: str, alias: str, settings: Any, encrypt: bool, change: Any
+    ) -> None:
+        """The MAC, or under SQL_SESSIONS_ENCRYPT the cipher, covers the whole entry."""
+        if encrypt:
+            pytest.importorskip("cryptography")
+        settings.SQL_SESSIONS_ENCRYPT = encrypt
+        session_key = key(saved(n=1))
+        table = caching.cached_table()
+        store = table._cache()
+        assert store is not None
+        assert cached(session_key) is not None
+        entry_key = table.key(hash_key(session_key))
+        value = store.get(entry_key)
+        assert value is not None
+        assert (encryption.PREFIX in value) == encrypt
+        changed = change(value)
+        assert changed != value
+        caches[cache_alias].delete(entry_key)
+        store.offer(entry_key, 1, changed, 3600)
+        assert store.get(entry_key) == changed
+        assert cached(session_key) is None
+        # The load reads the row instead, and gets the session right.
+        assert load_statements(alias, session_key) == ({"n": 1}, 1)
+
+    def test_an_entry_under_another_secret_key_is_a_miss(
+        self, cache_alias: str, alias: str, settings: Any
+    ) -> None:
+        session_key = key(saved(n=1))
+        assert cached(session_key) is not None
+        settings.SECRET_KEY = "another deployment's"
+        assert cached(session_key) is None
 
     @pytest.mark.parametrize("filled_by", ["create", "miss", "cycle_key"])
     def test_the_absolute_lifetime_applies_to_hits(

@@ -74,6 +74,9 @@ def write_stored(session_key: str, value: str) -> None:
         )
 
 
+ENTRY = re.compile(r"(\d+(?:\|[-+:.T\d]+){3}\|)(enc1\$[\da-f]{8}\$[A-Za-z\d+/=]+)")
+
+
 def cache_values() -> list[bytes]:
     """Every value the session cache holds for this run, as a dump of it would."""
     if not cached_engine():
@@ -596,13 +599,14 @@ def test_a_cache_entry_does_not_open_as_a_rows_data(
     SessionStore(key(store)).load()
     sealed_tails = []
     for value in cache_values():
-        text = value.decode("latin-1")
-        start = text.find(encryption.PREFIX)
-        if start >= 0:
-            sealed_tails.append(text[start:].rsplit("|", 1)[0].split("\x00")[0])
+        # "version|expire|updated|created|" then the sealed part, whose
+        # associated data is the context and that header.
+        if found := ENTRY.search(value.decode("latin-1")):
+            sealed_tails.append((found[2], b"cache" + found[1].encode()))
     assert sealed_tails, "the entry's session part is sealed"
-    assert encryption.try_open(sealed_tails[0], b"cache") is not None
-    write_stored(key(store), sealed_tails[0])
+    tail, context = sealed_tails[0]
+    assert encryption.try_open(tail, context) is not None
+    write_stored(key(store), tail)
     with caplog.at_level(logging.WARNING):
         assert SessionStore(key(store)).load() == {}
     assert "failed authentication" in caplog.text
