@@ -6,8 +6,8 @@ each in its own process, each writing its stamped RST fragment and SVG chart.
     POSTGRES_HOST=127.0.0.1 POSTGRES_USER=postgres MYSQL_HOST=127.0.0.1 MYSQL_USER=root \\
         python benchmarks/regenerate.py
 
-writes docs/perf/{requests,lost_updates,cleanup}.{rst,svg}, and overhead.* when
-benchmarks/overhead.py exists. It runs, in this order:
+writes docs/perf/{requests,lost_updates,cleanup,encryption,logins,pages}.{rst,svg},
+and overhead.* when benchmarks/overhead.py exists. It runs, in this order:
 
 - run.py --databases sqlite,postgresql,mysql --rows 100000 (5 runs of 1,000
   requests per engine and workload);
@@ -17,10 +17,13 @@ benchmarks/overhead.py exists. It runs, in this order:
   expired sessions under live writes. The buffer pool holds the table, as
   docs/deployment.rst advises: with MariaDB's default 128 MB the batched
   purge of 1,000,000 rows alone took over 8 minutes;
-- encryption.py --databases sqlite,postgresql,mysql --rows 100000 (7 runs
+- encryption.py --databases sqlite,postgresql,mysql --rows 100000 (11 runs
   of 1,000 reads and writes per engine, encryption off and on);
 - logins.py --databases sqlite,postgresql,mysql (7 runs of 300 logins,
   SQL_SESSIONS_MAX_PER_USER off and on);
+- pages.py --databases sqlite,postgresql,mysql --rows 100000 (5 runs of
+  500 requests to the "your sessions" list and 50 to "log out everywhere
+  else", for users with 1, 10 and 50 sessions);
 - overhead.py --docs DIR (with --smoke when smoke), if present.
 
 On the 2-core CI machine that should take 22 to 30 minutes: run.py about 16
@@ -78,8 +81,9 @@ FULL = [
         "postgresql,mysql",
         *["--live", "200000", "--expired", "1000000", "--mysql-buffer-pool-mb", "1024"],
     ],
-    ["encryption.py", "--databases", DATABASES, "--rows", "100000", "--runs", "7"],
+    ["encryption.py", "--databases", DATABASES, "--rows", "100000", "--runs", "11"],
     ["logins.py", "--databases", DATABASES, "--logins", "300", "--runs", "7"],
+    ["pages.py", "--databases", DATABASES, "--rows", "100000", "--runs", "5"],
 ]
 SMOKE = [
     ["run.py", "--databases", DATABASES, "--rows", "200", "--requests", "20", "--runs", "2"],
@@ -104,6 +108,14 @@ SMOKE = [
         "2",
     ],
     ["logins.py", "--databases", DATABASES, "--logins", "10", "--runs", "2"],
+    [
+        "pages.py",
+        "--databases",
+        DATABASES,
+        *["--rows", "200", "--requests", "20"],
+        "--runs",
+        "1",
+    ],
 ]
 # The cleanup on replicas: clusters of their own, started for the run.
 REPLICAS = ["cleanup.py", "--databases", "pg_standby,galera", "--start-clusters"]

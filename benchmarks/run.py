@@ -149,7 +149,9 @@ def configure(
     wal: bool = False,
     prepare: bool = False,
     redis: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Configure Django for a benchmark; `extra` settings are added or replace these."""
     import django
     from django.conf import settings
 
@@ -166,15 +168,20 @@ def configure(
         }
 
     settings.configure(
-        DEBUG=False,
-        SECRET_KEY="benchmark",
-        USE_TZ=True,
-        INSTALLED_APPS=["django.contrib.sessions", "django_sql_sessions"],
-        DATABASES=databases(names, data_dir, wal, {"prepare_threshold": 1} if prepare else {}),
-        DATABASE_ROUTERS=[ROUTER],
-        CACHES={"default": cache},
-        SQL_SESSIONS_TABLE=TABLE,
-        SESSION_ENGINE=ENGINES["ours"],
+        **{
+            "DEBUG": False,
+            "SECRET_KEY": "benchmark",
+            "USE_TZ": True,
+            "INSTALLED_APPS": ["django.contrib.sessions", "django_sql_sessions"],
+            "DATABASES": databases(
+                names, data_dir, wal, {"prepare_threshold": 1} if prepare else {}
+            ),
+            "DATABASE_ROUTERS": [ROUTER],
+            "CACHES": {"default": cache},
+            "SQL_SESSIONS_TABLE": TABLE,
+            "SESSION_ENGINE": ENGINES["ours"],
+            **(extra or {}),
+        }
     )
     django.setup()
 

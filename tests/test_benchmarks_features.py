@@ -1,8 +1,8 @@
 """
 The benchmarks of issue 23's features (encryption at rest, the per-user
-limit): they run, and print what they measured. (The fragments' charts need
-matplotlib, which the test run does not install: tests/test_benchmarks_report.py
-covers writing them.)
+limit, the "your sessions" pages): they run, and print what they measured.
+(The fragments' charts need matplotlib, which the test run does not install:
+tests/test_benchmarks_report.py covers writing them.)
 """
 
 from __future__ import annotations
@@ -38,3 +38,11 @@ def test_logins_smoke_run_on_sqlite(tmp_path: Path) -> None:
     out = run(tmp_path, "benchmarks/logins.py", "--logins", "5", "--runs", "2")
     assert "limit 3, one revoked" in out
     assert "%\n" in out
+
+
+def test_pages_smoke_run_on_sqlite(tmp_path: Path) -> None:
+    # It checks that the list shows the user's sessions, this one marked
+    # and named, and that "log out others" leaves one.
+    out = run(tmp_path, "benchmarks/pages.py", "--rows", "40", "--requests", "10", "--runs", "1")
+    for count in (1, 10, 50):
+        assert re.search(rf"^ *{count} +[\d,]+ +[\d,]+ +[+-][\d,]+ +[\d,]+$", out, re.M), out
