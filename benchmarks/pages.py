@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", default="sqlite,postgresql,mysql")
     parser.add_argument("--rows", type=int, default=100_000, help="other users' sessions")
-    parser.add_argument("--requests", type=int, default=500, help="page requests per run")
+    parser.add_argument("--requests", type=int, default=200, help="page requests per run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument("--docs", metavar="DIR", help="also write DIR/pages.rst")

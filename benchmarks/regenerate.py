@@ -22,7 +22,7 @@ and overhead.* when benchmarks/overhead.py exists. It runs, in this order:
 - logins.py --databases sqlite,postgresql,mysql (7 runs of 300 logins,
   SQL_SESSIONS_MAX_PER_USER off and on);
 - pages.py --databases sqlite,postgresql,mysql --rows 100000 (5 runs of
-  500 requests to the "your sessions" list and 50 to "log out everywhere
+  200 requests to the "your sessions" list and 20 to "log out everywhere
   else", for users with 1, 10 and 50 sessions);
 - overhead.py --docs DIR (with --smoke when smoke), if present.
 
