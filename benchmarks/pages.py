@@ -69,7 +69,7 @@ REVOKE_OTHERS = "/account/sessions/revoke-others/"
 
 
 class Pages:
-    """The project's handler, and the benchmark's user with `sessions` sessions."""
+    """The project's handler and the benchmark's user, as requests see them."""
 
     def __init__(self, alias: str) -> None:
         from django.contrib.auth import get_user_model
@@ -130,6 +130,7 @@ def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report
     run.populate(alias, rows, SessionStore().encode(run.SESSION), django_table=False)
     pages = Pages(alias)
     found: list[list[report.Cell]] = []
+    log_outs = max(1, requests // 10)
     for count in SESSIONS:
         micros: dict[str, list[float]] = {"floor": [], "list": [], "log out others": []}
         cookie = pages.with_sessions(count)
@@ -141,7 +142,7 @@ def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report
             floor = pages.timed("get", "/floor/", cookie, requests)
             listed = pages.timed("get", LIST, cookie, requests)
             revoking = 0
-            for _ in range(requests // 10):
+            for _ in range(log_outs):
                 for _ in range(count - 1):
                     pages.sign_in()
                 start = time.perf_counter_ns()
@@ -152,7 +153,7 @@ def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report
             if attempt:
                 micros["floor"].append(floor)
                 micros["list"].append(listed)
-                micros["log out others"].append(revoking / (requests // 10) / 1000)
+                micros["log out others"].append(revoking / log_outs / 1000)
         floor_us, list_us, revoke_us = (statistics.median(micros[name]) for name in micros)
         found.append(
             [
@@ -191,7 +192,7 @@ def main() -> None:
         name = run.describe(alias, stamp.servers.get(alias, ""))
         caption = (
             f"{name}: µs per request, median of {args.runs} runs of {args.requests:,} "
-            f"page requests and {args.requests // 10:,} log-outs, among {args.rows:,} "
+            f"page requests and {max(1, args.requests // 10):,} log-outs, among {args.rows:,} "
             "other sessions"
         )
         tables.append((caption, headers, rows))
