@@ -239,7 +239,9 @@ class CachedSessionTable(SessionTable):
 
     def _offer(self, key_hash: str, row: Row, since: float) -> None:
         """Store a copy a read or INSERT begun at clock() `since` returned, if still fresh."""
-        if in_transaction(self.alias) or clock() - since > FRESH_SECONDS:
+        if not row.data or in_transaction(self.alias) or clock() - since > FRESH_SECONDS:
+            # No data: this process could not open the row (a key it lacks,
+            # no cryptography); a process that can would be served its copy.
             return
         cache = self._cache()
         if cache is None:
@@ -265,6 +267,7 @@ class CachedSessionTable(SessionTable):
         try:
             if (
                 ttl < 1
+                or not row.data  # unreadable here, as in _offer()
                 or row.created_at is None
                 or not cache.compares
                 or clock() - since > FRESH_SECONDS

@@ -264,10 +264,7 @@ def _limit(name: str, value: object) -> str | None:
     # None and 0 are both "off": 0 reads as "no limit" in a settings file.
     if value is None or (type(value) is int and value >= 0):
         return None
-    return (
-        f"{name} is {value!r}; it must be a whole number of sessions, 1 or more, "
-        "or None (no limit)."
-    )
+    return f"{name} is {value!r}; it must be a whole number of sessions, or None or 0 (no limit)."
 
 
 MAX_PER_USER = Setting[int | None](

@@ -9,6 +9,7 @@ without SECRET_KEY holds none of the data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import importlib.util
 import logging
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from django_sql_sessions import checks, encryption, storage
 from django_sql_sessions.backends.db import SessionStore
 from django_sql_sessions.models import Session
 from django_sql_sessions.storage import hash_key
+from tests.conftest import clear_session_cache
 from tests.helpers import cached_engine, key, saved_session
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -346,6 +349,50 @@ def test_a_row_under_a_retired_key_is_an_empty_session(alias: str, settings: Any
 
 
 # ------------------------------------------------------------- the command
+
+
+@pytest.mark.usefixtures("encrypted")
+@pytest.mark.parametrize("lacking", ["the-key", "cryptography"])
+def test_a_process_that_cannot_open_a_row_leaves_the_cache_alone(
+    alias: str, settings: Any, monkeypatch: pytest.MonkeyPatch, lacking: str
+) -> None:
+    """
+    A worker still on the old SECRET_KEY during a rotation, or one without
+    cryptography, reads the session as empty, and must not offer that to the
+    cache that the others read (a trial user's find).
+    """
+    if not cached_engine():
+        pytest.skip("the cached engine's entries")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-new-secret-key", [OLD_SECRET]
+    store = saved_session(email=MARKER)
+
+    @contextlib.contextmanager
+    def the_other_process() -> Iterator[SessionStore]:
+        if lacking == "the-key":
+            changed = override_settings(SECRET_KEY=OLD_SECRET, SECRET_KEY_FALLBACKS=[])
+        else:
+            changed = override_settings(SQL_SESSIONS_ENCRYPT=False)
+            monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+            monkeypatch.setattr(encryption, "_cipher", [])
+        with changed:
+            other = SessionStore(key(store))
+            assert other.load() == {}  # a miss: the row, which it cannot open
+            yield other
+        monkeypatch.undo()
+
+    clear_session_cache(django_settings.SESSION_CACHE_ALIAS)
+    with the_other_process():
+        pass
+    assert SessionStore(key(store)).load() == {"email": MARKER}
+    # Its activity falls due: the touch must not refresh the copy either.
+    rows = Session.objects.filter(key_hash=hash_key(key(store)))
+    touched_before = rows.get().updated_at
+    with the_other_process() as other:
+        later = timezone.now() + datetime.timedelta(days=1)
+        monkeypatch.setattr(timezone, "now", lambda: later)
+        other.record_activity()
+    assert rows.get().updated_at > touched_before, "the touch happened"
+    assert SessionStore(key(store)).load() == {"email": MARKER}
 
 
 def reencrypt(*args: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import os
 import select
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.contrib.auth import SESSION_KEY, alogin, login
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.views import LoginView
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import OperationalError, transaction
+from django.template.response import TemplateResponse
 from django.test import Client, RequestFactory
 
 from django_sql_sessions import limits
@@ -216,6 +219,44 @@ class TestRefuse:
         assert request.user.is_anonymous
         request.session.save()  # the middleware's save: still nobody's session
         assert len(live(user)) == 1
+
+
+def documented_login_view() -> type[LoginView]:
+    """The LoginView of docs/usage.rst, "Limiting sessions per user", as printed there."""
+    text = (ROOT / "docs" / "usage.rst").read_text(encoding="utf-8")
+    section = text.split("Limiting sessions per user\n", 1)[1]
+    block = section.split(".. code-block:: python\n", 1)[1].split("\nRoute it", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(block), namespace)
+    view: type[LoginView] = namespace["LimitedLoginView"]
+    assert issubclass(view, LoginView)
+    return view
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["refused", "allowed"])
+def test_the_documented_login_view_tells_the_user(
+    alias: str, make_user: Any, settings: Any, refuse: bool
+) -> None:
+    settings.SQL_SESSIONS_MAX_PER_USER = 1
+    settings.SQL_SESSIONS_MAX_PER_USER_REFUSE = refuse
+    user = make_user()
+    logged_in_client(user)
+    request = RequestFactory().post("/login/", {"username": "alice", "password": "secret"})
+    request.session = SessionStore()
+    request.user = AnonymousUser()
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+    view = documented_login_view().as_view(template_name="django_sql_sessions/base.html")
+    response = view(request)
+    if refuse:
+        assert isinstance(response, TemplateResponse)  # the form again, not a 403
+        assert response.status_code == 200
+        assert response.context_data is not None
+        assert "too many devices" in str(response.context_data["form"].non_field_errors())
+        assert request.user.is_anonymous
+        assert len(live(user)) == 1
+    else:
+        assert response.status_code == 302
+        assert request.user == user
 
 
 # On the db engine and on the cached engines (tests/conftest.py).
