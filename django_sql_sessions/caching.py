@@ -72,7 +72,7 @@ cache_errors: Counter[str] = Counter()
 
 ENGINE = "django_sql_sessions.backends.cached_db"
 # Entries are sealed in a context of their own: no entry opens as a row's data.
-CACHE = b"cache"
+CACHE = "cache"
 # SessionBase.key_salt of the engines' stores (both classes are SessionStore).
 _SALT = "django.contrib.sessions.SessionStore"
 
@@ -250,7 +250,7 @@ class CachedSessionTable(SessionTable):
         if ttl is None:
             return
         try:
-            cache.offer(self.prefix + key_hash, row.version, self._pack(row), ttl)
+            cache.offer(self.prefix + key_hash, row.version, self._pack(key_hash, row), ttl)
         except Exception as exc:
             self._failed(exc)
 
@@ -274,7 +274,7 @@ class CachedSessionTable(SessionTable):
             ):
                 cache.tombstone([self.prefix + key_hash])
             else:
-                cache.offer(self.prefix + key_hash, row.version, self._pack(row), ttl)
+                cache.offer(self.prefix + key_hash, row.version, self._pack(key_hash, row), ttl)
         except Exception as exc:
             self._failed(exc)
             self._pend([key_hash])
@@ -308,9 +308,11 @@ class CachedSessionTable(SessionTable):
     # stored (signed). In the clear, HMAC-SHA256 of all that follows as
     # "|mac"; under SQL_SESSIONS_ENCRYPT, "n|payload data" is sealed instead,
     # with the header in the cipher's associated data, which authenticates it
-    # as the MAC would. See docs/cache.rst, "Entries".
+    # as the MAC would. Both cover the key hash the entry is stored under, so
+    # whoever can write to the cache cannot copy one user's entry to another
+    # session's key. See docs/cache.rst, "Entries".
 
-    def _pack(self, row: Row) -> str:
+    def _pack(self, key_hash: str, row: Row) -> str:
         try:
             # A store not named SessionStore has another salt: no payload.
             session = signing.loads(row.data, salt=_SALT, serializer=self.serializer)
@@ -323,10 +325,11 @@ class CachedSessionTable(SessionTable):
         )
         tail = f"{len(payload)}|{payload}{row.data}"
         if self.encrypt:
-            return header + seal(tail, CACHE + header.encode())
+            return header + seal(tail, f"{CACHE}{key_hash}|{header}".encode())
         body = header + tail
-        mac = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{body}|{mac}"
+        # Inline, as in _unpack(): the save path's call count (tests/test_call_counts.py).
+        mac = hmac.new(self._mac_key, f"{key_hash}|{body}".encode(), hashlib.sha256)
+        return f"{body}|{mac.hexdigest()[:32]}"
 
     def _unpack(self, key_hash: str, value: str) -> Row | None:
         """The entry in a cached value; None for a tombstone or anything unreadable."""
@@ -335,15 +338,15 @@ class CachedSessionTable(SessionTable):
             version, expire_date, updated_at, created_at, tail = value.split("|", 4)
             if tail.startswith(PREFIX):
                 # Sealed; None if changed or under a key since retired: a miss.
-                opened = try_open(tail, CACHE + value[: -len(tail)].encode())
+                opened = try_open(tail, f"{CACHE}{key_hash}|{value[: -len(tail)]}".encode())
                 if opened is None:
                     return None
                 tail = opened
             else:
                 # A tombstone, corrupt, or written under another SECRET_KEY: a miss.
                 body, _, mac = value.rpartition("|")
-                expected = hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(mac, expected[:32]):
+                expected = hmac.new(self._mac_key, f"{key_hash}|{body}".encode(), hashlib.sha256)
+                if not hmac.compare_digest(mac, expected.hexdigest()[:32]):
                     return None
                 tail = tail[: -len(mac) - 1]
             length, rest = tail.split("|", 1)

@@ -250,6 +250,26 @@ class TestExpiry:
         # The load reads the row instead, and gets the session right.
         assert load_statements(alias, session_key) == ({"n": 1}, 1)
 
+    @pytest.mark.parametrize("encrypt", [False, True], ids=["clear", "sealed"])
+    def test_an_entry_copied_to_another_sessions_key_is_a_miss(
+        self, cache_alias: str, alias: str, settings: Any, encrypt: bool
+    ) -> None:
+        """Whoever can write to the cache cannot give their session another user's entry."""
+        if encrypt:
+            pytest.importorskip("cryptography")
+        settings.SQL_SESSIONS_ENCRYPT = encrypt
+        admin, mine = key(saved(user="admin")), key(saved(user="me"))
+        table = caching.cached_table()
+        store = table._cache()
+        assert store is not None
+        value = store.get(table.key(hash_key(admin)))
+        assert value is not None
+        caches[cache_alias].delete(table.key(hash_key(mine)))
+        store.offer(table.key(hash_key(mine)), 1, value, 3600)
+        assert store.get(table.key(hash_key(mine))) == value
+        assert cached(mine) is None
+        assert SessionStore(mine).load() == {"user": "me"}
+
     def test_an_entry_under_another_secret_key_is_a_miss(
         self, cache_alias: str, alias: str, settings: Any
     ) -> None:
@@ -704,7 +724,9 @@ class TestRaces:
                 timezone.now(),
                 timezone.now(),
             )
-            store.offer(table.key(hash_key(session_key)), 1, table._pack(row), 3600)
+            store.offer(
+                table.key(hash_key(session_key)), 1, table._pack(hash_key(session_key), row), 3600
+            )
             assert cached(session_key) is None
         assert tombstoned(session_key)
         assert SessionStore(session_key).load() == {}

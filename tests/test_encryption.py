@@ -647,12 +647,12 @@ def test_a_cache_entry_does_not_open_as_a_rows_data(
     sealed_tails = []
     for value in cache_values():
         # "version|expire|updated|created|" then the sealed part, whose
-        # associated data is the context and that header.
+        # associated data is the context, the key hash and that header.
         if found := ENTRY.search(value.decode("latin-1")):
-            sealed_tails.append((found[2], b"cache" + found[1].encode()))
+            sealed_tails.append((found[2], f"cache{hash_key(key(store))}|{found[1]}"))
     assert sealed_tails, "the entry's session part is sealed"
     tail, context = sealed_tails[0]
-    assert encryption.try_open(tail, context) is not None
+    assert encryption.try_open(tail, context.encode()) is not None
     write_stored(key(store), tail)
     with caplog.at_level(logging.WARNING):
         assert SessionStore(key(store)).load() == {}
