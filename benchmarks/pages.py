@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
@@ -124,15 +124,30 @@ def check_list(pages: Pages, cookie: str, count: int) -> None:
     assert "Chrome 140 on Windows" in body or "Chrome on Windows" in body, body
 
 
-def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report.Cell]]:
+class Timed(NamedTuple):
+    """Medians of one user's runs, µs per request."""
+
+    sessions: int
+    floor: float
+    listed: float
+    log_out_others: float
+
+
+def log_outs(requests: int) -> int:
+    """Log-outs per run: each makes count - 1 sessions first, so a tenth of the page requests."""
+    return max(1, requests // 10)
+
+
+def measure(alias: str, rows: int, requests: int, runs: int) -> list[Timed]:
     from django_sql_sessions.backends.db import SessionStore
 
     run.populate(alias, rows, SessionStore().encode(run.SESSION), django_table=False)
     pages = Pages(alias)
-    found: list[list[report.Cell]] = []
-    log_outs = max(1, requests // 10)
+    found: list[Timed] = []
     for count in SESSIONS:
-        micros: dict[str, list[float]] = {"floor": [], "list": [], "log out others": []}
+        floors: list[float] = []
+        lists: list[float] = []
+        revokes: list[float] = []
         cookie = pages.with_sessions(count)
         for attempt in range(runs + 1):  # the first warms up, untimed
             # The last run's log-outs left one: the user has `count` again.
@@ -142,7 +157,7 @@ def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report
             floor = pages.timed("get", "/floor/", cookie, requests)
             listed = pages.timed("get", LIST, cookie, requests)
             revoking = 0
-            for _ in range(log_outs):
+            for _ in range(log_outs(requests)):
                 for _ in range(count - 1):
                     pages.sign_in()
                 start = time.perf_counter_ns()
@@ -151,19 +166,11 @@ def measure(alias: str, rows: int, requests: int, runs: int) -> list[list[report
                 assert response.status_code == 302, response.status_code
             assert pages.sessions().count() == 1, "log out others left other sessions"
             if attempt:
-                micros["floor"].append(floor)
-                micros["list"].append(listed)
-                micros["log out others"].append(revoking / log_outs / 1000)
-        floor_us, list_us, revoke_us = (statistics.median(micros[name]) for name in micros)
-        found.append(
-            [
-                count,
-                f"{floor_us:,.0f}",
-                f"{list_us:,.0f}",
-                f"{list_us - floor_us:+,.0f}",
-                f"{revoke_us:,.0f}",
-            ]
-        )
+                floors.append(floor)
+                lists.append(listed)
+                revokes.append(revoking / log_outs(requests) / 1000)
+        median = statistics.median
+        found.append(Timed(count, median(floors), median(lists), median(revokes)))
     pages.sessions().delete()
     return found
 
@@ -188,21 +195,31 @@ def main() -> None:
     panels: dict[str, dict[str, dict[str, float]]] = {}
     for alias in names:
         with run.alias_under_test(alias):
-            rows = measure(alias, args.rows, args.requests, args.runs)
+            timed = measure(alias, args.rows, args.requests, args.runs)
         name = run.describe(alias, stamp.servers.get(alias, ""))
         caption = (
             f"{name}: µs per request, median of {args.runs} runs of {args.requests:,} "
-            f"page requests and {max(1, args.requests // 10):,} log-outs, among {args.rows:,} "
+            f"page requests and {log_outs(args.requests):,} log-outs, among {args.rows:,} "
             "other sessions"
         )
+        rows: list[list[report.Cell]] = [
+            [
+                t.sessions,
+                f"{t.floor:,.0f}",
+                f"{t.listed:,.0f}",
+                f"{t.listed - t.floor:+,.0f}",
+                f"{t.log_out_others:,.0f}",
+            ]
+            for t in timed
+        ]
         tables.append((caption, headers, rows))
         panels[name] = {
-            f"{count} sessions": {
-                "floor": float(str(floor).replace(",", "")),
-                "list": float(str(listed).replace(",", "")),
-                "log out others": float(str(revoke).replace(",", "")),
+            f"{t.sessions} sessions": {
+                "floor": t.floor,
+                "list": t.listed,
+                "log out others": t.log_out_others,
             }
-            for count, floor, listed, _extra, revoke in rows
+            for t in timed
         }
         print(caption, report.text_table(headers, rows), sep="\n", end="\n\n", flush=True)
     if args.docs:
