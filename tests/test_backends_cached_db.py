@@ -97,11 +97,26 @@ def cached(session_key: str) -> Row | None:
     return caching.cached_table()._read(hash_key(session_key))
 
 
-def tombstoned(session_key: str) -> bool:
+def entry(session_key: str) -> str | None:
+    """The raw value the cache holds for the session, as anyone who can read the cache sees it."""
     table = caching.cached_table()
     store = table._cache()
     assert store is not None
-    return store.get(table.key(hash_key(session_key))) == caching.TOMBSTONE
+    return store.get(table.key(hash_key(session_key)))
+
+
+def plant(cache_alias: str, session_key: str, value: str) -> None:
+    """Put `value` in the session's cache entry, as anyone who can write to the cache can."""
+    table = caching.cached_table()
+    store = table._cache()
+    assert store is not None
+    caches[cache_alias].delete(table.key(hash_key(session_key)))
+    store.offer(table.key(hash_key(session_key)), 1, value, 3600)
+    assert entry(session_key) == value
+
+
+def tombstoned(session_key: str) -> bool:
+    return entry(session_key) == caching.TOMBSTONE
 
 
 def load_statements(alias: str, session_key: str) -> tuple[dict[str, Any], int]:
@@ -233,19 +248,13 @@ class TestExpiry:
             pytest.importorskip("cryptography")
         settings.SQL_SESSIONS_ENCRYPT = encrypt
         session_key = key(saved(n=1))
-        table = caching.cached_table()
-        store = table._cache()
-        assert store is not None
         assert cached(session_key) is not None
-        entry_key = table.key(hash_key(session_key))
-        value = store.get(entry_key)
+        value = entry(session_key)
         assert value is not None
         assert (encryption.PREFIX in value) == encrypt
         changed = change(value)
         assert changed != value
-        caches[cache_alias].delete(entry_key)
-        store.offer(entry_key, 1, changed, 3600)
-        assert store.get(entry_key) == changed
+        plant(cache_alias, session_key, changed)
         assert cached(session_key) is None
         # The load reads the row instead, and gets the session right.
         assert load_statements(alias, session_key) == ({"n": 1}, 1)
@@ -259,14 +268,9 @@ class TestExpiry:
             pytest.importorskip("cryptography")
         settings.SQL_SESSIONS_ENCRYPT = encrypt
         admin, mine = key(saved(user="admin")), key(saved(user="me"))
-        table = caching.cached_table()
-        store = table._cache()
-        assert store is not None
-        value = store.get(table.key(hash_key(admin)))
+        value = entry(admin)
         assert value is not None
-        caches[cache_alias].delete(table.key(hash_key(mine)))
-        store.offer(table.key(hash_key(mine)), 1, value, 3600)
-        assert store.get(table.key(hash_key(mine))) == value
+        plant(cache_alias, mine, value)
         assert cached(mine) is None
         assert SessionStore(mine).load() == {"user": "me"}
 
