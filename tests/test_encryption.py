@@ -348,13 +348,11 @@ def test_a_row_under_a_retired_key_is_an_empty_session(alias: str, settings: Any
     assert again.session_key == key(store), "the key stays: its next save replaces the row"
 
 
-# ------------------------------------------------------------- the command
-
-
 @pytest.mark.usefixtures("encrypted")
 @pytest.mark.parametrize("lacking", ["the-key", "cryptography"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_process_that_cannot_open_a_row_leaves_the_cache_alone(
-    alias: str, settings: Any, monkeypatch: pytest.MonkeyPatch, lacking: str
+    alias: str, settings: Any, monkeypatch: pytest.MonkeyPatch, lacking: str, flavour: str
 ) -> None:
     """
     A worker still on the old SECRET_KEY during a rotation, or one without
@@ -376,7 +374,9 @@ def test_a_process_that_cannot_open_a_row_leaves_the_cache_alone(
             monkeypatch.setattr(encryption, "_cipher", [])
         with changed:
             other = SessionStore(key(store))
-            assert other.load() == {}  # a miss: the row, which it cannot open
+            # A miss: the row, which it cannot open.
+            loaded = other.load() if flavour == "sync" else async_to_sync(other.aload)()
+            assert loaded == {}
             yield other
         monkeypatch.undo()
 
@@ -390,9 +390,15 @@ def test_a_process_that_cannot_open_a_row_leaves_the_cache_alone(
     with the_other_process() as other:
         later = timezone.now() + datetime.timedelta(days=1)
         monkeypatch.setattr(timezone, "now", lambda: later)
-        other.record_activity()
+        if flavour == "sync":
+            other.record_activity()
+        else:
+            async_to_sync(other.arecord_activity)()
     assert rows.get().updated_at > touched_before, "the touch happened"
     assert SessionStore(key(store)).load() == {"email": MARKER}
+
+
+# ------------------------------------------------------------- the command
 
 
 def reencrypt(*args: str) -> tuple[str, str]:
